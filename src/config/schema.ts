@@ -1,0 +1,92 @@
+import { z } from "zod";
+import { parseDuration, parseSize } from "./units.ts";
+
+// Every setting, its type and its default, in one place. mirror.yml at the top level lists the
+// same keys with the same defaults (a test parses it and compares), and every key can be
+// overridden by REGMIRROR_<KEY_PATH> (see load.ts). Defaults use prefault so that they go
+// through the same parsing as a user's value ("5m" becomes milliseconds either way).
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: "custom", message: "not a duration (use e.g. 90s, 5m, 1h, 30d)" });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const bytes = parseSize(v);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: "custom", message: "not a size (use e.g. 500MiB, 50GiB, or a number of bytes)" });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/** Environment variables are strings: accept "32" where a number is expected. */
+const positiveInt = z
+  .union([z.number(), z.string().regex(/^\d+$/, "not a whole number").transform(Number)])
+  .pipe(z.number().int("not a whole number").min(1, "must be at least 1"));
+
+const listen = z.string().transform((v, ctx) => {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: "custom", message: "not host:port (e.g. 0.0.0.0:5555 or [::]:5555)" });
+    return z.NEVER;
+  }
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+});
+
+const httpUrl = z.string().transform((v, ctx) => {
+  let u: URL | undefined;
+  try {
+    u = new URL(v);
+  } catch {
+    u = undefined;
+  }
+  if (!u || (u.protocol !== "http:" && u.protocol !== "https:") || u.search || u.hash || u.username) {
+    ctx.addIssue({ code: "custom", message: "not an http(s) URL without credentials, query or fragment" });
+    return z.NEVER;
+  }
+  return u.origin + u.pathname.replace(/\/+$/, "");
+});
+
+export const LOG_LEVELS = ["error", "warn", "info", "http", "debug"] as const;
+
+export const ConfigSchema = z.strictObject({
+  listen: listen.prefault("0.0.0.0:5555"),
+  upstream: z
+    .strictObject({
+      url: httpUrl.prefault("https://registry-1.docker.io"),
+      username: z.string().prefault(""),
+      password: z.string().prefault(""),
+      concurrency: positiveInt.prefault(32),
+      timeout: duration.prefault("30s"),
+    })
+    .prefault({}),
+  cache: z
+    .strictObject({
+      dir: z.string().min(1, "must not be empty").prefault("/var/lib/regmirror"),
+      maxSize: size.prefault("50GiB"),
+      blobTTL: duration.prefault("30d"),
+      fillTimeout: duration.prefault("5m"),
+      manifestMemory: size.prefault("64MiB"),
+    })
+    .prefault({}),
+  tag: z
+    .strictObject({
+      ttl: duration.prefault("5m"),
+      maxStale: duration.prefault("7d"),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(LOG_LEVELS).prefault("info"),
+      format: z.enum(["auto", "json", "text"]).prefault("auto"),
+    })
+    .prefault({}),
+});
+
+export type Config = z.output<typeof ConfigSchema>;

@@ -1,0 +1,150 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { pipeline } from "node:stream";
+import type { Logger } from "winston";
+import { RegistryError } from "../oci/errors.ts";
+import { parseAccept } from "../oci/media-types.ts";
+import { assertName, parseReference, requireDigest } from "../oci/reference.ts";
+import type { BlobService } from "../mirror/blobs.ts";
+import type { ManifestService } from "../mirror/manifests.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import { API_VERSION, sendError, sendJson } from "./respond.ts";
+import { parseRange } from "./range.ts";
+import { route } from "./route.ts";
+
+// The Registry HTTP API v2, pull side, as a plain Node request handler. It parses, asks the
+// mirror services, and writes headers and bodies; it never knows whether an answer came from the
+// cache. It bypasses express on purpose: this is the hot path (manifests are served at tens of
+// thousands per second, blobs at GB/s), and the routing is our own grammar anyway.
+
+export interface RegistryDeps {
+  blobs: BlobService;
+  manifests: ManifestService;
+  metrics: Metrics;
+  log: Logger;
+}
+
+type Outcome = { cache?: "hit" | "miss" | "stale"; bytes: number };
+
+export function registryHandler(deps: RegistryDeps) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const started = performance.now();
+    const outcome: Outcome = { bytes: 0 };
+    res.once("close", () => {
+      deps.log.info("request", {
+        method: req.method,
+        path: req.url,
+        status: res.statusCode,
+        bytes: outcome.bytes,
+        ms: Math.round((performance.now() - started) * 10) / 10,
+        cache: outcome.cache,
+        aborted: !res.writableFinished || undefined,
+      });
+    });
+    handle(deps, req, res, outcome).catch((err: unknown) => {
+      const e = sendError(res, err);
+      if (e.status >= 500) deps.log.warn("request failed", { path: req.url, code: e.code, error: e.message });
+    });
+  };
+}
+
+async function handle(deps: RegistryDeps, req: IncomingMessage, res: ServerResponse, out: Outcome): Promise<void> {
+  const url = req.url ?? "/";
+  const q = url.indexOf("?");
+  const r = route(q === -1 ? url : url.slice(0, q));
+  if (!r) throw new RegistryError("UNSUPPORTED", "no such endpoint", { status: 404 });
+  const method = req.method ?? "GET";
+  const read = method === "GET" || method === "HEAD";
+
+  switch (r.kind) {
+    case "base":
+      if (!read) throw unsupported();
+      return sendJson(res, 200, {});
+    case "upload":
+      throw unsupported();
+    case "manifest": {
+      assertName(r.name);
+      const ref = parseReference(r.reference);
+      if (!read) throw unsupported();
+      const m = await deps.manifests.get(r.name, ref, parseAccept(req.headersDistinct.accept));
+      out.cache = m.stale ? "stale" : m.source === "cache" ? "hit" : "miss";
+      const headers: Record<string, string | number> = {
+        ...API_VERSION,
+        "content-type": m.mediaType,
+        "content-length": m.bytes.length,
+        "docker-content-digest": m.digest,
+        etag: `"${m.digest}"`,
+      };
+      if (m.stale) headers.warning = '110 - "Response is Stale"';
+      res.writeHead(200, headers);
+      if (method === "HEAD") return void res.end();
+      out.bytes = m.bytes.length;
+      deps.metrics.bytesServed.inc({ source: m.source === "cache" ? "cache" : "upstream" }, m.bytes.length);
+      res.end(m.bytes);
+      return;
+    }
+    case "blob": {
+      assertName(r.name);
+      const digest = requireDigest(r.digest);
+      if (!read) throw unsupported();
+      const b = await deps.blobs.get(r.name, digest, method);
+      out.cache = b.source === "cache" ? "hit" : "miss";
+      return sendBlob(deps, req, res, b, r.digest, out);
+    }
+    case "tags":
+    case "catalog":
+    case "referrers":
+      throw new RegistryError("UNSUPPORTED", "not served by this mirror yet", { status: 404 });
+  }
+}
+
+function sendBlob(
+  deps: RegistryDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  b: Awaited<ReturnType<BlobService["get"]>>,
+  digest: string,
+  out: Outcome,
+): void {
+  const headers: Record<string, string | number> = {
+    ...API_VERSION,
+    "content-type": "application/octet-stream",
+    "docker-content-digest": digest,
+    etag: `"${digest}"`,
+    "accept-ranges": "bytes",
+    // Content-addressed: the bytes behind this URL can never change.
+    "cache-control": "max-age=31536000, immutable",
+  };
+  const range = parseRange(req.headers.range, b.size);
+  if (range.kind === "unsatisfiable") {
+    b.release();
+    throw new RegistryError("RANGE_INVALID", "requested range not satisfiable", {
+      headers: { "content-range": `bytes */${b.size}` },
+    });
+  }
+  let status = 200;
+  let start = 0;
+  let end = b.size === undefined ? undefined : b.size - 1;
+  if (range.kind === "partial") {
+    status = 206;
+    ({ start, end } = range);
+    headers["content-range"] = `bytes ${start}-${end}/${b.size}`;
+  }
+  const length = end === undefined ? undefined : end - start + 1;
+  if (length !== undefined) headers["content-length"] = length;
+  res.writeHead(status, headers);
+  if (req.method === "HEAD" || length === 0) {
+    b.release();
+    res.end();
+    return;
+  }
+  const body = b.body(start, end);
+  pipeline(body, res, (err) => {
+    if (err) return; // the client hung up, or the fill failed: res is destroyed either way
+    out.bytes = length ?? 0;
+    deps.metrics.bytesServed.inc({ source: b.source }, out.bytes);
+  });
+}
+
+function unsupported(): RegistryError {
+  return new RegistryError("UNSUPPORTED", "this is a pull-through mirror: push and delete are not supported");
+}

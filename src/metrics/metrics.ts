@@ -1,0 +1,69 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+// Every metric regmirror exports, on one registry of its own (tests build several mirrors in
+// one process, so the global registry would mix them). Names follow Prometheus conventions.
+
+export type Kind = "manifest" | "blob";
+export type Source = "cache" | "upstream";
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly hits = new Counter({
+    name: "regmirror_cache_hits_total",
+    help: "Requests answered from the cache, by kind",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly misses = new Counter({
+    name: "regmirror_cache_misses_total",
+    help: "Requests that had to go to the upstream, by kind",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly bytesServed = new Counter({
+    name: "regmirror_served_bytes_total",
+    help: "Body bytes sent to clients, by where they came from",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamRequests = new Counter({
+    name: "regmirror_upstream_requests_total",
+    help: "Requests sent to the upstream, by method and status (0 = no answer)",
+    labelNames: ["method", "status"] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamDuration = new Histogram({
+    name: "regmirror_upstream_request_duration_seconds",
+    help: "Time to the upstream's response headers",
+    labelNames: ["method", "status"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly fillsInFlight = new Gauge({
+    name: "regmirror_fills_in_flight",
+    help: "Blob downloads from the upstream into the cache under way",
+    registers: [this.registry],
+  });
+  readonly coalesced = new Counter({
+    name: "regmirror_coalesced_requests_total",
+    help: "Requests that joined a download already under way instead of starting their own",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly fillFailures = new Counter({
+    name: "regmirror_fill_failures_total",
+    help: "Cache fills dropped, by reason",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly servedStale = new Counter({
+    name: "regmirror_served_stale_total",
+    help: "Tags served past their TTL because the upstream could not be asked",
+    registers: [this.registry],
+  });
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: "regmirror_" });
+  }
+}

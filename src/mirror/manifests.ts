@@ -1,0 +1,184 @@
+import type { Logger } from "winston";
+import { RegistryError } from "../oci/errors.ts";
+import { digestOf, formatDigest, parseDigest, type Digest } from "../oci/digest.ts";
+import { DEFAULT_MANIFEST_ACCEPT, sniffManifestType } from "../oci/media-types.ts";
+import type { Reference } from "../oci/reference.ts";
+import type { ManifestStore } from "../storage/manifest-store.ts";
+import type { UpstreamClient, UpstreamResponse } from "../upstream/client.ts";
+import { isUpstreamOutage, upstreamError } from "../upstream/errors.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import { SingleFlight } from "./single-flight.ts";
+import { acceptKey, decideTag } from "./policy.ts";
+
+// Manifests. By digest: local-first and immutable, never asked upstream once cached. By tag:
+// trusted for the tag TTL, then revalidated with a HEAD (which Docker Hub does not count against
+// the pull limit); the body is fetched only when the digest moved. When the upstream cannot be
+// asked, a cached tag is served stale for up to maxStale.
+
+export interface ManifestAnswer {
+  bytes: Buffer;
+  digest: string;
+  mediaType: string;
+  source: "cache" | "upstream";
+  /** Set when served past its TTL because the upstream could not be asked. */
+  stale: boolean;
+}
+
+export interface ManifestServiceDeps {
+  store: ManifestStore;
+  upstream: UpstreamClient;
+  /** The upstream's name in the tag store (one directory per upstream). */
+  upstreamName: string;
+  metrics: Metrics;
+  log: Logger;
+  tagTtlMs: number;
+  maxStaleMs: number;
+  maxManifestBytes: number;
+}
+
+export class ManifestService {
+  private readonly flights = new SingleFlight<ManifestAnswer>();
+
+  constructor(private readonly deps: ManifestServiceDeps) {}
+
+  async get(repo: string, ref: Reference, accept: string[]): Promise<ManifestAnswer> {
+    return ref.kind === "digest" ? this.byDigest(repo, ref.digest) : this.byTag(repo, ref.tag, accept);
+  }
+
+  private async byDigest(repo: string, d: Digest): Promise<ManifestAnswer> {
+    const { store, metrics } = this.deps;
+    const bytes = await store.get(d);
+    if (bytes) {
+      metrics.hits.inc({ kind: "manifest" });
+      return cachedAnswer(bytes, formatDigest(d), false);
+    }
+    metrics.misses.inc({ kind: "manifest" });
+    return this.coalesce(`digest:${d.hex}`, () => this.fetch(repo, formatDigest(d), DEFAULT_MANIFEST_ACCEPT, d));
+  }
+
+  private async byTag(repo: string, tag: string, clientAccept: string[]): Promise<ManifestAnswer> {
+    const { store, metrics, upstreamName, tagTtlMs, maxStaleMs } = this.deps;
+    const accept = usefulAccept(clientAccept);
+    const decision = decideTag(await store.getTag(upstreamName, repo, tag), accept, Date.now(), tagTtlMs, maxStaleMs);
+    if (decision.action === "serve") {
+      const bytes = await store.get(parseDigest(decision.entry.digest)!);
+      if (bytes) {
+        metrics.hits.inc({ kind: "manifest" });
+        return cachedAnswer(bytes, decision.entry.digest, false, decision.entry.mediaType);
+      }
+    }
+    const key = `tag:${repo}:${tag}:${acceptKey(accept)}`;
+    if (decision.action !== "revalidate") {
+      metrics.misses.inc({ kind: "manifest" });
+      return this.coalesce(key, () => this.fetchTag(repo, tag, accept));
+    }
+    const { entry, staleUntil } = decision;
+    return this.coalesce(key, async () => {
+      try {
+        const answer = await this.revalidate(repo, tag, accept, entry.digest);
+        metrics[answer.source === "cache" ? "hits" : "misses"].inc({ kind: "manifest" });
+        return answer;
+      } catch (err) {
+        const bytes = Date.now() < staleUntil && isUpstreamOutage(err) ? await store.get(parseDigest(entry.digest)!) : undefined;
+        if (!bytes) throw err;
+        metrics.hits.inc({ kind: "manifest" });
+        metrics.servedStale.inc();
+        this.deps.log.warn("upstream unavailable; serving a stale tag", { repo, tag, error: (err as Error).message });
+        return cachedAnswer(bytes, entry.digest, true, entry.mediaType);
+      }
+    });
+  }
+
+  /** HEAD the tag; only if its digest moved (or we lost the bytes) GET the new manifest. */
+  private async revalidate(repo: string, tag: string, accept: string[], known: string): Promise<ManifestAnswer> {
+    const { upstream, store, upstreamName } = this.deps;
+    const res = await upstream.fetch({ method: "HEAD", repo, path: `/v2/${repo}/manifests/${tag}`, headers: { accept } });
+    res.body.resume();
+    if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
+    const digest = res.headers["docker-content-digest"];
+    const bytes = digest === known ? await store.get(parseDigest(known)!) : undefined;
+    if (!bytes) return this.fetchTag(repo, tag, accept);
+    const mediaType = headerType(res) ?? sniffManifestType(bytes) ?? "application/octet-stream";
+    await store.putTag(upstreamName, repo, tag, { digest: known, mediaType, checkedAt: Date.now() });
+    return cachedAnswer(bytes, known, false, mediaType);
+  }
+
+  private async fetchTag(repo: string, tag: string, accept: string[]): Promise<ManifestAnswer> {
+    const answer = await this.fetch(repo, tag, accept);
+    await this.deps.store.putTag(this.deps.upstreamName, repo, tag, {
+      digest: answer.digest,
+      mediaType: answer.mediaType,
+      checkedAt: Date.now(),
+    });
+    return answer;
+  }
+
+  /** GETs a manifest, checks it against its digest, and caches it by digest. */
+  private async fetch(repo: string, ref: string, accept: string[], expected?: Digest): Promise<ManifestAnswer> {
+    const { upstream, store, maxManifestBytes } = this.deps;
+    const res = await upstream.fetch({ method: "GET", repo, path: `/v2/${repo}/manifests/${ref}`, headers: { accept } });
+    if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
+    const bytes = await readLimited(res, maxManifestBytes);
+    const digest = digestOf(bytes);
+    const claimed = res.headers["docker-content-digest"];
+    if ((expected && digest !== formatDigest(expected)) || (typeof claimed === "string" && claimed !== digest)) {
+      throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest that does not match its digest", {
+        detail: { expected: expected ? formatDigest(expected) : claimed, actual: digest },
+      });
+    }
+    const mediaType = headerType(res) ?? sniffManifestType(bytes);
+    if (!mediaType) throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest of unknown type");
+    await store.put(parseDigest(digest)!, bytes);
+    return { bytes, digest, mediaType, source: "upstream", stale: false };
+  }
+
+  private async coalesce(key: string, fn: () => Promise<ManifestAnswer>): Promise<ManifestAnswer> {
+    const { promise, joined } = this.flights.run(key, fn);
+    if (joined) this.deps.metrics.coalesced.inc({ kind: "manifest" });
+    return promise;
+  }
+}
+
+function cachedAnswer(bytes: Buffer, digest: string, stale: boolean, mediaType?: string): ManifestAnswer {
+  return {
+    bytes,
+    digest,
+    mediaType: mediaType ?? sniffManifestType(bytes) ?? "application/octet-stream",
+    source: "cache",
+    stale,
+  };
+}
+
+/** Without an Accept (or with only a wildcard) some registries fall back to schema 1: ask for the modern types. */
+function usefulAccept(accept: string[]): string[] {
+  return accept.length === 0 || accept.every((a) => a === "*/*") ? DEFAULT_MANIFEST_ACCEPT : accept;
+}
+
+function headerType(res: UpstreamResponse): string | undefined {
+  const t = res.headers["content-type"];
+  if (typeof t !== "string") return undefined;
+  const type = t.split(";")[0]!.trim();
+  return type && type !== "application/json" && type !== "text/plain" ? type : undefined;
+}
+
+async function readLimited(res: UpstreamResponse, limit: number): Promise<Buffer> {
+  const announced = Number(res.headers["content-length"]);
+  if (announced > limit) {
+    res.body.destroy();
+    throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest larger than the limit", {
+      detail: { size: announced, limit },
+    });
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of res.body) {
+    total += (chunk as Buffer).length;
+    if (total > limit) {
+      res.body.destroy();
+      throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest larger than the limit", { detail: { limit } });
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+

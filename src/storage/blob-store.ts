@@ -1,0 +1,163 @@
+import { mkdir, open, readdir, rename, rm, stat, utimes, type FileHandle } from "node:fs/promises";
+import { dirname } from "node:path";
+import type { Hash } from "node:crypto";
+import { formatDigest, sha256Hasher, type Digest } from "../oci/digest.ts";
+import { CachePaths } from "./paths.ts";
+import { tempName } from "./atomic.ts";
+
+// Content-addressed blob files. A blob becomes visible under its digest only through
+// BlobWriter.commit(), which checks size and sha256 first and then fsyncs and renames: a reader
+// of blobs/ can never see a partial or wrong file, whatever happens to the process.
+
+export class DigestMismatchError extends Error {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`content does not match its digest: expected ${expected}, got ${actual}`);
+    this.name = "DigestMismatchError";
+  }
+}
+
+export class SizeMismatchError extends Error {
+  constructor(
+    readonly expected: number,
+    readonly actual: number,
+  ) {
+    super(`content length ${actual} does not match the announced ${expected}`);
+    this.name = "SizeMismatchError";
+  }
+}
+
+export interface BlobStat {
+  size: number;
+  /** Last read, in ms since the epoch (kept in the file's mtime so it survives a restart). */
+  lastRead: number;
+}
+
+export class BlobStore {
+  constructor(readonly paths: CachePaths) {}
+
+  /** Creates the layout and removes debris of fills that a crash interrupted. */
+  async init(): Promise<void> {
+    await rm(this.paths.tmpDir, { recursive: true, force: true });
+    await Promise.all(
+      [this.paths.blobsDir, this.paths.manifestsDir, this.paths.reposDir, this.paths.tmpDir].map((d) =>
+        mkdir(d, { recursive: true }),
+      ),
+    );
+  }
+
+  path(d: Digest): string {
+    return this.paths.blob(d);
+  }
+
+  async stat(d: Digest): Promise<BlobStat | undefined> {
+    try {
+      const s = await stat(this.paths.blob(d));
+      return { size: s.size, lastRead: s.mtimeMs };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+  }
+
+  /** Records a read; eviction orders blobs by this. */
+  async touch(d: Digest, when = Date.now()): Promise<void> {
+    const t = new Date(when);
+    await utimes(this.paths.blob(d), t, t).catch(() => undefined);
+  }
+
+  async remove(d: Digest): Promise<void> {
+    await rm(this.paths.blob(d), { force: true });
+  }
+
+  async beginWrite(d: Digest, expectedSize?: number): Promise<BlobWriter> {
+    const tmp = tempName(this.paths.tmpDir);
+    const fh = await open(tmp, "wx");
+    return new BlobWriter(d, tmp, this.paths.blob(d), fh, expectedSize);
+  }
+
+  /** Every cached blob with its size and last read; for the eviction index at start. */
+  async *list(): AsyncGenerator<{ hex: string; size: number; lastRead: number }> {
+    let prefixes: string[];
+    try {
+      prefixes = await readdir(this.paths.blobsDir);
+    } catch {
+      return;
+    }
+    for (const p of prefixes) {
+      const dir = `${this.paths.blobsDir}/${p}`;
+      const names = await readdir(dir).catch(() => [] as string[]);
+      const stats = await Promise.all(
+        names.map((n) =>
+          stat(`${dir}/${n}`).then(
+            (s) => ({ hex: n, size: s.size, lastRead: s.mtimeMs }),
+            () => undefined,
+          ),
+        ),
+      );
+      for (const s of stats) if (s) yield s;
+    }
+  }
+}
+
+/**
+ * One blob being written: bytes are hashed as they are appended, and commit() publishes the file
+ * only when size and digest match. Until then it lives under tmp/ (readers of a fill in progress
+ * open `tmpPath` directly; their descriptor stays valid across the rename).
+ */
+export class BlobWriter {
+  private readonly hash: Hash = sha256Hasher();
+  private offset = 0;
+  private closed = false;
+
+  constructor(
+    readonly digest: Digest,
+    readonly tmpPath: string,
+    private readonly finalPath: string,
+    private readonly fh: FileHandle,
+    private readonly expectedSize: number | undefined,
+  ) {}
+
+  get written(): number {
+    return this.offset;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    this.hash.update(chunk);
+    let done = 0;
+    while (done < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, done, chunk.length - done, this.offset);
+      done += bytesWritten;
+      this.offset += bytesWritten;
+    }
+  }
+
+  /** Verifies, fsyncs and publishes. On any failure the temp file is removed and nothing is cached. */
+  async commit(): Promise<void> {
+    try {
+      if (this.expectedSize !== undefined && this.offset !== this.expectedSize) {
+        throw new SizeMismatchError(this.expectedSize, this.offset);
+      }
+      const actual = "sha256:" + this.hash.digest("hex");
+      if (actual !== formatDigest(this.digest)) throw new DigestMismatchError(formatDigest(this.digest), actual);
+      await this.fh.sync();
+      await this.fh.close();
+      this.closed = true;
+      await mkdir(dirname(this.finalPath), { recursive: true });
+      await rename(this.tmpPath, this.finalPath);
+    } catch (err) {
+      await this.abort();
+      throw err;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      await this.fh.close().catch(() => undefined);
+    }
+    await rm(this.tmpPath, { force: true });
+  }
+}

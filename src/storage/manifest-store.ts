@@ -1,0 +1,76 @@
+import { readFile } from "node:fs/promises";
+import { LRUCache } from "lru-cache";
+import { writeFileAtomic } from "./atomic.ts";
+import type { CachePaths } from "./paths.ts";
+import type { Digest } from "../oci/digest.ts";
+
+// Manifests by digest, and tag records. Both are small and hot (every pull starts with them),
+// so they are served from memory and written through to disk, where they survive a restart.
+
+export interface TagEntry {
+  digest: string;
+  mediaType: string;
+  /** When the upstream last confirmed this tag → digest (ms since the epoch). */
+  checkedAt: number;
+}
+
+/** A tag can point to a different manifest per media type a client accepts; one entry each. */
+export interface TagRecord {
+  entries: TagEntry[];
+}
+
+export class ManifestStore {
+  private readonly manifests: LRUCache<string, Buffer>;
+  private readonly tags = new LRUCache<string, TagRecord>({ max: 100_000 });
+
+  constructor(
+    private readonly paths: CachePaths,
+    memoryBytes: number,
+  ) {
+    this.manifests = new LRUCache<string, Buffer>({
+      maxSize: Math.max(memoryBytes, 1),
+      sizeCalculation: (b) => Math.max(b.length, 1),
+    });
+  }
+
+  async get(d: Digest): Promise<Buffer | undefined> {
+    const hit = this.manifests.get(d.hex);
+    if (hit) return hit;
+    try {
+      const bytes = await readFile(this.paths.manifest(d));
+      this.manifests.set(d.hex, bytes);
+      return bytes;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+  }
+
+  /** The caller has verified that `bytes` hash to `d`. */
+  async put(d: Digest, bytes: Buffer): Promise<void> {
+    this.manifests.set(d.hex, bytes);
+    await writeFileAtomic(this.paths.manifest(d), bytes, this.paths.tmpDir);
+  }
+
+  async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {
+    const key = `${upstream}/${repo}:${tag}`;
+    const hit = this.tags.get(key);
+    if (hit) return hit;
+    try {
+      const rec = JSON.parse(await readFile(this.paths.tag(upstream, repo, tag), "utf8")) as TagRecord;
+      if (!Array.isArray(rec.entries)) return undefined;
+      this.tags.set(key, rec);
+      return rec;
+    } catch {
+      // Missing, or torn by something other than us: either way, ask the upstream again.
+      return undefined;
+    }
+  }
+
+  async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
+    const old = (await this.getTag(upstream, repo, tag))?.entries ?? [];
+    const rec: TagRecord = { entries: [entry, ...old.filter((e) => e.mediaType !== entry.mediaType)] };
+    this.tags.set(`${upstream}/${repo}:${tag}`, rec);
+    await writeFileAtomic(this.paths.tag(upstream, repo, tag), JSON.stringify(rec), this.paths.tmpDir);
+  }
+}

@@ -1,0 +1,202 @@
+import { finished, type Readable } from "node:stream";
+import type { IncomingHttpHeaders } from "node:http";
+import { Agent, request, type Dispatcher } from "undici";
+import pLimit from "p-limit";
+import { RegistryError } from "../oci/errors.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import { parseChallenges, type Challenge } from "./challenge.ts";
+import { TokenCache, basic, type Credentials } from "./auth.ts";
+
+// The remote registry, as one object: keep-alive connections, a bound on requests in flight,
+// authentication (bearer tokens from the challenge, or Basic), and redirects to blob storage.
+// It knows nothing of the cache.
+
+export interface UpstreamOptions {
+  url: string;
+  credentials?: Credentials;
+  concurrency: number;
+  /** Time allowed for response headers, and between body chunks. */
+  timeoutMs: number;
+  metrics: Metrics;
+}
+
+export interface UpstreamRequest {
+  method: "GET" | "HEAD";
+  /** Repository name, for the token scope. */
+  repo: string;
+  /** Path below the upstream URL, e.g. /v2/library/alpine/manifests/latest. */
+  path: string;
+  headers?: Record<string, string | string[]>;
+  /** Aborts the request and its body (a fill passes its own time limit, not the client's). */
+  signal?: AbortSignal;
+}
+
+export interface UpstreamResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** Must be consumed or destroyed: it holds a concurrency slot until it ends. */
+  body: Readable;
+}
+
+const MAX_REDIRECTS = 5;
+
+export class UpstreamClient {
+  readonly url: string;
+  private readonly agent: Agent;
+  private readonly limit;
+  private readonly tokens: TokenCache;
+  /** The last challenge seen, so later requests can carry a token without a 401 round trip first. */
+  private challenge: Challenge | undefined;
+  private readonly pendingTokens = new Map<string, Promise<string>>();
+
+  constructor(private readonly opts: UpstreamOptions) {
+    this.url = opts.url;
+    this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.concurrency * 2 });
+    this.limit = pLimit(opts.concurrency);
+    this.tokens = new TokenCache(opts.url, opts.credentials, this.agent, opts.timeoutMs);
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  /** Sends a request, negotiating auth and following redirects; any answer is returned, errors thrown. */
+  fetch(req: UpstreamRequest): Promise<UpstreamResponse> {
+    // Hold a p-limit slot until the body is done, not merely until headers arrive: the bound is
+    // on transfers in flight.
+    return new Promise<UpstreamResponse>((resolve, reject) => {
+      void this.limit(
+        () =>
+          new Promise<void>((release) => {
+            this.fetchAuthed(req).then(
+              (res) => {
+                finished(res.body, () => release());
+                resolve(res);
+              },
+              (err: unknown) => {
+                release();
+                reject(err);
+              },
+            );
+          }),
+      );
+    });
+  }
+
+  private async fetchAuthed(req: UpstreamRequest): Promise<UpstreamResponse> {
+    const scope = `repository:${req.repo}:pull`;
+    let auth = await this.authorization(scope, false);
+    let res = await this.send(req, new URL(this.url + req.path), auth);
+    if (res.status === 401) {
+      const fresh = parseChallenges(res.headers["www-authenticate"]);
+      await drain(res.body);
+      const bearer = fresh.find((c) => c.scheme === "bearer");
+      const basicChallenge = fresh.find((c) => c.scheme === "basic");
+      if (bearer) {
+        if (this.challenge && auth) this.tokens.drop(this.challenge, scope);
+        this.challenge = bearer;
+      } else if (basicChallenge && this.opts.credentials) {
+        this.challenge = basicChallenge;
+      } else {
+        return unauthorized(req);
+      }
+      auth = await this.authorization(scope, true);
+      res = await this.send(req, new URL(this.url + req.path), auth);
+      if (res.status === 401) {
+        await drain(res.body);
+        return unauthorized(req);
+      }
+    }
+    return this.followRedirects(req, res, auth);
+  }
+
+  private async followRedirects(
+    req: UpstreamRequest,
+    res: UpstreamResponse,
+    auth: string | undefined,
+  ): Promise<UpstreamResponse> {
+    let url = new URL(this.url + req.path);
+    for (let hops = 0; isRedirect(res.status) && hops < MAX_REDIRECTS; hops++) {
+      const location = res.headers.location;
+      await drain(res.body);
+      if (typeof location !== "string") throw new RegistryError("UPSTREAM_ERROR", "upstream redirect without a Location");
+      const next = new URL(location, url);
+      if (next.protocol !== "http:" && next.protocol !== "https:") {
+        throw new RegistryError("UPSTREAM_ERROR", "upstream redirected to a non-http(s) URL");
+      }
+      // Credentials go to the upstream's own origin only; storage URLs are pre-signed.
+      const sameOrigin = next.origin === new URL(this.url).origin;
+      url = next;
+      res = await this.send(req, url, sameOrigin ? auth : undefined);
+    }
+    if (isRedirect(res.status)) {
+      await drain(res.body);
+      throw new RegistryError("UPSTREAM_ERROR", "too many upstream redirects");
+    }
+    return res;
+  }
+
+  private async authorization(scope: string, force: boolean): Promise<string | undefined> {
+    const c = this.challenge;
+    if (!c) return undefined;
+    if (c.scheme === "basic") return this.opts.credentials ? basic(this.opts.credentials) : undefined;
+    const cached = this.tokens.cached(c, scope);
+    if (cached && !force) return `Bearer ${cached}`;
+    // Many requests for one repository start together: negotiate its token once.
+    const key = `${c.params.realm}|${c.params.service}|${scope}`;
+    let pending = this.pendingTokens.get(key);
+    if (!pending) {
+      pending = this.tokens.fetch(c, scope).finally(() => this.pendingTokens.delete(key));
+      this.pendingTokens.set(key, pending);
+    }
+    return `Bearer ${await pending}`;
+  }
+
+  private async send(req: UpstreamRequest, url: URL, auth: string | undefined): Promise<UpstreamResponse> {
+    const headers: Record<string, string | string[]> = { ...req.headers, "user-agent": "regmirror" };
+    if (auth) headers.authorization = auth;
+    const started = performance.now();
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        method: req.method,
+        headers,
+        signal: req.signal,
+        dispatcher: this.agent,
+        headersTimeout: this.opts.timeoutMs,
+        bodyTimeout: this.opts.timeoutMs,
+      });
+    } catch (err) {
+      this.opts.metrics.upstreamRequests.inc({ method: req.method, status: "0" });
+      if (req.signal?.aborted) throw err;
+      throw new RegistryError("UNAVAILABLE", "upstream registry unreachable", {
+        detail: { reason: (err as Error).message },
+        cause: err,
+      });
+    }
+    const status = String(res.statusCode);
+    this.opts.metrics.upstreamRequests.inc({ method: req.method, status });
+    this.opts.metrics.upstreamDuration.observe({ method: req.method, status }, (performance.now() - started) / 1000);
+    return { status: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: res.body };
+  }
+}
+
+function isRedirect(status: number): boolean {
+  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
+}
+
+async function drain(body: Readable): Promise<void> {
+  body.resume();
+  await new Promise<void>((resolve) => finished(body, () => resolve()));
+}
+
+/**
+ * Docker Hub answers 401 both for private and for nonexistent repositories; to a client of an
+ * open mirror either way the repository is not there (and a 401 from us would need a challenge
+ * of our own that no credentials could satisfy).
+ */
+function unauthorized(req: UpstreamRequest): never {
+  throw new RegistryError("NAME_UNKNOWN", "repository not found upstream, or access to it was denied", {
+    detail: { repository: req.repo },
+  });
+}

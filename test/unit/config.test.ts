@@ -1,0 +1,106 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import yaml from "js-yaml";
+import { readFileSync } from "node:fs";
+import { loadConfig, envName, keyPaths } from "../../src/config/load.ts";
+import { ConfigError, validateConfig } from "../../src/config/validate.ts";
+import { parseDuration, parseSize } from "../../src/config/units.ts";
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.problems;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+test("mirror.yml lists exactly the defaults", () => {
+  const file = yaml.load(readFileSync("mirror.yml", "utf8"));
+  assert.deepEqual(validateConfig(file), validateConfig({}));
+  const flat = (o: object, p = ""): string[] =>
+    Object.entries(o).flatMap(([k, v]) => (v && typeof v === "object" ? flat(v as object, `${p}${k}.`) : [`${p}${k}`]));
+  assert.deepEqual(flat(file as object).sort(), keyPaths().sort(), "every key is in mirror.yml, and nothing else");
+});
+
+test("units", () => {
+  assert.equal(parseDuration("90s"), 90_000);
+  assert.equal(parseDuration("5m"), 300_000);
+  assert.equal(parseDuration("1h"), 3_600_000);
+  assert.equal(parseDuration("30d"), 30 * 86_400_000);
+  assert.equal(parseDuration(0), 0);
+  assert.equal(parseDuration("5"), 5000);
+  for (const bad of ["", "5x", "-1s", "m", "1.5.3s"]) assert.equal(parseDuration(bad), undefined, bad);
+  assert.equal(parseSize("50GiB"), 50 * 1024 ** 3);
+  assert.equal(parseSize("500MB"), 500e6);
+  assert.equal(parseSize("1k"), 1024);
+  assert.equal(parseSize(0), 0);
+  for (const bad of ["", "10 parsecs", "-1", "GiB"]) assert.equal(parseSize(bad), undefined, bad);
+});
+
+test("environment variables override the file, named by key path", () => {
+  const dir = mkdtempSync(join(tmpdir(), "regmirror-cfg-"));
+  const file = join(dir, "m.yml");
+  writeFileSync(file, "listen: 127.0.0.1:1\ntag:\n  ttl: 1m\n");
+  const { config } = loadConfig({
+    REGMIRROR_CONFIG: file,
+    REGMIRROR_LISTEN: "[::1]:6000",
+    REGMIRROR_UPSTREAM: "http://127.0.0.1:5000/",
+    REGMIRROR_UPSTREAM_USERNAME: "u",
+    REGMIRROR_UPSTREAM_PASSWORD: "p",
+    REGMIRROR_CACHE_DIR: "/tmp/x",
+    REGMIRROR_CACHE_MAX_SIZE: "1GiB",
+    REGMIRROR_UPSTREAM_CONCURRENCY: "4",
+    REGMIRROR_LOG_LEVEL: "debug",
+  });
+  assert.deepEqual(config.listen, { host: "::1", port: 6000 });
+  assert.equal(config.upstream.url, "http://127.0.0.1:5000");
+  assert.equal(config.upstream.username, "u");
+  assert.equal(config.upstream.password, "p");
+  assert.equal(config.upstream.concurrency, 4);
+  assert.equal(config.cache.dir, "/tmp/x");
+  assert.equal(config.cache.maxSize, 1024 ** 3);
+  assert.equal(config.tag.ttl, 60_000, "from the file");
+  assert.equal(config.log.level, "debug");
+  assert.equal(loadConfig({ REGMIRROR_TAG_TTL: "90s" }, "/nonexistent").config.tag.ttl, 90_000);
+  assert.equal(envName("cache.blobTTL"), "REGMIRROR_CACHE_BLOB_TTL");
+});
+
+test("every bad value is refused, naming the key and the value", () => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ REGMIRROR_TAG_TTL: "soon" }, /REGMIRROR_TAG_TTL.*"tag\.ttl".*"soon"/],
+    [{ REGMIRROR_LISTEN: "5555" }, /"listen".*"5555"/],
+    [{ REGMIRROR_LISTEN: "0.0.0.0:99999" }, /"listen"/],
+    [{ REGMIRROR_UPSTREAM: "ftp://x" }, /"upstream\.url".*"ftp:\/\/x"/],
+    [{ REGMIRROR_UPSTREAM_URL: "http://u:p@x" }, /"upstream\.url"/],
+    [{ REGMIRROR_UPSTREAM_CONCURRENCY: "0" }, /"upstream\.concurrency".*"0"/],
+    [{ REGMIRROR_UPSTREAM_CONCURRENCY: "many" }, /"upstream\.concurrency"/],
+    [{ REGMIRROR_CACHE_MAX_SIZE: "lots" }, /"cache\.maxSize".*"lots"/],
+    [{ REGMIRROR_CACHE_BLOB_TTL: "1y" }, /"cache\.blobTTL"/],
+    [{ REGMIRROR_LOG_LEVEL: "loud" }, /"log\.level".*"loud"/],
+    [{ REGMIRROR_CACHE_DIR: "" }, /"cache\.dir"/],
+    [{ REGMIRROR_TYPO: "1" }, /REGMIRROR_TYPO: unknown setting/],
+  ];
+  for (const [env, re] of cases) {
+    const p = problems(() => loadConfig(env, "/nonexistent"));
+    assert.match(p.join("\n"), re, JSON.stringify(env));
+  }
+  assert.match(problems(() => validateConfig({ cache: { dri: "/x" } })).join(), /unknown key "cache\.dri"/);
+  assert.match(problems(() => validateConfig({ tag: { ttl: true } })).join(), /"tag\.ttl": true/);
+  assert.match(problems(() => loadConfig({ REGMIRROR_CONFIG: "/nonexistent.yml" })).join(), /REGMIRROR_CONFIG.*nonexistent/);
+  const pw = problems(() => validateConfig({ upstream: { password: 12345 } })).join();
+  assert.ok(!pw.includes("12345"), "a password is never echoed");
+});
+
+test("YAML errors name the file", () => {
+  const dir = mkdtempSync(join(tmpdir(), "regmirror-cfg-"));
+  const file = join(dir, "bad.yml");
+  writeFileSync(file, "listen: [unclosed\n");
+  assert.match(problems(() => loadConfig({ REGMIRROR_CONFIG: file })).join(), /bad\.yml: not valid YAML/);
+  writeFileSync(file, "- a list\n");
+  assert.match(problems(() => loadConfig({ REGMIRROR_CONFIG: file })).join(), /mapping/);
+});
