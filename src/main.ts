@@ -44,7 +44,13 @@ export async function startMirror(config: Config, opts: { processMetrics?: boole
     timeoutMs: config.upstream.timeout,
     metrics,
   });
-  const blobs = new BlobService({ store: blobStore, upstream, metrics, log, fillTimeoutMs: config.cache.fillTimeout });
+  const blobs = new BlobService({
+    store: blobStore,
+    upstream,
+    metrics,
+    log,
+    fillTimeoutMs: config.cache.fillTimeout,
+  });
   const manifests = new ManifestService({
     store: manifestStore,
     upstream,

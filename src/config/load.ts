@@ -30,7 +30,8 @@ export function keyPaths(): string[] {
     for (const [k, v] of Object.entries(o)) {
       const p = prefix ? `${prefix}.${k}` : k;
       // listen parses to {host, port} but is one key in the file.
-      if (typeof v === "object" && v !== null && !Array.isArray(v) && p !== "listen") walk(v as Record<string, unknown>, p);
+      if (typeof v === "object" && v !== null && !Array.isArray(v) && p !== "listen")
+        walk(v as Record<string, unknown>, p);
       else out.push(p);
     }
   };
@@ -52,7 +53,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, defaultFile = "
     try {
       text = readFileSync(file, "utf8");
     } catch (err) {
-      throw new ConfigError([`REGMIRROR_CONFIG: cannot read config file "${file}": ${(err as Error).message}`]);
+      throw new ConfigError([
+        `REGMIRROR_CONFIG: cannot read config file "${file}": ${(err as Error).message}`,
+      ]);
     }
     let doc: unknown;
     try {

@@ -17,10 +17,18 @@ export function parseDuration(v: string | number): number | undefined {
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?$/i;
 const SIZE_UNITS: Record<string, number> = {
   b: 1,
-  k: 1024, kib: 1024, kb: 1e3,
-  m: 1024 ** 2, mib: 1024 ** 2, mb: 1e6,
-  g: 1024 ** 3, gib: 1024 ** 3, gb: 1e9,
-  t: 1024 ** 4, tib: 1024 ** 4, tb: 1e12,
+  k: 1024,
+  kib: 1024,
+  kb: 1e3,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  mb: 1e6,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+  gb: 1e9,
+  t: 1024 ** 4,
+  tib: 1024 ** 4,
+  tb: 1e12,
 };
 
 /** Bytes, from "50GiB", "500MB", "1048576". Binary for k/m/g/t and *iB, decimal for *B. */

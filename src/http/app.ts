@@ -18,7 +18,10 @@ export function createApp(deps: RegistryDeps & { metrics: Metrics }): Server {
     res.json({ status: "ok" });
   });
   app.use((_req, res) => {
-    res.status(404).set(API_VERSION).json({ errors: [{ code: "UNSUPPORTED", message: "no such endpoint" }] });
+    res
+      .status(404)
+      .set(API_VERSION)
+      .json({ errors: [{ code: "UNSUPPORTED", message: "no such endpoint" }] });
   });
 
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {

@@ -14,7 +14,9 @@ export function parseRange(header: string | undefined, size: number | undefined)
     // suffix: the last N bytes
     const n = Number(m[2]);
     if (n === 0) return { kind: "unsatisfiable" };
-    return size === 0 ? { kind: "unsatisfiable" } : { kind: "partial", start: Math.max(0, size - n), end: size - 1 };
+    return size === 0
+      ? { kind: "unsatisfiable" }
+      : { kind: "partial", start: Math.max(0, size - n), end: size - 1 };
   }
   const start = Number(m[1]);
   const end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);

@@ -47,7 +47,12 @@ export function registryHandler(deps: RegistryDeps) {
   };
 }
 
-async function handle(deps: RegistryDeps, req: IncomingMessage, res: ServerResponse, out: Outcome): Promise<void> {
+async function handle(
+  deps: RegistryDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  out: Outcome,
+): Promise<void> {
   const url = req.url ?? "/";
   const q = url.indexOf("?");
   const r = route(q === -1 ? url : url.slice(0, q));

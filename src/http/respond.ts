@@ -6,7 +6,12 @@ import { RegistryError } from "../oci/errors.ts";
 
 export const API_VERSION = { "docker-distribution-api-version": "registry/2.0" } as const;
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     ...API_VERSION,

@@ -78,7 +78,11 @@ export class BlobService {
   }
 
   private async headUpstream(repo: string, d: Digest): Promise<BlobAnswer> {
-    const res = await this.deps.upstream.fetch({ method: "HEAD", repo, path: `/v2/${repo}/blobs/${formatDigest(d)}` });
+    const res = await this.deps.upstream.fetch({
+      method: "HEAD",
+      repo,
+      path: `/v2/${repo}/blobs/${formatDigest(d)}`,
+    });
     if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
     res.body.resume();
     const size = Number(res.headers["content-length"]);
@@ -97,7 +101,12 @@ export class BlobService {
     const started = (async () => {
       // The fill's own limit, not the client's: it must outlive a client that hangs up.
       const signal = AbortSignal.timeout(fillTimeoutMs);
-      const res = await upstream.fetch({ method: "GET", repo, path: `/v2/${repo}/blobs/${formatDigest(d)}`, signal });
+      const res = await upstream.fetch({
+        method: "GET",
+        repo,
+        path: `/v2/${repo}/blobs/${formatDigest(d)}`,
+        signal,
+      });
       if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
       const len = Number(res.headers["content-length"]);
       const size = res.headers["content-length"] !== undefined && Number.isFinite(len) ? len : undefined;
@@ -139,7 +148,8 @@ export class BlobService {
 }
 
 function fillAnswer(fill: BlobFill): BlobAnswer {
-  if (fill.state === "failed") throw new RegistryError("UNAVAILABLE", "the upstream transfer of this blob failed");
+  if (fill.state === "failed")
+    throw new RegistryError("UNAVAILABLE", "the upstream transfer of this blob failed");
   return {
     size: fill.size,
     source: "upstream",

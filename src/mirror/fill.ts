@@ -99,7 +99,8 @@ export class BlobFill {
       return await open(this.writer.tmpPath, "r");
     } catch (err) {
       // Committed (renamed) between our caller's look and this open.
-      if ((err as NodeJS.ErrnoException).code === "ENOENT" && this.state === "done") return open(this.finalPath, "r");
+      if ((err as NodeJS.ErrnoException).code === "ENOENT" && this.state === "done")
+        return open(this.finalPath, "r");
       if (this.state === "failed") throw this.error ?? err;
       throw err;
     }

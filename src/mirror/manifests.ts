@@ -53,13 +53,21 @@ export class ManifestService {
       return cachedAnswer(bytes, formatDigest(d), false);
     }
     metrics.misses.inc({ kind: "manifest" });
-    return this.coalesce(`digest:${d.hex}`, () => this.fetch(repo, formatDigest(d), DEFAULT_MANIFEST_ACCEPT, d));
+    return this.coalesce(`digest:${d.hex}`, () =>
+      this.fetch(repo, formatDigest(d), DEFAULT_MANIFEST_ACCEPT, d),
+    );
   }
 
   private async byTag(repo: string, tag: string, clientAccept: string[]): Promise<ManifestAnswer> {
     const { store, metrics, upstreamName, tagTtlMs, maxStaleMs } = this.deps;
     const accept = usefulAccept(clientAccept);
-    const decision = decideTag(await store.getTag(upstreamName, repo, tag), accept, Date.now(), tagTtlMs, maxStaleMs);
+    const decision = decideTag(
+      await store.getTag(upstreamName, repo, tag),
+      accept,
+      Date.now(),
+      tagTtlMs,
+      maxStaleMs,
+    );
     if (decision.action === "serve") {
       const bytes = await store.get(parseDigest(decision.entry.digest)!);
       if (bytes) {
@@ -79,20 +87,37 @@ export class ManifestService {
         metrics[answer.source === "cache" ? "hits" : "misses"].inc({ kind: "manifest" });
         return answer;
       } catch (err) {
-        const bytes = Date.now() < staleUntil && isUpstreamOutage(err) ? await store.get(parseDigest(entry.digest)!) : undefined;
+        const bytes =
+          Date.now() < staleUntil && isUpstreamOutage(err)
+            ? await store.get(parseDigest(entry.digest)!)
+            : undefined;
         if (!bytes) throw err;
         metrics.hits.inc({ kind: "manifest" });
         metrics.servedStale.inc();
-        this.deps.log.warn("upstream unavailable; serving a stale tag", { repo, tag, error: (err as Error).message });
+        this.deps.log.warn("upstream unavailable; serving a stale tag", {
+          repo,
+          tag,
+          error: (err as Error).message,
+        });
         return cachedAnswer(bytes, entry.digest, true, entry.mediaType);
       }
     });
   }
 
   /** HEAD the tag; only if its digest moved (or we lost the bytes) GET the new manifest. */
-  private async revalidate(repo: string, tag: string, accept: string[], known: string): Promise<ManifestAnswer> {
+  private async revalidate(
+    repo: string,
+    tag: string,
+    accept: string[],
+    known: string,
+  ): Promise<ManifestAnswer> {
     const { upstream, store, upstreamName } = this.deps;
-    const res = await upstream.fetch({ method: "HEAD", repo, path: `/v2/${repo}/manifests/${tag}`, headers: { accept } });
+    const res = await upstream.fetch({
+      method: "HEAD",
+      repo,
+      path: `/v2/${repo}/manifests/${tag}`,
+      headers: { accept },
+    });
     res.body.resume();
     if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
     const digest = res.headers["docker-content-digest"];
@@ -114,17 +139,34 @@ export class ManifestService {
   }
 
   /** GETs a manifest, checks it against its digest, and caches it by digest. */
-  private async fetch(repo: string, ref: string, accept: string[], expected?: Digest): Promise<ManifestAnswer> {
+  private async fetch(
+    repo: string,
+    ref: string,
+    accept: string[],
+    expected?: Digest,
+  ): Promise<ManifestAnswer> {
     const { upstream, store, maxManifestBytes } = this.deps;
-    const res = await upstream.fetch({ method: "GET", repo, path: `/v2/${repo}/manifests/${ref}`, headers: { accept } });
+    const res = await upstream.fetch({
+      method: "GET",
+      repo,
+      path: `/v2/${repo}/manifests/${ref}`,
+      headers: { accept },
+    });
     if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
     const bytes = await readLimited(res, maxManifestBytes);
     const digest = digestOf(bytes);
     const claimed = res.headers["docker-content-digest"];
-    if ((expected && digest !== formatDigest(expected)) || (typeof claimed === "string" && claimed !== digest)) {
-      throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest that does not match its digest", {
-        detail: { expected: expected ? formatDigest(expected) : claimed, actual: digest },
-      });
+    if (
+      (expected && digest !== formatDigest(expected)) ||
+      (typeof claimed === "string" && claimed !== digest)
+    ) {
+      throw new RegistryError(
+        "UPSTREAM_ERROR",
+        "the upstream sent a manifest that does not match its digest",
+        {
+          detail: { expected: expected ? formatDigest(expected) : claimed, actual: digest },
+        },
+      );
     }
     const mediaType = headerType(res) ?? sniffManifestType(bytes);
     if (!mediaType) throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest of unknown type");
@@ -175,10 +217,11 @@ async function readLimited(res: UpstreamResponse, limit: number): Promise<Buffer
     total += (chunk as Buffer).length;
     if (total > limit) {
       res.body.destroy();
-      throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest larger than the limit", { detail: { limit } });
+      throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest larger than the limit", {
+        detail: { limit },
+      });
     }
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
 }
-

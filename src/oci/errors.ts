@@ -47,7 +47,10 @@ export class RegistryError extends Error {
 
   /** The body every registry client understands: {"errors":[{code,message,detail}]}. */
   body(): string {
-    const entry: { code: string; message: string; detail?: unknown } = { code: this.code, message: this.message };
+    const entry: { code: string; message: string; detail?: unknown } = {
+      code: this.code,
+      message: this.message,
+    };
     if (this.detail !== undefined) entry.detail = this.detail;
     return JSON.stringify({ errors: [entry] });
   }

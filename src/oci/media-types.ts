@@ -30,7 +30,9 @@ export function parseAccept(values: string | string[] | undefined): string[] {
 /** Whether a client that sent `accept` takes a manifest of `mediaType`. No Accept takes anything. */
 export function accepts(accept: readonly string[], mediaType: string): boolean {
   if (accept.length === 0) return true;
-  return accept.some((a) => a === "*/*" || a === mediaType || (a === "application/*" && mediaType.startsWith("application/")));
+  return accept.some(
+    (a) => a === "*/*" || a === mediaType || (a === "application/*" && mediaType.startsWith("application/")),
+  );
 }
 
 /**

@@ -19,7 +19,8 @@ export function isValidTag(tag: string): boolean {
 }
 
 export function assertName(name: string): void {
-  if (!isValidName(name)) throw new RegistryError("NAME_INVALID", "invalid repository name", { detail: { name } });
+  if (!isValidName(name))
+    throw new RegistryError("NAME_INVALID", "invalid repository name", { detail: { name } });
 }
 
 export type Reference = { kind: "tag"; tag: string } | { kind: "digest"; digest: Digest; text: string };
@@ -33,6 +34,7 @@ export function parseReference(ref: string): Reference {
 
 export function requireDigest(s: string): Digest {
   const d = parseDigest(s);
-  if (!d) throw new RegistryError("DIGEST_INVALID", "invalid or unsupported digest", { detail: { digest: s } });
+  if (!d)
+    throw new RegistryError("DIGEST_INVALID", "invalid or unsupported digest", { detail: { digest: s } });
   return d;
 }

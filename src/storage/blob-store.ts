@@ -141,7 +141,8 @@ export class BlobWriter {
         throw new SizeMismatchError(this.expectedSize, this.offset);
       }
       const actual = "sha256:" + this.hash.digest("hex");
-      if (actual !== formatDigest(this.digest)) throw new DigestMismatchError(formatDigest(this.digest), actual);
+      if (actual !== formatDigest(this.digest))
+        throw new DigestMismatchError(formatDigest(this.digest), actual);
       await this.fh.sync();
       await this.fh.close();
       this.closed = true;

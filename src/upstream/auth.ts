@@ -71,7 +71,9 @@ export class TokenCache {
       });
     }
     if (res.statusCode !== 200) {
-      throw new RegistryError("UPSTREAM_ERROR", "upstream token service failed", { detail: { status: res.statusCode } });
+      throw new RegistryError("UPSTREAM_ERROR", "upstream token service failed", {
+        detail: { status: res.statusCode },
+      });
     }
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
@@ -79,9 +81,15 @@ export class TokenCache {
     } catch {
       throw new RegistryError("UPSTREAM_ERROR", "upstream token service answered non-JSON");
     }
-    const token = typeof doc.token === "string" ? doc.token : typeof doc.access_token === "string" ? doc.access_token : "";
+    const token =
+      typeof doc.token === "string"
+        ? doc.token
+        : typeof doc.access_token === "string"
+          ? doc.access_token
+          : "";
     if (!token) throw new RegistryError("UPSTREAM_ERROR", "upstream token service answered no token");
-    const expiresS = typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : DEFAULT_EXPIRES_S;
+    const expiresS =
+      typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : DEFAULT_EXPIRES_S;
     const ttl = Math.max(expiresS * 1000 - EARLY_MS, 1000);
     this.tokens.set(this.key(c, scope), token, { ttl });
     return token;

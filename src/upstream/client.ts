@@ -119,7 +119,8 @@ export class UpstreamClient {
     for (let hops = 0; isRedirect(res.status) && hops < MAX_REDIRECTS; hops++) {
       const location = res.headers.location;
       await drain(res.body);
-      if (typeof location !== "string") throw new RegistryError("UPSTREAM_ERROR", "upstream redirect without a Location");
+      if (typeof location !== "string")
+        throw new RegistryError("UPSTREAM_ERROR", "upstream redirect without a Location");
       const next = new URL(location, url);
       if (next.protocol !== "http:" && next.protocol !== "https:") {
         throw new RegistryError("UPSTREAM_ERROR", "upstream redirected to a non-http(s) URL");
@@ -176,7 +177,10 @@ export class UpstreamClient {
     }
     const status = String(res.statusCode);
     this.opts.metrics.upstreamRequests.inc({ method: req.method, status });
-    this.opts.metrics.upstreamDuration.observe({ method: req.method, status }, (performance.now() - started) / 1000);
+    this.opts.metrics.upstreamDuration.observe(
+      { method: req.method, status },
+      (performance.now() - started) / 1000,
+    );
     return { status: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: res.body };
   }
 }

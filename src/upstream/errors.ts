@@ -25,7 +25,10 @@ export async function upstreamError(res: UpstreamResponse, notFound: ErrorCode):
 
 /** Whether a failure means "could not ask" (serve stale) rather than "asked, and it said no". */
 export function isUpstreamOutage(err: unknown): boolean {
-  return err instanceof RegistryError && (err.code === "UNAVAILABLE" || err.code === "TOOMANYREQUESTS" || err.code === "UPSTREAM_ERROR");
+  return (
+    err instanceof RegistryError &&
+    (err.code === "UNAVAILABLE" || err.code === "TOOMANYREQUESTS" || err.code === "UPSTREAM_ERROR")
+  );
 }
 
 async function readCapped(res: UpstreamResponse): Promise<string> {

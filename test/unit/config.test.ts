@@ -1,6 +1,6 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import yaml from "js-yaml";
@@ -8,6 +8,9 @@ import { readFileSync } from "node:fs";
 import { loadConfig, envName, keyPaths } from "../../src/config/load.ts";
 import { ConfigError, validateConfig } from "../../src/config/validate.ts";
 import { parseDuration, parseSize } from "../../src/config/units.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "regmirror-cfg-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 function problems(fn: () => unknown): string[] {
   try {
@@ -23,8 +26,14 @@ test("mirror.yml lists exactly the defaults", () => {
   const file = yaml.load(readFileSync("mirror.yml", "utf8"));
   assert.deepEqual(validateConfig(file), validateConfig({}));
   const flat = (o: object, p = ""): string[] =>
-    Object.entries(o).flatMap(([k, v]) => (v && typeof v === "object" ? flat(v as object, `${p}${k}.`) : [`${p}${k}`]));
-  assert.deepEqual(flat(file as object).sort(), keyPaths().sort(), "every key is in mirror.yml, and nothing else");
+    Object.entries(o).flatMap(([k, v]) =>
+      v && typeof v === "object" ? flat(v as object, `${p}${k}.`) : [`${p}${k}`],
+    );
+  assert.deepEqual(
+    flat(file as object).sort(),
+    keyPaths().sort(),
+    "every key is in mirror.yml, and nothing else",
+  );
 });
 
 test("units", () => {
@@ -43,7 +52,6 @@ test("units", () => {
 });
 
 test("environment variables override the file, named by key path", () => {
-  const dir = mkdtempSync(join(tmpdir(), "regmirror-cfg-"));
   const file = join(dir, "m.yml");
   writeFileSync(file, "listen: 127.0.0.1:1\ntag:\n  ttl: 1m\n");
   const { config } = loadConfig({
@@ -91,13 +99,15 @@ test("every bad value is refused, naming the key and the value", () => {
   }
   assert.match(problems(() => validateConfig({ cache: { dri: "/x" } })).join(), /unknown key "cache\.dri"/);
   assert.match(problems(() => validateConfig({ tag: { ttl: true } })).join(), /"tag\.ttl": true/);
-  assert.match(problems(() => loadConfig({ REGMIRROR_CONFIG: "/nonexistent.yml" })).join(), /REGMIRROR_CONFIG.*nonexistent/);
+  assert.match(
+    problems(() => loadConfig({ REGMIRROR_CONFIG: "/nonexistent.yml" })).join(),
+    /REGMIRROR_CONFIG.*nonexistent/,
+  );
   const pw = problems(() => validateConfig({ upstream: { password: 12345 } })).join();
   assert.ok(!pw.includes("12345"), "a password is never echoed");
 });
 
 test("YAML errors name the file", () => {
-  const dir = mkdtempSync(join(tmpdir(), "regmirror-cfg-"));
   const file = join(dir, "bad.yml");
   writeFileSync(file, "listen: [unclosed\n");
   assert.match(problems(() => loadConfig({ REGMIRROR_CONFIG: file })).join(), /bad\.yml: not valid YAML/);

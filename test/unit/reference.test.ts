@@ -10,8 +10,24 @@ import { accepts, parseAccept, sniffManifestType } from "../../src/oci/media-typ
 const HEX = "a".repeat(64);
 
 test("names follow the distribution grammar", () => {
-  for (const ok of ["alpine", "library/alpine", "a/b/c", "my-org/my_image", "a.b/c__d", "x-----y"]) assert.ok(isValidName(ok), ok);
-  for (const bad of ["", "Alpine", "../etc", "a/../b", "a//b", "/a", "a/", ".a", "a.", "_a", "a/_tags", "a b", "a%2fb", "x".repeat(256)])
+  for (const ok of ["alpine", "library/alpine", "a/b/c", "my-org/my_image", "a.b/c__d", "x-----y"])
+    assert.ok(isValidName(ok), ok);
+  for (const bad of [
+    "",
+    "Alpine",
+    "../etc",
+    "a/../b",
+    "a//b",
+    "/a",
+    "a/",
+    ".a",
+    "a.",
+    "_a",
+    "a/_tags",
+    "a b",
+    "a%2fb",
+    "x".repeat(256),
+  ])
     assert.ok(!isValidName(bad), bad);
 });
 
@@ -22,26 +38,49 @@ test("tags follow the grammar", () => {
 
 test("digests: sha256 with 64 lowercase hex only", () => {
   assert.deepEqual(parseDigest(`sha256:${HEX}`), { algorithm: "sha256", hex: HEX });
-  for (const bad of [`sha256:${HEX}0`, `sha256:${HEX.slice(1)}`, `sha512:${HEX}`, `sha256:${HEX.toUpperCase()}`, `sha256:../${HEX}`])
+  for (const bad of [
+    `sha256:${HEX}0`,
+    `sha256:${HEX.slice(1)}`,
+    `sha512:${HEX}`,
+    `sha256:${HEX.toUpperCase()}`,
+    `sha256:../${HEX}`,
+  ])
     assert.equal(parseDigest(bad), undefined, bad);
 });
 
 test("references: a digest-looking reference is never taken as a tag", () => {
   assert.equal(parseReference("latest").kind, "tag");
   assert.equal(parseReference(`sha256:${HEX}`).kind, "digest");
-  assert.throws(() => parseReference("sha256:short"), (e: RegistryError) => e.code === "DIGEST_INVALID");
-  assert.throws(() => parseReference("bad tag"), (e: RegistryError) => e.code === "TAG_INVALID");
+  assert.throws(
+    () => parseReference("sha256:short"),
+    (e: RegistryError) => e.code === "DIGEST_INVALID",
+  );
+  assert.throws(
+    () => parseReference("bad tag"),
+    (e: RegistryError) => e.code === "TAG_INVALID",
+  );
 });
 
 test("routes: multi-segment names, decoding before matching", () => {
   assert.deepEqual(route("/v2/"), { kind: "base" });
   assert.deepEqual(route("/v2"), { kind: "base" });
-  assert.deepEqual(route("/v2/a/b/c/manifests/latest"), { kind: "manifest", name: "a/b/c", reference: "latest" });
+  assert.deepEqual(route("/v2/a/b/c/manifests/latest"), {
+    kind: "manifest",
+    name: "a/b/c",
+    reference: "latest",
+  });
   assert.deepEqual(route(`/v2/x/blobs/sha256:${HEX}`), { kind: "blob", name: "x", digest: `sha256:${HEX}` });
   assert.deepEqual(route("/v2/x/blobs/uploads/"), { kind: "upload", name: "x" });
   assert.deepEqual(route("/v2/x/tags/list"), { kind: "tags", name: "x" });
-  assert.deepEqual(route("/v2/..%2f..%2fetc/manifests/latest"), { kind: "manifest", name: "../../etc", reference: "latest" });
-  assert.throws(() => route("/v2/%zz/manifests/x"), (e: RegistryError) => e.code === "NAME_INVALID");
+  assert.deepEqual(route("/v2/..%2f..%2fetc/manifests/latest"), {
+    kind: "manifest",
+    name: "../../etc",
+    reference: "latest",
+  });
+  assert.throws(
+    () => route("/v2/%zz/manifests/x"),
+    (e: RegistryError) => e.code === "NAME_INVALID",
+  );
   assert.equal(route("/v3/x"), undefined);
 });
 
@@ -63,7 +102,15 @@ test("Accept: several lines, comma lists, parameters", () => {
   assert.deepEqual(a, ["application/vnd.oci.image.index.v1+json", "application/json", "*/*"]);
   assert.ok(accepts([], "anything"));
   assert.ok(accepts(["*/*"], "x/y"));
-  assert.ok(!accepts(["application/vnd.docker.distribution.manifest.v2+json"], "application/vnd.oci.image.index.v1+json"));
-  assert.equal(sniffManifestType(Buffer.from('{"schemaVersion":2,"manifests":[]}')), "application/vnd.oci.image.index.v1+json");
+  assert.ok(
+    !accepts(
+      ["application/vnd.docker.distribution.manifest.v2+json"],
+      "application/vnd.oci.image.index.v1+json",
+    ),
+  );
+  assert.equal(
+    sniffManifestType(Buffer.from('{"schemaVersion":2,"manifests":[]}')),
+    "application/vnd.oci.image.index.v1+json",
+  );
   assert.equal(sniffManifestType(Buffer.from("not json")), undefined);
 });
