@@ -14,6 +14,7 @@ import { ManifestStore } from "./storage/manifest-store.ts";
 import { UpstreamClient } from "./upstream/client.ts";
 import { BlobService } from "./mirror/blobs.ts";
 import { ManifestService } from "./mirror/manifests.ts";
+import { Evictor } from "./mirror/eviction.ts";
 import { createApp } from "./http/app.ts";
 
 // The composition root: the one place that reads config and the environment, builds every
@@ -23,15 +24,22 @@ const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
 export interface Running {
   url: string;
+  /** Graceful: stop accepting, let responses finish (up to shutdownTimeout), stop fills. */
   close(): Promise<void>;
 }
 
+export interface StartOptions {
+  processMetrics?: boolean;
+  /** Tests swap in a store that fails writes, to play a full disk. */
+  blobStore?: (paths: CachePaths) => BlobStore;
+}
+
 /** Starts a mirror from a validated config; used by `serve` and by the tests. */
-export async function startMirror(config: Config, opts: { processMetrics?: boolean } = {}): Promise<Running> {
+export async function startMirror(config: Config, opts: StartOptions = {}): Promise<Running> {
   const log = createLogger(config.log.level, config.log.format);
   const metrics = new Metrics({ processMetrics: opts.processMetrics });
   const paths = new CachePaths(config.cache.dir);
-  const blobStore = new BlobStore(paths);
+  const blobStore = opts.blobStore?.(paths) ?? new BlobStore(paths);
   await blobStore.init();
   const manifestStore = new ManifestStore(paths, config.cache.manifestMemory);
   const credentials = config.upstream.username
@@ -44,9 +52,17 @@ export async function startMirror(config: Config, opts: { processMetrics?: boole
     timeoutMs: config.upstream.timeout,
     metrics,
   });
+  const evictor = new Evictor({
+    store: blobStore,
+    metrics,
+    log,
+    maxSizeBytes: config.cache.maxSize,
+    blobTtlMs: config.cache.blobTTL,
+  });
   const blobs = new BlobService({
     store: blobStore,
     upstream,
+    evictor,
     metrics,
     log,
     fillTimeoutMs: config.cache.fillTimeout,
@@ -64,6 +80,10 @@ export async function startMirror(config: Config, opts: { processMetrics?: boole
   const server = createApp({ blobs, manifests, metrics, log });
   server.listen(config.listen.port, config.listen.host);
   await once(server, "listening");
+  // The index of what is on disk loads after we listen: a large cache must not delay the start.
+  const indexed = evictor
+    .start()
+    .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
   const addr = server.address();
   const port = typeof addr === "object" && addr ? addr.port : config.listen.port;
   const host = config.listen.host.includes(":") ? `[${config.listen.host}]` : config.listen.host;
@@ -72,10 +92,16 @@ export async function startMirror(config: Config, opts: { processMetrics?: boole
   return {
     url,
     async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeout).unref());
+      await Promise.race([closed, deadline]);
       server.closeAllConnections();
+      await blobs.close();
+      await indexed;
+      await evictor.close();
       await upstream.close();
+      log.info("regmirror stopped");
       log.close();
     },
   };
@@ -95,11 +121,14 @@ function configOrExit(): Config {
 
 async function serve(): Promise<void> {
   const running = await startMirror(configOrExit());
+  let stopping = false;
   const stop = () => {
+    if (stopping) return;
+    stopping = true;
     void running.close().then(() => process.exit(0));
   };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 }
 
 function main(argv: string[]): void {

@@ -12,6 +12,12 @@ const PREFIX = "REGMIRROR_";
 /** Short names the issue tracker and container users rely on. */
 const ALIASES: Record<string, string> = { REGMIRROR_UPSTREAM: "upstream.url" };
 const NOT_KEYS = new Set(["REGMIRROR_CONFIG"]);
+/**
+ * Kubernetes injects REGMIRROR_SERVICE_HOST, REGMIRROR_PORT_5555_TCP and the like into every pod
+ * of a namespace with a Service named "regmirror": those are not settings, and must not stop
+ * the start.
+ */
+const SERVICE_LINK = /^REGMIRROR_(SERVICE_HOST|SERVICE_PORT(_.*)?|PORT(_\d+_(TCP|UDP|SCTP)(_.*)?)?)$/;
 
 export function envName(path: string): string {
   return (
@@ -73,7 +79,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, defaultFile = "
   for (const [name, p] of Object.entries(ALIASES)) byEnv.set(name, p);
   const unknown: string[] = [];
   for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith(PREFIX) || NOT_KEYS.has(name) || value === undefined) continue;
+    if (!name.startsWith(PREFIX) || NOT_KEYS.has(name) || SERVICE_LINK.test(name) || value === undefined)
+      continue;
     const p = byEnv.get(name);
     if (!p) {
       unknown.push(`${name}: unknown setting (known: ${[...byEnv.keys(), ...NOT_KEYS].sort().join(", ")})`);

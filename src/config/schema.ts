@@ -57,6 +57,7 @@ export const LOG_LEVELS = ["error", "warn", "info", "http", "debug"] as const;
 
 export const ConfigSchema = z.strictObject({
   listen: listen.prefault("0.0.0.0:5555"),
+  shutdownTimeout: duration.prefault("20s"),
   upstream: z
     .strictObject({
       url: httpUrl.prefault("https://registry-1.docker.io"),

@@ -142,10 +142,10 @@ function sendBlob(
     res.end();
     return;
   }
-  const body = b.body(start, end);
-  pipeline(body, res, (err) => {
+  // What we set out to send; the request log marks a transfer that did not finish as aborted.
+  out.bytes = length ?? 0;
+  pipeline(b.body(start, end), res, (err) => {
     if (err) return; // the client hung up, or the fill failed: res is destroyed either way
-    out.bytes = length ?? 0;
     deps.metrics.bytesServed.inc({ source: b.source }, out.bytes);
   });
 }

@@ -63,6 +63,28 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly evictions = new Counter({
+    name: "regmirror_evictions_total",
+    help: "Blobs removed from the cache, by reason (size: over cache.maxSize; age: unread for cache.blobTTL)",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly cacheBytes = new Gauge({
+    name: "regmirror_cache_size_bytes",
+    help: "Bytes of blobs in the cache",
+    registers: [this.registry],
+  });
+  readonly cacheBlobs = new Gauge({
+    name: "regmirror_cache_blobs",
+    help: "Blobs in the cache",
+    registers: [this.registry],
+  });
+  readonly cacheLimit = new Gauge({
+    name: "regmirror_cache_limit_bytes",
+    help: "cache.maxSize",
+    registers: [this.registry],
+  });
+
   constructor(opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: "regmirror_" });
   }

@@ -1,13 +1,14 @@
 import { open, type FileHandle } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import type { Logger } from "winston";
-import { RegistryError } from "../oci/errors.ts";
 import { formatDigest, type Digest } from "../oci/digest.ts";
-import type { BlobStore } from "../storage/blob-store.ts";
+import { RegistryError } from "../oci/errors.ts";
+import type { BlobStore, BlobWriter } from "../storage/blob-store.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import { upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { BlobFill } from "./fill.ts";
+import { BlobFill, StorageError } from "./fill.ts";
+import type { Evictor } from "./eviction.ts";
 
 // Blobs: local-first and immutable. A cached blob is served from its file; a missing one is
 // fetched once (however many clients ask) and followed by every client while it lands.
@@ -23,12 +24,13 @@ export interface BlobAnswer {
 
 /** Reads of cached blobs: large reads keep the per-chunk cost low (measured in bench/). */
 const FILE_READ_CHUNK = 1024 * 1024;
-/** Record a read at most this often per blob: the LRU needs minutes, not milliseconds. */
+/** Record a read on disk at most this often per blob: the LRU needs minutes, not milliseconds. */
 const TOUCH_EVERY_MS = 60_000;
 
 export interface BlobServiceDeps {
   store: BlobStore;
   upstream: UpstreamClient;
+  evictor: Evictor;
   metrics: Metrics;
   log: Logger;
   fillTimeoutMs: number;
@@ -36,6 +38,9 @@ export interface BlobServiceDeps {
 
 export class BlobService {
   private readonly fills = new Map<string, Promise<BlobFill>>();
+  /** Every fill's pump, so shutdown can wait for them. */
+  private readonly pumps = new Set<Promise<void>>();
+  private readonly shutdown = new AbortController();
 
   constructor(private readonly deps: BlobServiceDeps) {}
 
@@ -46,15 +51,20 @@ export class BlobService {
       metrics.hits.inc({ kind: "blob" });
       return cached;
     }
+    metrics.misses.inc({ kind: "blob" });
     const inflight = this.fills.get(d.hex);
     if (inflight) {
       metrics.coalesced.inc({ kind: "blob" });
-      metrics.misses.inc({ kind: "blob" });
       return fillAnswer(await inflight);
     }
-    metrics.misses.inc({ kind: "blob" });
     if (method === "HEAD") return this.headUpstream(repo, d);
     return fillAnswer(await this.startFill(repo, d));
+  }
+
+  /** Stops every fill (their temp files are removed) and waits for them. */
+  async close(): Promise<void> {
+    this.shutdown.abort();
+    await Promise.allSettled([...this.pumps]);
   }
 
   private async openCached(d: Digest): Promise<BlobAnswer | undefined> {
@@ -67,6 +77,7 @@ export class BlobService {
     }
     // Holding the descriptor means eviction can unlink the file without cutting this response.
     const st = await fh.stat();
+    this.deps.evictor.read(d.hex);
     if (Date.now() - st.mtimeMs > TOUCH_EVERY_MS) void this.deps.store.touch(d);
     return {
       size: st.size,
@@ -78,16 +89,11 @@ export class BlobService {
   }
 
   private async headUpstream(repo: string, d: Digest): Promise<BlobAnswer> {
-    const res = await this.deps.upstream.fetch({
-      method: "HEAD",
-      repo,
-      path: `/v2/${repo}/blobs/${formatDigest(d)}`,
-    });
+    const res = await this.deps.upstream.fetch({ method: "HEAD", repo, path: blobPath(repo, d) });
     if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
     res.body.resume();
-    const size = Number(res.headers["content-length"]);
     return {
-      size: Number.isFinite(size) ? size : undefined,
+      size: contentLength(res.headers["content-length"]),
       source: "upstream",
       body: () => {
         throw new Error("HEAD has no body");
@@ -97,42 +103,54 @@ export class BlobService {
   }
 
   private startFill(repo: string, d: Digest): Promise<BlobFill> {
-    const { store, upstream, metrics, log, fillTimeoutMs } = this.deps;
+    const { store, upstream, metrics, log, evictor, fillTimeoutMs } = this.deps;
+    const fallback = (start: number, end: number | undefined) => this.direct(repo, d, start, end);
     const started = (async () => {
       // The fill's own limit, not the client's: it must outlive a client that hangs up.
-      const signal = AbortSignal.timeout(fillTimeoutMs);
-      const res = await upstream.fetch({
-        method: "GET",
-        repo,
-        path: `/v2/${repo}/blobs/${formatDigest(d)}`,
-        signal,
-      });
+      const signal = AbortSignal.any([AbortSignal.timeout(fillTimeoutMs), this.shutdown.signal]);
+      const res = await upstream.fetch({ method: "GET", repo, path: blobPath(repo, d), signal });
       if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
-      const len = Number(res.headers["content-length"]);
-      const size = res.headers["content-length"] !== undefined && Number.isFinite(len) ? len : undefined;
-      let writer;
+      const size = contentLength(res.headers["content-length"]);
+      let writer: BlobWriter;
       try {
         writer = await store.beginWrite(d, size);
       } catch (err) {
         res.body.destroy();
-        throw err;
-      }
-      const fill = new BlobFill(writer, size, store.path(d));
-      metrics.fillsInFlight.inc();
-      fill
-        .pump(res.body as AsyncIterable<Buffer>)
-        .then(
-          () => log.debug("blob cached", { digest: formatDigest(d), size: writer.written }),
-          (err: Error) => {
-            res.body.destroy();
-            metrics.fillFailures.inc({ reason: err.name });
-            log.warn("blob fill failed; nothing cached", { digest: formatDigest(d), error: err.message });
-          },
-        )
-        .finally(() => {
-          metrics.fillsInFlight.dec();
-          this.forget(d, started);
+        metrics.fillFailures.inc({ reason: "storage" });
+        log.error("cannot write to the cache; serving straight from the upstream", {
+          error: (err as Error).message,
         });
+        return new BlobFill(undefined, size, store.path(d), fallback, new StorageError(err));
+      }
+      const fill = new BlobFill(writer, size, store.path(d), fallback);
+      metrics.fillsInFlight.inc();
+      const pump = fill.pump(res.body as AsyncIterable<Buffer>).then(
+        () => {
+          evictor.added(d.hex, writer.written);
+          log.debug("blob cached", { digest: formatDigest(d), size: writer.written });
+        },
+        (err: Error) => {
+          res.body.destroy();
+          const reason =
+            err instanceof StorageError
+              ? "storage"
+              : err.name === "DigestMismatchError"
+                ? "digest"
+                : "upstream";
+          metrics.fillFailures.inc({ reason });
+          log[reason === "storage" ? "error" : "warn"]("blob fill failed; nothing cached", {
+            digest: formatDigest(d),
+            reason,
+            error: err.message,
+          });
+        },
+      );
+      this.pumps.add(pump);
+      void pump.finally(() => {
+        metrics.fillsInFlight.dec();
+        this.pumps.delete(pump);
+        this.forget(d, started);
+      });
       return fill;
     })();
     // Until the upstream has answered, latecomers wait on the same promise; if it fails, they
@@ -145,11 +163,58 @@ export class BlobService {
   private forget(d: Digest, fill: Promise<BlobFill>): void {
     if (this.fills.get(d.hex) === fill) this.fills.delete(d.hex);
   }
+
+  /** Bytes [start, end] straight from the upstream, for a reader the cache had to let down. */
+  private async *direct(
+    repo: string,
+    d: Digest,
+    start: number,
+    end: number | undefined,
+  ): AsyncGenerator<Buffer> {
+    const range = `bytes=${start}-${end ?? ""}`;
+    const res = await this.deps.upstream.fetch({
+      method: "GET",
+      repo,
+      path: blobPath(repo, d),
+      headers: { range },
+    });
+    if (res.status !== 200 && res.status !== 206) throw await upstreamError(res, "BLOB_UNKNOWN");
+    // An upstream that ignores Range sends everything: skip to where the reader is.
+    let skip = res.status === 200 ? start : 0;
+    let left = end === undefined ? Infinity : end - start + 1;
+    try {
+      for await (const raw of res.body) {
+        let chunk = raw as Buffer;
+        if (skip > 0) {
+          const n = Math.min(skip, chunk.length);
+          skip -= n;
+          chunk = chunk.subarray(n);
+        }
+        if (chunk.length > left) chunk = chunk.subarray(0, left);
+        left -= chunk.length;
+        if (chunk.length) yield chunk;
+        if (left <= 0) break;
+      }
+    } finally {
+      res.body.destroy();
+    }
+  }
+}
+
+function blobPath(repo: string, d: Digest): string {
+  return `/v2/${repo}/blobs/${formatDigest(d)}`;
+}
+
+function contentLength(h: string | string[] | undefined): number | undefined {
+  const n = typeof h === "string" ? Number(h) : NaN;
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 function fillAnswer(fill: BlobFill): BlobAnswer {
-  if (fill.state === "failed")
+  // A fill that died of an upstream fault is about to be forgotten; the next request retries.
+  if (fill.state === "failed" && !(fill.error instanceof StorageError)) {
     throw new RegistryError("UNAVAILABLE", "the upstream transfer of this blob failed");
+  }
   return {
     size: fill.size,
     source: "upstream",

@@ -13,8 +13,23 @@ import type { BlobWriter } from "../storage/blob-store.ts";
 //
 // The last byte is held back until the digest has been verified: a client can receive a
 // truncated body (and sees its connection aborted), never a complete wrong one.
+//
+// If the cache cannot take the bytes (disk full, a write error), the fill is dropped and each
+// reader continues from where it is with a direct ranged request to the upstream: the client
+// still gets its blob, only nothing is cached.
 
 export type FillState = "running" | "done" | "failed";
+
+/** The cache could not store the blob; readers fall back to the upstream. */
+export class StorageError extends Error {
+  constructor(cause: unknown) {
+    super(`cache write failed: ${(cause as Error).message ?? String(cause)}`, { cause });
+    this.name = "StorageError";
+  }
+}
+
+/** Bytes [start, end] (inclusive; end undefined = to the end) straight from the upstream. */
+export type Fallback = (start: number, end: number | undefined) => AsyncIterable<Buffer>;
 
 const READ_CHUNK = 256 * 1024;
 
@@ -25,33 +40,51 @@ export class BlobFill {
   private readonly events = new EventEmitter();
 
   constructor(
-    private readonly writer: BlobWriter,
+    /** undefined when the cache could not even start the file: every reader falls back. */
+    private readonly writer: BlobWriter | undefined,
     /** From the upstream's Content-Length; undefined when it sent none. */
     readonly size: number | undefined,
     /** Where the blob lives once committed (a reader that starts after the rename opens this). */
     private readonly finalPath: string,
+    private readonly fallback: Fallback,
+    startError?: StorageError,
   ) {
     this.events.setMaxListeners(0);
+    if (!writer) {
+      this.state = "failed";
+      this.error = startError ?? new StorageError(new Error("no cache file"));
+    }
   }
 
   /** Copies `body` into the cache. Resolves when committed; rejects (after cleanup) otherwise. */
   async pump(body: AsyncIterable<Buffer>): Promise<void> {
+    const writer = this.writer;
+    if (!writer) throw this.error;
     try {
       for await (const chunk of body) {
-        await this.writer.write(chunk);
-        this.landed = this.writer.written;
+        try {
+          await writer.write(chunk);
+        } catch (err) {
+          throw new StorageError(err);
+        }
+        this.landed = writer.written;
         this.events.emit("change");
       }
-      await this.writer.commit();
+      await writer.commit();
       this.state = "done";
     } catch (err) {
-      await this.writer.abort();
+      await writer.abort();
       this.error = err as Error;
       this.state = "failed";
       throw err;
     } finally {
       this.events.emit("change");
     }
+  }
+
+  /** A stream of bytes [start, end] (inclusive) of the blob, following the fill as it grows. */
+  stream(start: number, end: number | undefined): Readable {
+    return Readable.from(this.read(start, end), { objectMode: false });
   }
 
   /** Bytes a reader may take now. */
@@ -63,45 +96,51 @@ export class BlobFill {
     return new Promise((resolve) => this.events.once("change", resolve));
   }
 
-  /** A stream of bytes [start, end] (inclusive) of the blob, following the fill as it grows. */
-  stream(start: number, end: number | undefined): Readable {
-    return Readable.from(this.read(start, end), { objectMode: false });
-  }
-
   private async *read(start: number, end: number | undefined): AsyncGenerator<Buffer> {
+    const stop = end === undefined ? Infinity : end + 1;
+    let pos = start;
     const fh = await this.openFile();
-    try {
-      let pos = start;
-      const buf = Buffer.allocUnsafe(READ_CHUNK);
-      for (;;) {
-        const stop = end === undefined ? Infinity : end + 1;
-        if (pos >= stop) return;
-        const avail = Math.min(this.readable(), stop);
-        if (pos < avail) {
-          const { bytesRead } = await fh.read(buf, 0, Math.min(READ_CHUNK, avail - pos), pos);
-          if (bytesRead === 0) throw new Error("cache file shorter than what landed");
-          pos += bytesRead;
-          // Copy: the buffer is reused for the next read while this chunk may still be queued.
-          yield Buffer.from(buf.subarray(0, bytesRead));
-          continue;
+    if (fh) {
+      try {
+        const buf = Buffer.allocUnsafe(READ_CHUNK);
+        while (pos < stop) {
+          const avail = Math.min(this.readable(), stop);
+          if (pos < avail) {
+            const { bytesRead } = await fh.read(buf, 0, Math.min(READ_CHUNK, avail - pos), pos);
+            if (bytesRead === 0) throw new Error("cache file shorter than what landed");
+            pos += bytesRead;
+            // Copy: the buffer is reused for the next read while this chunk may still be queued.
+            yield Buffer.from(buf.subarray(0, bytesRead));
+          } else if (this.state === "done") {
+            return;
+          } else if (this.state === "failed") {
+            break;
+          } else {
+            await this.changed();
+          }
         }
-        if (this.state === "failed") throw this.error ?? new Error("fill failed");
-        if (this.state === "done") return;
-        await this.changed();
+      } finally {
+        await fh.close();
       }
-    } finally {
-      await fh.close();
     }
+    if (pos >= stop) return;
+    if (!(this.error instanceof StorageError)) throw this.error ?? new Error("fill failed");
+    yield* this.fallback(pos, end);
   }
 
-  private async openFile(): Promise<FileHandle> {
+  /** The file to follow, or undefined when the cache has already given up on this blob. */
+  private async openFile(): Promise<FileHandle | undefined> {
+    if (!this.writer || this.error instanceof StorageError) return undefined;
     try {
       return await open(this.writer.tmpPath, "r");
     } catch (err) {
       // Committed (renamed) between our caller's look and this open.
       if ((err as NodeJS.ErrnoException).code === "ENOENT" && this.state === "done")
         return open(this.finalPath, "r");
-      if (this.state === "failed") throw this.error ?? err;
+      if (this.state === "failed") {
+        if (this.error instanceof StorageError) return undefined;
+        throw this.error ?? err;
+      }
       throw err;
     }
   }

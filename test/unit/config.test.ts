@@ -76,6 +76,16 @@ test("environment variables override the file, named by key path", () => {
   assert.equal(config.log.level, "debug");
   assert.equal(loadConfig({ REGMIRROR_TAG_TTL: "90s" }, "/nonexistent").config.tag.ttl, 90_000);
   assert.equal(envName("cache.blobTTL"), "REGMIRROR_CACHE_BLOB_TTL");
+  // What Kubernetes injects for a Service named regmirror is not a setting.
+  const k8s = {
+    REGMIRROR_SERVICE_HOST: "10.0.0.1",
+    REGMIRROR_SERVICE_PORT: "5555",
+    REGMIRROR_SERVICE_PORT_HTTP: "5555",
+    REGMIRROR_PORT: "tcp://10.0.0.1:5555",
+    REGMIRROR_PORT_5555_TCP: "tcp://10.0.0.1:5555",
+    REGMIRROR_PORT_5555_TCP_ADDR: "10.0.0.1",
+  };
+  assert.equal(loadConfig(k8s, "/nonexistent").config.listen.port, 5555);
 });
 
 test("every bad value is refused, naming the key and the value", () => {

@@ -1,0 +1,122 @@
+import { LRUCache } from "lru-cache";
+import type { Logger } from "winston";
+import type { BlobStore } from "../storage/blob-store.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import { parseDigest } from "../oci/digest.ts";
+
+// Keeps the blob cache under cache.maxSize and drops blobs unread for cache.blobTTL.
+//
+// The index is an lru-cache keyed by digest hex, sized in bytes, with the TTL counted from the
+// last read (read() sets the entry again). Recency survives a restart because a read also sets the file's
+// mtime (BlobStore.touch), and the index is rebuilt from the files, oldest read first.
+// Removal happens in the background, never on a request's path. A response that is reading a
+// blob holds its file open, so removing the name does not cut it short.
+
+export interface EvictionOptions {
+  store: BlobStore;
+  metrics: Metrics;
+  log: Logger;
+  maxSizeBytes: number;
+  blobTtlMs: number;
+}
+
+type Reason = "size" | "age";
+
+export class Evictor {
+  private readonly lru: LRUCache<string, number>;
+  private bytes = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  private readonly removing = new Set<Promise<void>>();
+
+  constructor(private readonly opts: EvictionOptions) {
+    opts.metrics.cacheLimit.set(opts.maxSizeBytes);
+    this.lru = new LRUCache<string, number>({
+      maxSize: Math.max(opts.maxSizeBytes, 1),
+      sizeCalculation: (size) => Math.max(size, 1),
+      ttl: opts.blobTtlMs || undefined,
+      // Stale entries are swept by purgeStale() on a timer, not one timer per blob.
+      ttlAutopurge: false,
+      allowStale: true,
+      dispose: (size, hex, reason) => {
+        this.bytes -= size;
+        this.report();
+        if (reason === "evict") this.remove(hex, "size");
+        else if (reason === "expire") this.remove(hex, "age");
+      },
+    });
+  }
+
+  /** Loads what is on disk (least recently read first), then sweeps periodically. */
+  async start(): Promise<void> {
+    const entries: Array<{ hex: string; size: number; lastRead: number }> = [];
+    for await (const e of this.opts.store.list()) entries.push(e);
+    entries.sort((a, b) => a.lastRead - b.lastRead);
+    for (const e of entries) {
+      // A blob committed since start() began is already in, and newer than what disk said.
+      if (!this.lru.has(e.hex)) this.add(e.hex, e.size, e.lastRead);
+    }
+    this.opts.log.info("blob index loaded", { blobs: this.lru.size, bytes: this.bytes });
+    this.sweep();
+    const every = Math.min(Math.max(this.opts.blobTtlMs / 10, 1000), 3_600_000);
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  /** A blob was committed to the cache. */
+  added(hex: string, size: number): void {
+    this.add(hex, size, Date.now());
+  }
+
+  /** A cached blob was read: it moves to the front, and its age restarts. */
+  read(hex: string): void {
+    // set, not get: get() of an entry past its TTL would evict the blob being read right now.
+    const size = this.lru.peek(hex, { allowStale: true });
+    if (size !== undefined) this.lru.set(hex, size);
+  }
+
+  /** Removes blobs unread for longer than blobTTL. */
+  sweep(): void {
+    this.lru.purgeStale();
+  }
+
+  get size(): { bytes: number; blobs: number } {
+    return { bytes: this.bytes, blobs: this.lru.size };
+  }
+
+  /** Stops sweeping and waits for removals under way. */
+  async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    await Promise.all([...this.removing]);
+  }
+
+  private add(hex: string, size: number, lastRead: number): void {
+    this.bytes += size;
+    // The TTL counts from the last read, which for a blob loaded from disk was in the past.
+    // lru-cache keeps time on performance.now()'s clock, not the wall clock.
+    this.lru.set(hex, size, { start: performance.now() - (Date.now() - lastRead) });
+    if (!this.lru.has(hex)) {
+      // Larger than the whole cache: lru-cache refused it without calling dispose.
+      this.bytes -= size;
+      this.remove(hex, "size");
+    }
+    this.report();
+  }
+
+  private remove(hex: string, reason: Reason): void {
+    const d = parseDigest(`sha256:${hex}`);
+    if (!d) return;
+    this.opts.metrics.evictions.inc({ reason });
+    const p = this.opts.store
+      .remove(d)
+      .catch((err: Error) => {
+        this.opts.log.warn("could not remove an evicted blob", { hex, error: err.message });
+      })
+      .finally(() => this.removing.delete(p));
+    this.removing.add(p);
+  }
+
+  private report(): void {
+    this.opts.metrics.cacheBytes.set(this.bytes);
+    this.opts.metrics.cacheBlobs.set(this.lru.size);
+  }
+}
