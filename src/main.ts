@@ -15,6 +15,7 @@ import { UpstreamClient } from "./upstream/client.ts";
 import { BlobService } from "./mirror/blobs.ts";
 import { ManifestService } from "./mirror/manifests.ts";
 import { Evictor } from "./mirror/eviction.ts";
+import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
 import { createApp } from "./http/app.ts";
 
 // The composition root: the one place that reads config and the environment, builds every
@@ -42,16 +43,6 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const blobStore = opts.blobStore?.(paths) ?? new BlobStore(paths);
   await blobStore.init();
   const manifestStore = new ManifestStore(paths, config.cache.manifestMemory);
-  const credentials = config.upstream.username
-    ? { username: config.upstream.username, password: config.upstream.password }
-    : undefined;
-  const upstream = new UpstreamClient({
-    url: config.upstream.url,
-    credentials,
-    concurrency: config.upstream.concurrency,
-    timeoutMs: config.upstream.timeout,
-    metrics,
-  });
   const evictor = new Evictor({
     store: blobStore,
     metrics,
@@ -61,23 +52,35 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   });
   const blobs = new BlobService({
     store: blobStore,
-    upstream,
     evictor,
     metrics,
     log,
     fillTimeoutMs: config.cache.fillTimeout,
   });
-  const manifests = new ManifestService({
-    store: manifestStore,
-    upstream,
-    upstreamName: new URL(config.upstream.url).host,
-    metrics,
-    log,
-    tagTtlMs: config.tag.ttl,
-    maxStaleMs: config.tag.maxStale,
-    maxManifestBytes: MAX_MANIFEST_BYTES,
-  });
-  const server = createApp({ blobs, manifests, metrics, log });
+  const upstreams = new Map<string, UpstreamEntry>();
+  for (const u of [config.upstream, ...config.upstreams]) {
+    const client = new UpstreamClient({
+      name: u.name,
+      url: u.url,
+      credentials: u.username ? { username: u.username, password: u.password } : undefined,
+      concurrency: config.upstream.concurrency,
+      timeoutMs: config.upstream.timeout,
+      metrics,
+    });
+    const manifests = new ManifestService({
+      store: manifestStore,
+      upstream: client,
+      upstreamName: u.name,
+      metrics,
+      log,
+      tagTtlMs: ("tagTTL" in u ? u.tagTTL : undefined) ?? config.tag.ttl,
+      maxStaleMs: config.tag.maxStale,
+      maxManifestBytes: MAX_MANIFEST_BYTES,
+    });
+    upstreams.set(u.name, { client, manifests });
+  }
+  const mirror = new Mirror(upstreams, config.upstream.name, blobs);
+  const server = createApp({ mirror, metrics, log });
   server.listen(config.listen.port, config.listen.host);
   await once(server, "listening");
   // The index of what is on disk loads after we listen: a large cache must not delay the start.
@@ -88,7 +91,11 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const port = typeof addr === "object" && addr ? addr.port : config.listen.port;
   const host = config.listen.host.includes(":") ? `[${config.listen.host}]` : config.listen.host;
   const url = `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${port}`;
-  log.info("regmirror listening", { url, upstream: config.upstream.url, cache: config.cache.dir });
+  log.info("regmirror listening", {
+    url,
+    upstreams: [config.upstream, ...config.upstreams].map((u) => `${u.name}=${u.url}`),
+    cache: config.cache.dir,
+  });
   return {
     url,
     async close() {
@@ -97,10 +104,9 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeout).unref());
       await Promise.race([closed, deadline]);
       server.closeAllConnections();
-      await blobs.close();
+      await mirror.close();
       await indexed;
       await evictor.close();
-      await upstream.close();
       log.info("regmirror stopped");
       log.close();
     },

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import yaml from "js-yaml";
 import { ConfigSchema, type Config } from "./schema.ts";
 import { ConfigError, validateConfig, type Sources } from "./validate.ts";
+import { credentialsFromDockerConfig, interpolate } from "./credentials.ts";
 
 // Reads mirror.yml (or $REGMIRROR_CONFIG) and overlays REGMIRROR_* environment variables.
 // The variable for a key is REGMIRROR_ + its path in upper snake case (cache.maxSize →
@@ -86,14 +87,69 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, defaultFile = "
       unknown.push(`${name}: unknown setting (known: ${[...byEnv.keys(), ...NOT_KEYS].sort().join(", ")})`);
       continue;
     }
-    setPath(raw, p, value);
+    // A list (upstreams) comes as YAML or JSON text in one variable.
+    setPath(raw, p, LIST_KEYS.has(p) ? parseListEnv(name, value, unknown) : value);
     sources.set(p, name);
   }
   if (unknown.length) throw new ConfigError(unknown);
-  return { config: validateConfig(raw, sources, file ?? "config"), file };
+  interpolateCredentials(raw, env);
+  const config = validateConfig(raw, sources, file ?? "config");
+  readCredentialFiles(config);
+  return { config, file };
 }
 
-function setPath(o: Record<string, unknown>, path: string, value: string): void {
+/** ${VAR} in upstream usernames and passwords, so secrets can stay out of mirror.yml. */
+function interpolateCredentials(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
+  const problems: string[] = [];
+  const entries: Array<[string, unknown]> = [["upstream", raw.upstream]];
+  if (Array.isArray(raw.upstreams)) raw.upstreams.forEach((u, i) => entries.push([`upstreams.${i}`, u]));
+  for (const [path, entry] of entries) {
+    if (typeof entry !== "object" || entry === null) continue;
+    const e = entry as Record<string, unknown>;
+    for (const field of ["username", "password"]) {
+      const v = e[field];
+      if (typeof v !== "string") continue;
+      const { value, missing } = interpolate(v, env);
+      for (const name of missing) problems.push(`"${path}.${field}" refers to \${${name}}, which is not set`);
+      e[field] = value;
+    }
+  }
+  if (problems.length) throw new ConfigError(problems);
+}
+
+/** Fills username and password from each upstream's credentialsFile, where they are not set. */
+function readCredentialFiles(config: Config): void {
+  const problems: string[] = [];
+  const all: Array<[string, Config["upstream"] | Config["upstreams"][number]]> = [
+    ["upstream", config.upstream],
+    ...config.upstreams.map((u, i) => [`upstreams.${i}`, u] as [string, Config["upstreams"][number]]),
+  ];
+  for (const [path, u] of all) {
+    if (!u.credentialsFile || u.username) continue;
+    try {
+      const found = credentialsFromDockerConfig(readFileSync(u.credentialsFile, "utf8"), u.name);
+      if (!found)
+        problems.push(`"${path}.credentialsFile": no credentials for ${u.name} in ${u.credentialsFile}`);
+      else Object.assign(u, found);
+    } catch (err) {
+      problems.push(`"${path}.credentialsFile": cannot use ${u.credentialsFile}: ${(err as Error).message}`);
+    }
+  }
+  if (problems.length) throw new ConfigError(problems);
+}
+
+const LIST_KEYS = new Set(["upstreams"]);
+
+function parseListEnv(name: string, value: string, problems: string[]): unknown {
+  try {
+    return yaml.load(value);
+  } catch (err) {
+    problems.push(`${name}: not valid YAML: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+function setPath(o: Record<string, unknown>, path: string, value: unknown): void {
   const parts = path.split(".");
   let cur = o;
   for (const p of parts.slice(0, -1)) {

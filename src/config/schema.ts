@@ -55,39 +55,77 @@ const httpUrl = z.string().transform((v, ctx) => {
 
 export const LOG_LEVELS = ["error", "warn", "info", "http", "debug"] as const;
 
-export const ConfigSchema = z.strictObject({
-  listen: listen.prefault("0.0.0.0:5555"),
-  shutdownTimeout: duration.prefault("20s"),
-  upstream: z
-    .strictObject({
-      url: httpUrl.prefault("https://registry-1.docker.io"),
-      username: z.string().prefault(""),
-      password: z.string().prefault(""),
-      concurrency: positiveInt.prefault(32),
-      timeout: duration.prefault("30s"),
-    })
-    .prefault({}),
-  cache: z
-    .strictObject({
-      dir: z.string().min(1, "must not be empty").prefault("/var/lib/regmirror"),
-      maxSize: size.prefault("50GiB"),
-      blobTTL: duration.prefault("30d"),
-      fillTimeout: duration.prefault("5m"),
-      manifestMemory: size.prefault("64MiB"),
-    })
-    .prefault({}),
-  tag: z
-    .strictObject({
-      ttl: duration.prefault("5m"),
-      maxStale: duration.prefault("7d"),
-    })
-    .prefault({}),
-  log: z
-    .strictObject({
-      level: z.enum(LOG_LEVELS).prefault("info"),
-      format: z.enum(["auto", "json", "text"]).prefault("auto"),
-    })
-    .prefault({}),
+/** A registry host as clients name it in image references: docker.io, ghcr.io, registry.local:5000. */
+const registryName = z
+  .string()
+  .regex(
+    /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$/,
+    "not a registry host name (e.g. ghcr.io, registry.local:5000)",
+  );
+
+/** Where an upstream's credentials come from; ${VAR} in username and password is replaced by load.ts. */
+const credentialFields = {
+  username: z.string().prefault(""),
+  password: z.string().prefault(""),
+  /** A Docker config.json (as written by `docker login`) to take this registry's credentials from. */
+  credentialsFile: z.string().prefault(""),
+};
+
+const extraUpstream = z.strictObject({
+  name: registryName,
+  url: httpUrl,
+  ...credentialFields,
+  /** This registry's own tag TTL; tag.ttl when absent. */
+  tagTTL: duration.optional(),
 });
+
+export const ConfigSchema = z
+  .strictObject({
+    listen: listen.prefault("0.0.0.0:5555"),
+    shutdownTimeout: duration.prefault("20s"),
+    upstream: z
+      .strictObject({
+        name: registryName.prefault("docker.io"),
+        url: httpUrl.prefault("https://registry-1.docker.io"),
+        ...credentialFields,
+        concurrency: positiveInt.prefault(32),
+        timeout: duration.prefault("30s"),
+      })
+      .prefault({}),
+    upstreams: z.array(extraUpstream).prefault([]),
+    cache: z
+      .strictObject({
+        dir: z.string().min(1, "must not be empty").prefault("/var/lib/regmirror"),
+        maxSize: size.prefault("50GiB"),
+        blobTTL: duration.prefault("30d"),
+        fillTimeout: duration.prefault("5m"),
+        manifestMemory: size.prefault("64MiB"),
+      })
+      .prefault({}),
+    tag: z
+      .strictObject({
+        ttl: duration.prefault("5m"),
+        maxStale: duration.prefault("7d"),
+      })
+      .prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(LOG_LEVELS).prefault("info"),
+        format: z.enum(["auto", "json", "text"]).prefault("auto"),
+      })
+      .prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    const seen = new Set([c.upstream.name]);
+    c.upstreams.forEach((u, i) => {
+      if (seen.has(u.name))
+        ctx.addIssue({
+          code: "custom",
+          path: ["upstreams", i, "name"],
+          message: "a second upstream with this name",
+        });
+      seen.add(u.name);
+    });
+  });
 
 export type Config = z.output<typeof ConfigSchema>;

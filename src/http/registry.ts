@@ -3,9 +3,9 @@ import { pipeline } from "node:stream";
 import type { Logger } from "winston";
 import { RegistryError } from "../oci/errors.ts";
 import { parseAccept } from "../oci/media-types.ts";
-import { assertName, parseReference, requireDigest } from "../oci/reference.ts";
-import type { BlobService } from "../mirror/blobs.ts";
-import type { ManifestService } from "../mirror/manifests.ts";
+import { parseReference, requireDigest } from "../oci/reference.ts";
+import type { BlobAnswer } from "../mirror/blobs.ts";
+import type { Mirror } from "../mirror/mirror.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { API_VERSION, sendError, sendJson } from "./respond.ts";
 import { parseRange } from "./range.ts";
@@ -17,8 +17,7 @@ import { route } from "./route.ts";
 // thousands per second, blobs at GB/s), and the routing is our own grammar anyway.
 
 export interface RegistryDeps {
-  blobs: BlobService;
-  manifests: ManifestService;
+  mirror: Mirror;
   metrics: Metrics;
   log: Logger;
 }
@@ -56,6 +55,8 @@ async function handle(
   const url = req.url ?? "/";
   const q = url.indexOf("?");
   const r = route(q === -1 ? url : url.slice(0, q));
+  // containerd names the registry it wants in ?ns= (see docs/containerd.md).
+  const ns = q === -1 ? undefined : (new URLSearchParams(url.slice(q + 1)).get("ns") ?? undefined);
   if (!r) throw new RegistryError("UNSUPPORTED", "no such endpoint", { status: 404 });
   const method = req.method ?? "GET";
   const read = method === "GET" || method === "HEAD";
@@ -67,10 +68,10 @@ async function handle(
     case "upload":
       throw unsupported();
     case "manifest": {
-      assertName(r.name);
+      const at = deps.mirror.route(ns, r.name);
       const ref = parseReference(r.reference);
       if (!read) throw unsupported();
-      const m = await deps.manifests.get(r.name, ref, parseAccept(req.headersDistinct.accept));
+      const m = await deps.mirror.manifest(at, ref, parseAccept(req.headersDistinct.accept));
       out.cache = m.stale ? "stale" : m.source === "cache" ? "hit" : "miss";
       const headers: Record<string, string | number> = {
         ...API_VERSION,
@@ -88,10 +89,10 @@ async function handle(
       return;
     }
     case "blob": {
-      assertName(r.name);
+      const at = deps.mirror.route(ns, r.name);
       const digest = requireDigest(r.digest);
       if (!read) throw unsupported();
-      const b = await deps.blobs.get(r.name, digest, method);
+      const b = await deps.mirror.blob(at, digest, method);
       out.cache = b.source === "cache" ? "hit" : "miss";
       return sendBlob(deps, req, res, b, r.digest, out);
     }
@@ -106,7 +107,7 @@ function sendBlob(
   deps: RegistryDeps,
   req: IncomingMessage,
   res: ServerResponse,
-  b: Awaited<ReturnType<BlobService["get"]>>,
+  b: BlobAnswer,
   digest: string,
   out: Outcome,
 ): void {

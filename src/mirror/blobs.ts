@@ -29,7 +29,6 @@ const TOUCH_EVERY_MS = 60_000;
 
 export interface BlobServiceDeps {
   store: BlobStore;
-  upstream: UpstreamClient;
   evictor: Evictor;
   metrics: Metrics;
   log: Logger;
@@ -44,7 +43,8 @@ export class BlobService {
 
   constructor(private readonly deps: BlobServiceDeps) {}
 
-  async get(repo: string, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
+  /** `upstream` is asked on a miss; the cache itself is shared by every upstream (one digest, one file). */
+  async get(upstream: UpstreamClient, repo: string, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
     const { metrics } = this.deps;
     const cached = await this.openCached(d);
     if (cached) {
@@ -57,8 +57,8 @@ export class BlobService {
       metrics.coalesced.inc({ kind: "blob" });
       return fillAnswer(await inflight);
     }
-    if (method === "HEAD") return this.headUpstream(repo, d);
-    return fillAnswer(await this.startFill(repo, d));
+    if (method === "HEAD") return this.headUpstream(upstream, repo, d);
+    return fillAnswer(await this.startFill(upstream, repo, d));
   }
 
   /** Stops every fill (their temp files are removed) and waits for them. */
@@ -88,8 +88,8 @@ export class BlobService {
     };
   }
 
-  private async headUpstream(repo: string, d: Digest): Promise<BlobAnswer> {
-    const res = await this.deps.upstream.fetch({ method: "HEAD", repo, path: blobPath(repo, d) });
+  private async headUpstream(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobAnswer> {
+    const res = await upstream.fetch({ method: "HEAD", repo, path: blobPath(repo, d) });
     if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
     res.body.resume();
     return {
@@ -102,9 +102,9 @@ export class BlobService {
     };
   }
 
-  private startFill(repo: string, d: Digest): Promise<BlobFill> {
-    const { store, upstream, metrics, log, evictor, fillTimeoutMs } = this.deps;
-    const fallback = (start: number, end: number | undefined) => this.direct(repo, d, start, end);
+  private startFill(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobFill> {
+    const { store, metrics, log, evictor, fillTimeoutMs } = this.deps;
+    const fallback = (start: number, end: number | undefined) => this.direct(upstream, repo, d, start, end);
     const started = (async () => {
       // The fill's own limit, not the client's: it must outlive a client that hangs up.
       const signal = AbortSignal.any([AbortSignal.timeout(fillTimeoutMs), this.shutdown.signal]);
@@ -166,13 +166,14 @@ export class BlobService {
 
   /** Bytes [start, end] straight from the upstream, for a reader the cache had to let down. */
   private async *direct(
+    upstream: UpstreamClient,
     repo: string,
     d: Digest,
     start: number,
     end: number | undefined,
   ): AsyncGenerator<Buffer> {
     const range = `bytes=${start}-${end ?? ""}`;
-    const res = await this.deps.upstream.fetch({
+    const res = await upstream.fetch({
       method: "GET",
       repo,
       path: blobPath(repo, d),

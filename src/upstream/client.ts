@@ -12,6 +12,8 @@ import { TokenCache, basic, type Credentials } from "./auth.ts";
 // It knows nothing of the cache.
 
 export interface UpstreamOptions {
+  /** The registry host clients know it by (docker.io); the label on its metrics. */
+  name: string;
   url: string;
   credentials?: Credentials;
   concurrency: number;
@@ -42,6 +44,7 @@ const MAX_REDIRECTS = 5;
 
 export class UpstreamClient {
   readonly url: string;
+  readonly name: string;
   private readonly agent: Agent;
   private readonly limit;
   private readonly tokens: TokenCache;
@@ -51,6 +54,7 @@ export class UpstreamClient {
 
   constructor(private readonly opts: UpstreamOptions) {
     this.url = opts.url;
+    this.name = opts.name;
     this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.concurrency * 2 });
     this.limit = pLimit(opts.concurrency);
     this.tokens = new TokenCache(opts.url, opts.credentials, this.agent, opts.timeoutMs);

@@ -27,7 +27,7 @@ test("mirror.yml lists exactly the defaults", () => {
   assert.deepEqual(validateConfig(file), validateConfig({}));
   const flat = (o: object, p = ""): string[] =>
     Object.entries(o).flatMap(([k, v]) =>
-      v && typeof v === "object" ? flat(v as object, `${p}${k}.`) : [`${p}${k}`],
+      v && typeof v === "object" && !Array.isArray(v) ? flat(v as object, `${p}${k}.`) : [`${p}${k}`],
     );
   assert.deepEqual(
     flat(file as object).sort(),

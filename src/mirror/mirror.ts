@@ -1,0 +1,49 @@
+import type { Digest } from "../oci/digest.ts";
+import type { Reference } from "../oci/reference.ts";
+import type { UpstreamClient } from "../upstream/client.ts";
+import type { BlobAnswer, BlobService } from "./blobs.ts";
+import type { ManifestAnswer, ManifestService } from "./manifests.ts";
+import { routeRepo, type Routed } from "./routing.ts";
+
+// What the HTTP layer talks to: "manifest X of repository Y", "blob Z". It picks the upstream
+// (ns, path prefix, default) and hands the question to the services; whether the answer comes
+// from the cache is not the caller's business.
+
+export interface UpstreamEntry {
+  client: UpstreamClient;
+  manifests: ManifestService;
+}
+
+export class Mirror {
+  private readonly names: ReadonlySet<string>;
+
+  constructor(
+    private readonly upstreams: ReadonlyMap<string, UpstreamEntry>,
+    private readonly defaultName: string,
+    private readonly blobs: BlobService,
+  ) {
+    this.names = new Set(upstreams.keys());
+  }
+
+  route(ns: string | undefined, name: string): Routed {
+    return routeRepo(this.names, this.defaultName, ns, name);
+  }
+
+  manifest(at: Routed, ref: Reference, accept: string[]): Promise<ManifestAnswer> {
+    return this.entry(at).manifests.get(at.repo, ref, accept);
+  }
+
+  blob(at: Routed, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
+    return this.blobs.get(this.entry(at).client, at.repo, d, method);
+  }
+
+  async close(): Promise<void> {
+    await this.blobs.close();
+    await Promise.all([...this.upstreams.values()].map((u) => u.client.close()));
+  }
+
+  private entry(at: Routed): UpstreamEntry {
+    // routeRepo only returns configured names.
+    return this.upstreams.get(at.upstream)!;
+  }
+}
