@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { once } from "node:events";
-import { realpathSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
+import type { Server } from "node:http";
+import type { Server as TlsServer } from "node:https";
 import { pathToFileURL } from "node:url";
 import { Command } from "commander";
 import { loadConfig } from "./config/load.ts";
@@ -16,15 +18,21 @@ import { BlobService } from "./mirror/blobs.ts";
 import { ManifestService } from "./mirror/manifests.ts";
 import { Evictor } from "./mirror/eviction.ts";
 import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
-import { createApp } from "./http/app.ts";
+import { createHandler, createHttpServer, createHttpsServer } from "./http/app.ts";
+import { Gate } from "./access/gate.ts";
+import { Htpasswd } from "./access/htpasswd.ts";
+import { TokenIssuer } from "./access/tokens.ts";
+import { RepoPolicy } from "./access/policy.ts";
 
 // The composition root: the one place that reads config and the environment, builds every
 // part and wires them together with plain constructor arguments.
 
-const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-
 export interface Running {
   url: string;
+  /** The HTTPS listener's URL, when tls.cert is set. */
+  tlsUrl: string | undefined;
+  /** Re-reads tls.cert and tls.key (SIGHUP). */
+  reloadTls(): void;
   /** Graceful: stop accepting, let responses finish (up to shutdownTimeout), stop fills. */
   close(): Promise<void>;
 }
@@ -75,35 +83,61 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       log,
       tagTtlMs: ("tagTTL" in u ? u.tagTTL : undefined) ?? config.tag.ttl,
       maxStaleMs: config.tag.maxStale,
-      maxManifestBytes: MAX_MANIFEST_BYTES,
+      maxManifestBytes: config.limits.maxManifestSize,
     });
     upstreams.set(u.name, { client, manifests });
   }
   const mirror = new Mirror(upstreams, config.upstream.name, blobs);
-  const server = createApp({ mirror, metrics, log });
-  server.listen(config.listen.port, config.listen.host);
-  await once(server, "listening");
+  const handler = createHandler({
+    mirror,
+    metrics,
+    log,
+    gate: config.auth.htpasswd
+      ? new Gate(readHtpasswd(config.auth.htpasswd), new TokenIssuer(config.auth.tokenTTL))
+      : undefined,
+    policy: new RepoPolicy(config.access.allow, config.access.deny),
+    perClient: config.limits.perClient,
+  });
+  const limits = { headersTimeoutMs: config.limits.headersTimeout };
+  const servers: Array<Server | TlsServer> = [];
+  const http = createHttpServer(handler, limits);
+  servers.push(http);
+  const port = await listen(http, config.listen);
+  const url = `http://${displayHost(config.listen.host)}:${port}`;
+  let tlsServer: TlsServer | undefined;
+  let tlsUrl: string | undefined;
+  if (config.tls.cert) {
+    tlsServer = createHttpsServer(handler, limits, readTls(config.tls));
+    servers.push(tlsServer);
+    tlsUrl = `https://${displayHost(config.tls.listen.host)}:${await listen(tlsServer, config.tls.listen)}`;
+  }
   // The index of what is on disk loads after we listen: a large cache must not delay the start.
   const indexed = evictor
     .start()
     .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
-  const addr = server.address();
-  const port = typeof addr === "object" && addr ? addr.port : config.listen.port;
-  const host = config.listen.host.includes(":") ? `[${config.listen.host}]` : config.listen.host;
-  const url = `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${port}`;
   log.info("regmirror listening", {
     url,
+    tls: tlsUrl,
     upstreams: [config.upstream, ...config.upstreams].map((u) => `${u.name}=${u.url}`),
     cache: config.cache.dir,
+    clientAuth: Boolean(config.auth.htpasswd),
   });
   return {
     url,
+    tlsUrl,
+    reloadTls() {
+      if (!tlsServer) return;
+      tlsServer.setSecureContext(readTls(config.tls));
+      log.info("TLS certificate reloaded");
+    },
     async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
+      const closed = Promise.all(
+        servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+      );
+      for (const s of servers) s.closeIdleConnections();
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeout).unref());
       await Promise.race([closed, deadline]);
-      server.closeAllConnections();
+      for (const s of servers) s.closeAllConnections();
       await mirror.close();
       await indexed;
       await evictor.close();
@@ -111,6 +145,34 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       log.close();
     },
   };
+}
+
+async function listen(server: Server | TlsServer, at: { host: string; port: number }): Promise<number> {
+  server.listen(at.port, at.host);
+  await once(server, "listening");
+  const addr = server.address();
+  return typeof addr === "object" && addr ? addr.port : at.port;
+}
+
+function displayHost(host: string): string {
+  if (host === "0.0.0.0" || host === "::") return "127.0.0.1";
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+function readHtpasswd(path: string): Htpasswd {
+  try {
+    return new Htpasswd(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ConfigError([`auth.htpasswd: cannot use "${path}": ${(err as Error).message}`]);
+  }
+}
+
+function readTls(tls: Config["tls"]): { cert: Buffer; key: Buffer } {
+  try {
+    return { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+  } catch (err) {
+    throw new ConfigError([`tls.cert / tls.key: cannot read: ${(err as Error).message}`]);
+  }
 }
 
 function configOrExit(): Config {
@@ -126,7 +188,23 @@ function configOrExit(): Config {
 }
 
 async function serve(): Promise<void> {
-  const running = await startMirror(configOrExit());
+  let running: Running;
+  try {
+    running = await startMirror(configOrExit());
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`regmirror: invalid configuration:\n  ${err.problems.join("\n  ")}\n`);
+    process.exit(2);
+  }
+  process.on("SIGHUP", () => {
+    try {
+      running.reloadTls();
+    } catch (err) {
+      process.stderr.write(
+        `regmirror: TLS reload failed, keeping the old certificate: ${(err as Error).message}\n`,
+      );
+    }
+  });
   let stopping = false;
   const stop = () => {
     if (stopping) return;

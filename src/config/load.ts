@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import yaml from "js-yaml";
+import { z } from "zod";
 import { ConfigSchema, type Config } from "./schema.ts";
 import { ConfigError, validateConfig, type Sources } from "./validate.ts";
 import { credentialsFromDockerConfig, interpolate } from "./credentials.ts";
@@ -30,19 +31,20 @@ export function envName(path: string): string {
   );
 }
 
-/** Every leaf key path of the config, e.g. "cache.maxSize". */
+/** Every leaf key path of the config, e.g. "cache.maxSize", read off the schema itself. */
 export function keyPaths(): string[] {
   const out: string[] = [];
-  const walk = (o: Record<string, unknown>, prefix: string) => {
-    for (const [k, v] of Object.entries(o)) {
-      const p = prefix ? `${prefix}.${k}` : k;
-      // listen parses to {host, port} but is one key in the file.
-      if (typeof v === "object" && v !== null && !Array.isArray(v) && p !== "listen")
-        walk(v as Record<string, unknown>, p);
-      else out.push(p);
+  const walk = (schema: z.ZodType, prefix: string): void => {
+    let s = schema;
+    while (s instanceof z.ZodPrefault || s instanceof z.ZodDefault || s instanceof z.ZodOptional)
+      s = s.unwrap() as z.ZodType;
+    if (!(s instanceof z.ZodObject)) {
+      out.push(prefix);
+      return;
     }
+    for (const [k, v] of Object.entries(s.shape)) walk(v as z.ZodType, prefix ? `${prefix}.${k}` : k);
   };
-  walk(ConfigSchema.parse({}) as unknown as Record<string, unknown>, "");
+  walk(ConfigSchema, "");
   return out;
 }
 
@@ -138,7 +140,7 @@ function readCredentialFiles(config: Config): void {
   if (problems.length) throw new ConfigError(problems);
 }
 
-const LIST_KEYS = new Set(["upstreams"]);
+const LIST_KEYS = new Set(["upstreams", "access.allow", "access.deny"]);
 
 function parseListEnv(name: string, value: string, problems: string[]): unknown {
   try {

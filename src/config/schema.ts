@@ -108,6 +108,33 @@ export const ConfigSchema = z
         maxStale: duration.prefault("7d"),
       })
       .prefault({}),
+    auth: z
+      .strictObject({
+        /** An htpasswd file (bcrypt). Empty: anonymous pulls. */
+        htpasswd: z.string().prefault(""),
+        tokenTTL: duration.prefault("1h"),
+      })
+      .prefault({}),
+    access: z
+      .strictObject({
+        allow: z.array(z.string().min(1)).prefault([]),
+        deny: z.array(z.string().min(1)).prefault([]),
+      })
+      .prefault({}),
+    tls: z
+      .strictObject({
+        cert: z.string().prefault(""),
+        key: z.string().prefault(""),
+        listen: listen.prefault("0.0.0.0:5443"),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        perClient: positiveInt.prefault(256),
+        headersTimeout: duration.prefault("20s"),
+        maxManifestSize: size.prefault("4MiB"),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(LOG_LEVELS).prefault("info"),
@@ -116,6 +143,13 @@ export const ConfigSchema = z
       .prefault({}),
   })
   .superRefine((c, ctx) => {
+    if (Boolean(c.tls.cert) !== Boolean(c.tls.key)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["tls", c.tls.cert ? "key" : "cert"],
+        message: "tls.cert and tls.key go together",
+      });
+    }
     const seen = new Set([c.upstream.name]);
     c.upstreams.forEach((u, i) => {
       if (seen.has(u.name))

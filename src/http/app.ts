@@ -1,22 +1,40 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer, type Server as TlsServer } from "node:https";
 import express from "express";
 import type { Metrics } from "../metrics/metrics.ts";
 import { registryHandler, type RegistryDeps } from "./registry.ts";
-import { API_VERSION } from "./respond.ts";
+import { API_VERSION, sendError } from "./respond.ts";
 
-// The HTTP server: /v2/ goes straight to the registry handler (the hot path, see registry.ts);
-// everything else — metrics, health — is an ordinary express app.
+// The HTTP servers: /v2/ goes straight to the registry handler (the hot path, see registry.ts);
+// everything else — metrics, health, the login endpoint — is an ordinary express app.
 
-export function createApp(deps: RegistryDeps & { metrics: Metrics }): Server {
+export interface ServerLimits {
+  headersTimeoutMs: number;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export function createHandler(deps: RegistryDeps & { metrics: Metrics }): Handler {
   const registry = registryHandler(deps);
   const app = express();
   app.disable("x-powered-by");
+  app.disable("etag");
   app.get("/metrics", async (_req, res) => {
     res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
   });
+  const gate = deps.gate;
+  if (gate) {
+    app.get("/auth/token", (req, res) => {
+      try {
+        res.set(API_VERSION).json(gate.issue(req));
+      } catch (err) {
+        sendError(res, err);
+      }
+    });
+  }
   app.use((_req, res) => {
     res
       .status(404)
@@ -24,12 +42,42 @@ export function createApp(deps: RegistryDeps & { metrics: Metrics }): Server {
       .json({ errors: [{ code: "UNSUPPORTED", message: "no such endpoint" }] });
   });
 
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  return (req, res) => {
     const url = req.url ?? "/";
     if (url === "/v2" || url.startsWith("/v2/") || url.startsWith("/v2?")) registry(req, res);
     else app(req, res);
-  });
-  // Keep idle client connections a little longer than Node's 5 s: dockerd and containerd reuse them.
+  };
+}
+
+/** Timeouts against slow clients; header size stays at Node's 16 KiB (larger gets 431). */
+function harden(server: Server | TlsServer, limits: ServerLimits): void {
+  server.headersTimeout = limits.headersTimeoutMs;
+  // GETs carry no body: a request that is not fully in after this long is a slowloris.
+  server.requestTimeout = limits.headersTimeoutMs + 10_000;
+  // Keep idle client connections longer than Node's 5 s: dockerd and containerd reuse them.
   server.keepAliveTimeout = 65_000;
+}
+
+/** Node checks header and request timeouts on this interval (30 s by default: too coarse). */
+function checkEvery(limits: ServerLimits): number {
+  return Math.max(250, Math.min(limits.headersTimeoutMs / 2, 5000));
+}
+
+export function createHttpServer(handler: Handler, limits: ServerLimits): Server {
+  const server = createServer({ connectionsCheckingInterval: checkEvery(limits) }, handler);
+  harden(server, limits);
+  return server;
+}
+
+export function createHttpsServer(
+  handler: Handler,
+  limits: ServerLimits,
+  tls: { cert: Buffer; key: Buffer },
+): TlsServer {
+  const server = createTlsServer(
+    { cert: tls.cert, key: tls.key, connectionsCheckingInterval: checkEvery(limits) },
+    handler,
+  );
+  harden(server, limits);
   return server;
 }

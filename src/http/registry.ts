@@ -6,6 +6,9 @@ import { parseAccept } from "../oci/media-types.ts";
 import { parseReference, requireDigest } from "../oci/reference.ts";
 import type { BlobAnswer } from "../mirror/blobs.ts";
 import type { Mirror } from "../mirror/mirror.ts";
+import type { Routed } from "../mirror/routing.ts";
+import type { Gate } from "../access/gate.ts";
+import type { RepoPolicy } from "../access/policy.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { API_VERSION, sendError, sendJson } from "./respond.ts";
 import { parseRange } from "./range.ts";
@@ -18,6 +21,11 @@ import { route } from "./route.ts";
 
 export interface RegistryDeps {
   mirror: Mirror;
+  /** Client authentication; absent for an open mirror. */
+  gate?: Gate;
+  policy: RepoPolicy;
+  /** Most requests one client address may have in flight. */
+  perClient: number;
   metrics: Metrics;
   log: Logger;
 }
@@ -25,10 +33,18 @@ export interface RegistryDeps {
 type Outcome = { cache?: "hit" | "miss" | "stale"; bytes: number };
 
 export function registryHandler(deps: RegistryDeps) {
+  const inFlight = new Map<string, number>();
   return (req: IncomingMessage, res: ServerResponse): void => {
     const started = performance.now();
     const outcome: Outcome = { bytes: 0 };
+    // One client cannot take every connection to the upstream or every file descriptor.
+    const client = req.socket.remoteAddress ?? "";
+    const mine = (inFlight.get(client) ?? 0) + 1;
+    inFlight.set(client, mine);
     res.once("close", () => {
+      const left = (inFlight.get(client) ?? 1) - 1;
+      if (left === 0) inFlight.delete(client);
+      else inFlight.set(client, left);
       deps.log.info("request", {
         method: req.method,
         path: req.url,
@@ -39,6 +55,15 @@ export function registryHandler(deps: RegistryDeps) {
         aborted: !res.writableFinished || undefined,
       });
     });
+    if (mine > deps.perClient) {
+      sendError(
+        res,
+        new RegistryError("TOOMANYREQUESTS", "too many requests in flight from this client", {
+          headers: { "retry-after": "1" },
+        }),
+      );
+      return;
+    }
     handle(deps, req, res, outcome).catch((err: unknown) => {
       const e = sendError(res, err);
       if (e.status >= 500) deps.log.warn("request failed", { path: req.url, code: e.code, error: e.message });
@@ -60,6 +85,18 @@ async function handle(
   if (!r) throw new RegistryError("UNSUPPORTED", "no such endpoint", { status: 404 });
   const method = req.method ?? "GET";
   const read = method === "GET" || method === "HEAD";
+  const name = "name" in r ? r.name : undefined;
+  deps.gate?.authenticate(req, name === undefined ? undefined : `repository:${name}:pull`);
+  /** Routes the name to an upstream and checks the repository policy. */
+  const locate = (n: string): Routed => {
+    const at = deps.mirror.route(ns, n);
+    if (!deps.policy.permits(at.upstream, at.repo)) {
+      throw new RegistryError("DENIED", "pulling this repository through the mirror is not allowed", {
+        detail: { repository: at.repo },
+      });
+    }
+    return at;
+  };
 
   switch (r.kind) {
     case "base":
@@ -68,7 +105,7 @@ async function handle(
     case "upload":
       throw unsupported();
     case "manifest": {
-      const at = deps.mirror.route(ns, r.name);
+      const at = locate(r.name);
       const ref = parseReference(r.reference);
       if (!read) throw unsupported();
       const m = await deps.mirror.manifest(at, ref, parseAccept(req.headersDistinct.accept));
@@ -89,7 +126,7 @@ async function handle(
       return;
     }
     case "blob": {
-      const at = deps.mirror.route(ns, r.name);
+      const at = locate(r.name);
       const digest = requireDigest(r.digest);
       if (!read) throw unsupported();
       const b = await deps.mirror.blob(at, digest, method);

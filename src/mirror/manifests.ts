@@ -1,7 +1,7 @@
 import type { Logger } from "winston";
 import { RegistryError } from "../oci/errors.ts";
 import { digestOf, formatDigest, parseDigest, type Digest } from "../oci/digest.ts";
-import { DEFAULT_MANIFEST_ACCEPT, sniffManifestType } from "../oci/media-types.ts";
+import { DEFAULT_MANIFEST_ACCEPT, MANIFEST_TYPES, sniffManifestType } from "../oci/media-types.ts";
 import type { Reference } from "../oci/reference.ts";
 import type { ManifestStore } from "../storage/manifest-store.ts";
 import type { UpstreamClient, UpstreamResponse } from "../upstream/client.ts";
@@ -168,8 +168,12 @@ export class ManifestService {
         },
       );
     }
-    const mediaType = headerType(res) ?? sniffManifestType(bytes);
-    if (!mediaType) throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest of unknown type");
+    // The body must be a manifest whatever the upstream labels it; a known manifest type in the
+    // header wins over the body's own claim (that is what the registry serves it as).
+    const sniffed = sniffManifestType(bytes);
+    if (!sniffed)
+      throw new RegistryError("UPSTREAM_ERROR", "the upstream sent something that is not a manifest");
+    const mediaType = headerType(res) ?? sniffed;
     await store.put(parseDigest(digest)!, bytes);
     return { bytes, digest, mediaType, source: "upstream", stale: false };
   }
@@ -199,8 +203,8 @@ function usefulAccept(accept: string[]): string[] {
 function headerType(res: UpstreamResponse): string | undefined {
   const t = res.headers["content-type"];
   if (typeof t !== "string") return undefined;
-  const type = t.split(";")[0]!.trim();
-  return type && type !== "application/json" && type !== "text/plain" ? type : undefined;
+  const type = t.split(";")[0]!.trim().toLowerCase();
+  return MANIFEST_TYPES.has(type) ? type : undefined;
 }
 
 async function readLimited(res: UpstreamResponse, limit: number): Promise<Buffer> {

@@ -7,6 +7,15 @@ export const DOCKER_MANIFEST_V1_SIGNED = "application/vnd.docker.distribution.ma
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 
+export const MANIFEST_TYPES: ReadonlySet<string> = new Set([
+  DOCKER_MANIFEST_V2,
+  DOCKER_MANIFEST_LIST,
+  DOCKER_MANIFEST_V1_SIGNED,
+  "application/vnd.docker.distribution.manifest.v1+json",
+  OCI_MANIFEST,
+  OCI_INDEX,
+]);
+
 /** What we ask the upstream for when the client sent no Accept at all. */
 export const DEFAULT_MANIFEST_ACCEPT = [OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V2];
 
@@ -36,7 +45,8 @@ export function accepts(accept: readonly string[], mediaType: string): boolean {
 }
 
 /**
- * The media type of a manifest body, from its own `mediaType` field; an OCI manifest may omit
+ * The media type of a manifest body (undefined when it is not a manifest at all), from its own
+ * `mediaType` field; an OCI manifest may omit
  * it, in which case the shape decides (an index has `manifests`, an image has `layers`).
  */
 export function sniffManifestType(body: Buffer): string | undefined {
@@ -48,6 +58,8 @@ export function sniffManifestType(body: Buffer): string | undefined {
   }
   if (typeof doc !== "object" || doc === null) return undefined;
   const d = doc as Record<string, unknown>;
+  // Every manifest format there is has a schemaVersion; a JSON document without one is not a manifest.
+  if (typeof d.schemaVersion !== "number") return undefined;
   if (typeof d.mediaType === "string") return d.mediaType;
   if (d.schemaVersion === 1) return DOCKER_MANIFEST_V1_SIGNED;
   if (Array.isArray(d.manifests)) return OCI_INDEX;

@@ -1,0 +1,205 @@
+// Hostile and broken input: thousands of generated bad requests, oversized headers, slow
+// clients, and a hostile upstream. Only registry errors come back, nothing is written outside
+// the cache directory, nothing crashes, and a good pull works afterwards.
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { randomBytes } from "node:crypto";
+import { connect } from "node:net";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Pool } from "undici";
+import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
+import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
+import { get } from "../fixtures/http.ts";
+import { freePort } from "../fixtures/ports.ts";
+
+const HEX = "0123456789abcdef".repeat(4);
+
+/** Paths that must never be taken for valid: traversal, encodings, bad digests and tags. */
+function badPaths(n: number): string[] {
+  const names = [
+    "..",
+    "../etc",
+    "..%2f..%2fetc",
+    "%2e%2e/%2e%2e/etc",
+    "a/../../b",
+    "a%00b",
+    "A",
+    "a//b",
+    "/abs",
+    "a\\..\\b",
+    "a%2fb",
+    "%zz",
+    "x".repeat(300),
+    "_tags",
+    "a/_tags",
+    ".hidden",
+    "a..b/c",
+    "a-/b",
+    "€uro",
+    "a b",
+  ];
+  const refs = [
+    "..",
+    "../../passwd",
+    "%2e%2e",
+    "sha256:" + "g".repeat(64),
+    "sha256:" + HEX.slice(1),
+    "sha256:" + HEX + "0",
+    "sha512:" + HEX + HEX,
+    "md5:abc",
+    "sha256:../" + HEX.slice(3),
+    "-tag",
+    ".tag",
+    "t".repeat(129),
+    "a%2fb",
+    "sha256:",
+    ":",
+  ];
+  const kinds = ["manifests", "blobs", "tags/list", "blobs/uploads", "referrers"];
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const name = names[i % names.length]!;
+    const ref = refs[(i * 7) % refs.length]!;
+    const kind = kinds[(i * 3) % kinds.length]!;
+    const r = randomBytes(6).toString("hex");
+    switch (i % 6) {
+      case 0:
+        out.push(`/v2/${name}/${kind}/${ref}`);
+        break;
+      case 1:
+        out.push(`/v2/library/${name}/manifests/${ref}`);
+        break;
+      case 2:
+        out.push(`/v2/ok/blobs/${ref}`);
+        break;
+      case 3:
+        out.push(`/v2/${name}/manifests/latest?ns=${encodeURIComponent(name)}`);
+        break;
+      case 4:
+        out.push(`/v2/%${r}/${encodeURIComponent(ref)}`);
+        break;
+      default:
+        out.push(`/v2/ok/manifests/${encodeURIComponent(name)}%2f${r}`);
+    }
+  }
+  // Bytes a client library refuses to send (spaces, non-ASCII) go percent-encoded.
+  return out.map((p) => p.replace(/[^\x21-\x7e]/gu, (c) => encodeURIComponent(c)));
+}
+
+describe("hostile input", () => {
+  let fake: FakeUpstream;
+  let mirror: TestMirror;
+  let parent: string;
+  before(async () => {
+    fake = await startFakeUpstream();
+    mirror = await startTestMirror(fake.url, { limits: { headersTimeout: "1s" } });
+    parent = join(mirror.cacheDir, "..");
+  });
+  after(async () => {
+    await mirror.stop();
+    await fake.stop();
+  });
+
+  it("answers 3,000 generated bad requests with registry errors only", async () => {
+    const before = new Set(await readdir(parent));
+    const pool = new Pool(mirror.url, { connections: 16 });
+    const methods = ["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"] as const;
+    const paths = badPaths(3000);
+    let i = 0;
+    const seen = new Map<number, number>();
+    const worker = async () => {
+      while (i < paths.length) {
+        const n = i++;
+        const method = methods[n % methods.length]!;
+        const res = await pool.request({ path: paths[n]!, method });
+        const text = await res.body.text();
+        seen.set(res.statusCode, (seen.get(res.statusCode) ?? 0) + 1);
+        assert.ok(res.statusCode >= 400 && res.statusCode < 600, `${method} ${paths[n]} → ${res.statusCode}`);
+        if (method !== "HEAD") {
+          const body = JSON.parse(text) as { errors: Array<{ code: string; message: string }> };
+          assert.ok(body.errors[0]!.code, `${method} ${paths[n]}: a registry error body`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+    await pool.close();
+    assert.ok(!seen.has(500), `no internal errors: ${JSON.stringify([...seen])}`);
+    assert.deepEqual(new Set(await readdir(parent)), before, "nothing written beside the cache directory");
+    const top = (await readdir(mirror.cacheDir)).sort();
+    assert.deepEqual(top, ["blobs", "manifests", "repos", "tmp"]);
+  });
+
+  it("refuses oversized headers with 431, and cuts off a slow-header client", async () => {
+    const big = await fetch(`${mirror.url}/v2/`, { headers: { "x-junk": "a".repeat(20_000) } });
+    assert.equal(big.status, 431);
+    const port = Number(new URL(mirror.url).port);
+    const closed = await new Promise<boolean>((resolve) => {
+      const s = connect(port, "127.0.0.1", () => s.write("GET /v2/ HTTP/1.1\r\nHost: x\r\n"));
+      const drip = setInterval(() => s.write("X-Slow: 1\r\n"), 200);
+      s.on("close", () => {
+        clearInterval(drip);
+        resolve(true);
+      });
+      s.on("error", () => undefined);
+      setTimeout(() => {
+        clearInterval(drip);
+        s.destroy();
+        resolve(false);
+      }, 8000).unref();
+    });
+    assert.ok(closed, "the server closed a connection that never finished its headers");
+  });
+
+  it("refuses a hostile upstream's manifests: oversized, not a manifest, wrong digest", async () => {
+    const big = Buffer.alloc(5 * 1024 * 1024, 0x20);
+    big.write('{"schemaVersion":2,"layers":[]}');
+    fake.addManifest("library/h", "big", big, "application/vnd.oci.image.manifest.v1+json");
+    fake.addManifest("library/h", "junk", Buffer.from("<html>not a manifest</html>"), "text/html");
+    const ok = Buffer.from(
+      '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}',
+    );
+    const okDigest = fake.addManifest("library/h", "wrong", ok, "application/vnd.oci.image.manifest.v1+json");
+    fake.behave(okDigest, { wrongDigest: true });
+    for (const tag of ["big", "junk", "wrong"]) {
+      const res = await fetch(`${mirror.url}/v2/library/h/manifests/${tag}`);
+      assert.equal(res.status, 502, tag);
+      assert.equal(
+        ((await res.json()) as { errors: Array<{ code: string }> }).errors[0]!.code,
+        "UPSTREAM_ERROR",
+      );
+    }
+    assert.deepEqual(await readdir(join(mirror.cacheDir, "manifests", "sha256")), [], "nothing cached");
+    fake.clearBehaviours();
+  });
+
+  it("refuses a redirect to a non-http URL", async () => {
+    const port = await freePort();
+    const evil = createServer((req, res) => {
+      if (req.url?.includes("/blobs/")) res.writeHead(307, { location: "file:///etc/passwd" }).end();
+      else res.writeHead(200, { "docker-distribution-api-version": "registry/2.0" }).end("{}");
+    });
+    await new Promise<void>((r) => evil.listen(port, "127.0.0.1", r));
+    const m = await startTestMirror(`http://127.0.0.1:${port}`);
+    try {
+      const res = await fetch(`${m.url}/v2/library/x/blobs/sha256:${HEX}`);
+      assert.equal(res.status, 502);
+      assert.equal(
+        ((await res.json()) as { errors: Array<{ code: string }> }).errors[0]!.code,
+        "UPSTREAM_ERROR",
+      );
+    } finally {
+      await m.stop();
+      await new Promise((r) => evil.close(r));
+    }
+  });
+
+  it("still serves a good pull afterwards", async () => {
+    const bytes = randomBytes(200_000);
+    const d = fake.addBlob(bytes);
+    const r = await get(`${mirror.url}/v2/library/good/blobs/${d}`);
+    assert.equal(r.status, 200);
+    assert.equal(r.digest, d);
+  });
+});
