@@ -19,6 +19,9 @@ import { ManifestService } from "./mirror/manifests.ts";
 import { Evictor } from "./mirror/eviction.ts";
 import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
 import { createHandler, createHttpServer, createHttpsServer } from "./http/app.ts";
+import { readiness } from "./http/health.ts";
+import { collectStats } from "./metrics/stats.ts";
+import { History } from "./metrics/history.ts";
 import { Gate } from "./access/gate.ts";
 import { Htpasswd } from "./access/htpasswd.ts";
 import { TokenIssuer } from "./access/tokens.ts";
@@ -88,10 +91,27 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     upstreams.set(u.name, { client, manifests });
   }
   const mirror = new Mirror(upstreams, config.upstream.name, blobs);
+  const allUpstreams = [config.upstream, ...config.upstreams];
+  const startedAt = Date.now();
+  const stats = () => collectStats(metrics, allUpstreams, startedAt);
+  const history = new History(stats);
+  history.start();
+  const ops = {
+    stats,
+    history,
+    ready: () =>
+      readiness({
+        tmpDir: paths.tmpDir,
+        minFreeBytes: config.cache.minFree,
+        staleServing: config.tag.maxStale > 0,
+        downUpstreams: async () => (await stats()).upstreams.filter((u) => u.up === false).map((u) => u.name),
+      }),
+  };
   const handler = createHandler({
     mirror,
     metrics,
     log,
+    ops,
     gate: config.auth.htpasswd
       ? new Gate(readHtpasswd(config.auth.htpasswd), new TokenIssuer(config.auth.tokenTTL))
       : undefined,
@@ -118,7 +138,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   log.info("regmirror listening", {
     url,
     tls: tlsUrl,
-    upstreams: [config.upstream, ...config.upstreams].map((u) => `${u.name}=${u.url}`),
+    upstreams: allUpstreams.map((u) => `${u.name}=${u.url}`),
     cache: config.cache.dir,
     clientAuth: Boolean(config.auth.htpasswd),
   });
@@ -138,6 +158,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeout).unref());
       await Promise.race([closed, deadline]);
       for (const s of servers) s.closeAllConnections();
+      history.stop();
       await mirror.close();
       await indexed;
       await evictor.close();

@@ -4,6 +4,9 @@ import express from "express";
 import type { Metrics } from "../metrics/metrics.ts";
 import { registryHandler, type RegistryDeps } from "./registry.ts";
 import { API_VERSION, sendError } from "./respond.ts";
+import type { Readiness } from "./health.ts";
+import type { Stats } from "../metrics/stats.ts";
+import type { History } from "../metrics/history.ts";
 
 // The HTTP servers: /v2/ goes straight to the registry handler (the hot path, see registry.ts);
 // everything else — metrics, health, the login endpoint — is an ordinary express app.
@@ -14,7 +17,13 @@ export interface ServerLimits {
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-export function createHandler(deps: RegistryDeps & { metrics: Metrics }): Handler {
+export interface OpsDeps {
+  stats(): Promise<Stats>;
+  history: History;
+  ready(): Promise<Readiness>;
+}
+
+export function createHandler(deps: RegistryDeps & { metrics: Metrics; ops: OpsDeps }): Handler {
   const registry = registryHandler(deps);
   const app = express();
   app.disable("x-powered-by");
@@ -24,6 +33,19 @@ export function createHandler(deps: RegistryDeps & { metrics: Metrics }): Handle
   });
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
+  });
+  app.get("/readyz", async (_req, res) => {
+    const r = await deps.ops.ready();
+    res.status(r.ready ? 200 : 503).json(r);
+  });
+  app.get("/stats", async (req, res) => {
+    const stats = await deps.ops.stats();
+    const pullsLastHour = deps.ops.history.pullsSince(3_600_000, stats);
+    res.json({
+      ...stats,
+      pullsLastHour,
+      ...(req.query.history !== undefined ? { history: deps.ops.history.list() } : {}),
+    });
   });
   const gate = deps.gate;
   if (gate) {

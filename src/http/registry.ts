@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { randomUUID } from "node:crypto";
 import { pipeline } from "node:stream";
 import type { Logger } from "winston";
 import { RegistryError } from "../oci/errors.ts";
@@ -37,6 +38,10 @@ export function registryHandler(deps: RegistryDeps) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const started = performance.now();
     const outcome: Outcome = { bytes: 0 };
+    // One id per request, in the response and in the log line, so a user's report can be found.
+    const given = req.headers["x-request-id"];
+    const id = typeof given === "string" && /^[\w.-]{1,64}$/.test(given) ? given : randomUUID();
+    res.setHeader("x-request-id", id);
     // One client cannot take every connection to the upstream or every file descriptor.
     const client = req.socket.remoteAddress ?? "";
     const mine = (inFlight.get(client) ?? 0) + 1;
@@ -46,6 +51,7 @@ export function registryHandler(deps: RegistryDeps) {
       if (left === 0) inFlight.delete(client);
       else inFlight.set(client, left);
       deps.log.info("request", {
+        id,
         method: req.method,
         path: req.url,
         status: res.statusCode,
@@ -66,7 +72,8 @@ export function registryHandler(deps: RegistryDeps) {
     }
     handle(deps, req, res, outcome).catch((err: unknown) => {
       const e = sendError(res, err);
-      if (e.status >= 500) deps.log.warn("request failed", { path: req.url, code: e.code, error: e.message });
+      if (e.status >= 500)
+        deps.log.warn("request failed", { id, path: req.url, code: e.code, error: e.message });
     });
   };
 }
@@ -108,6 +115,7 @@ async function handle(
       const at = locate(r.name);
       const ref = parseReference(r.reference);
       if (!read) throw unsupported();
+      if (ref.kind === "tag") deps.metrics.pulls.inc({ upstream: at.upstream });
       const m = await deps.mirror.manifest(at, ref, parseAccept(req.headersDistinct.accept));
       out.cache = m.stale ? "stale" : m.source === "cache" ? "hit" : "miss";
       const headers: Record<string, string | number> = {
@@ -182,10 +190,10 @@ function sendBlob(
   }
   // What we set out to send; the request log marks a transfer that did not finish as aborted.
   out.bytes = length ?? 0;
-  pipeline(b.body(start, end), res, (err) => {
-    if (err) return; // the client hung up, or the fill failed: res is destroyed either way
-    deps.metrics.bytesServed.inc({ source: b.source }, out.bytes);
-  });
+  // Counted at 'finish' (all handed to the OS), which comes before the client can have read it all.
+  res.once("finish", () => deps.metrics.bytesServed.inc({ source: b.source }, out.bytes));
+  // On an error (the client hung up, or the fill failed) pipeline has destroyed res: nothing to do.
+  pipeline(b.body(start, end), res, () => undefined);
 }
 
 function unsupported(): RegistryError {

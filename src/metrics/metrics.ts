@@ -11,14 +11,14 @@ export class Metrics {
 
   readonly hits = new Counter({
     name: "regmirror_cache_hits_total",
-    help: "Requests answered from the cache, by kind",
-    labelNames: ["kind"] as const,
+    help: "Requests answered from the cache, by kind and upstream",
+    labelNames: ["kind", "upstream"] as const,
     registers: [this.registry],
   });
   readonly misses = new Counter({
     name: "regmirror_cache_misses_total",
-    help: "Requests that had to go to the upstream, by kind",
-    labelNames: ["kind"] as const,
+    help: "Requests that had to go to the upstream, by kind and upstream",
+    labelNames: ["kind", "upstream"] as const,
     registers: [this.registry],
   });
   readonly bytesServed = new Counter({
@@ -29,14 +29,14 @@ export class Metrics {
   });
   readonly upstreamRequests = new Counter({
     name: "regmirror_upstream_requests_total",
-    help: "Requests sent to the upstream, by method and status (0 = no answer)",
-    labelNames: ["method", "status"] as const,
+    help: "Requests sent to the upstream, by upstream, method and status (0 = no answer)",
+    labelNames: ["upstream", "method", "status"] as const,
     registers: [this.registry],
   });
   readonly upstreamDuration = new Histogram({
     name: "regmirror_upstream_request_duration_seconds",
     help: "Time to the upstream's response headers",
-    labelNames: ["method", "status"] as const,
+    labelNames: ["upstream", "method", "status"] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
@@ -60,9 +60,28 @@ export class Metrics {
   readonly servedStale = new Counter({
     name: "regmirror_served_stale_total",
     help: "Tags served past their TTL because the upstream could not be asked",
+    labelNames: ["upstream"] as const,
     registers: [this.registry],
   });
 
+  readonly pulls = new Counter({
+    name: "regmirror_pulls_total",
+    help: "Image pulls: manifest requests by tag (what every client starts a pull with)",
+    labelNames: ["upstream"] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimitRemaining = new Gauge({
+    name: "regmirror_upstream_ratelimit_remaining",
+    help: "The upstream's last ratelimit-remaining header (Docker Hub: pulls left in the window)",
+    labelNames: ["upstream"] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamUp = new Gauge({
+    name: "regmirror_upstream_up",
+    help: "1 when the upstream's last answer was not an outage (no answer, 429, 5xx), else 0",
+    labelNames: ["upstream"] as const,
+    registers: [this.registry],
+  });
   readonly evictions = new Counter({
     name: "regmirror_evictions_total",
     help: "Blobs removed from the cache, by reason (size: over cache.maxSize; age: unread for cache.blobTTL)",

@@ -46,12 +46,13 @@ export class BlobService {
   /** `upstream` is asked on a miss; the cache itself is shared by every upstream (one digest, one file). */
   async get(upstream: UpstreamClient, repo: string, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
     const { metrics } = this.deps;
+    const labels = { kind: "blob", upstream: upstream.name } as const;
     const cached = await this.openCached(d);
     if (cached) {
-      metrics.hits.inc({ kind: "blob" });
+      metrics.hits.inc(labels);
       return cached;
     }
-    metrics.misses.inc({ kind: "blob" });
+    metrics.misses.inc(labels);
     const inflight = this.fills.get(d.hex);
     if (inflight) {
       metrics.coalesced.inc({ kind: "blob" });

@@ -38,8 +38,11 @@ export interface ManifestServiceDeps {
 
 export class ManifestService {
   private readonly flights = new SingleFlight<ManifestAnswer>();
+  private readonly labels: { kind: "manifest"; upstream: string };
 
-  constructor(private readonly deps: ManifestServiceDeps) {}
+  constructor(private readonly deps: ManifestServiceDeps) {
+    this.labels = { kind: "manifest", upstream: deps.upstreamName };
+  }
 
   async get(repo: string, ref: Reference, accept: string[]): Promise<ManifestAnswer> {
     return ref.kind === "digest" ? this.byDigest(repo, ref.digest) : this.byTag(repo, ref.tag, accept);
@@ -49,10 +52,10 @@ export class ManifestService {
     const { store, metrics } = this.deps;
     const bytes = await store.get(d);
     if (bytes) {
-      metrics.hits.inc({ kind: "manifest" });
+      metrics.hits.inc(this.labels);
       return cachedAnswer(bytes, formatDigest(d), false);
     }
-    metrics.misses.inc({ kind: "manifest" });
+    metrics.misses.inc(this.labels);
     return this.coalesce(`digest:${d.hex}`, () =>
       this.fetch(repo, formatDigest(d), DEFAULT_MANIFEST_ACCEPT, d),
     );
@@ -71,20 +74,20 @@ export class ManifestService {
     if (decision.action === "serve") {
       const bytes = await store.get(parseDigest(decision.entry.digest)!);
       if (bytes) {
-        metrics.hits.inc({ kind: "manifest" });
+        metrics.hits.inc(this.labels);
         return cachedAnswer(bytes, decision.entry.digest, false, decision.entry.mediaType);
       }
     }
     const key = `tag:${repo}:${tag}:${acceptKey(accept)}`;
     if (decision.action !== "revalidate") {
-      metrics.misses.inc({ kind: "manifest" });
+      metrics.misses.inc(this.labels);
       return this.coalesce(key, () => this.fetchTag(repo, tag, accept));
     }
     const { entry, staleUntil } = decision;
     return this.coalesce(key, async () => {
       try {
         const answer = await this.revalidate(repo, tag, accept, entry.digest);
-        metrics[answer.source === "cache" ? "hits" : "misses"].inc({ kind: "manifest" });
+        metrics[answer.source === "cache" ? "hits" : "misses"].inc(this.labels);
         return answer;
       } catch (err) {
         const bytes =
@@ -92,8 +95,8 @@ export class ManifestService {
             ? await store.get(parseDigest(entry.digest)!)
             : undefined;
         if (!bytes) throw err;
-        metrics.hits.inc({ kind: "manifest" });
-        metrics.servedStale.inc();
+        metrics.hits.inc(this.labels);
+        metrics.servedStale.inc({ upstream: this.deps.upstreamName });
         this.deps.log.warn("upstream unavailable; serving a stale tag", {
           repo,
           tag,

@@ -172,7 +172,8 @@ export class UpstreamClient {
         bodyTimeout: this.opts.timeoutMs,
       });
     } catch (err) {
-      this.opts.metrics.upstreamRequests.inc({ method: req.method, status: "0" });
+      this.opts.metrics.upstreamRequests.inc({ upstream: this.name, method: req.method, status: "0" });
+      if (!req.signal?.aborted) this.opts.metrics.upstreamUp.set({ upstream: this.name }, 0);
       if (req.signal?.aborted) throw err;
       throw new RegistryError("UNAVAILABLE", "upstream registry unreachable", {
         detail: { reason: (err as Error).message },
@@ -180,11 +181,14 @@ export class UpstreamClient {
       });
     }
     const status = String(res.statusCode);
-    this.opts.metrics.upstreamRequests.inc({ method: req.method, status });
-    this.opts.metrics.upstreamDuration.observe(
-      { method: req.method, status },
-      (performance.now() - started) / 1000,
-    );
+    const labels = { upstream: this.name, method: req.method, status };
+    const m = this.opts.metrics;
+    m.upstreamRequests.inc(labels);
+    m.upstreamDuration.observe(labels, (performance.now() - started) / 1000);
+    m.upstreamUp.set({ upstream: this.name }, res.statusCode === 429 || res.statusCode >= 500 ? 0 : 1);
+    // Docker Hub: "ratelimit-remaining: 76;w=21600".
+    const remaining = parseInt(String(res.headers["ratelimit-remaining"] ?? ""), 10);
+    if (Number.isFinite(remaining)) m.rateLimitRemaining.set({ upstream: this.name }, remaining);
     return { status: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: res.body };
   }
 }
