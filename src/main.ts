@@ -60,6 +60,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     log,
     maxSizeBytes: config.cache.maxSize,
     blobTtlMs: config.cache.blobTTL,
+    onRemove: (hex) => blobs.forgetCached(hex),
   });
   const blobs = new BlobService({
     store: blobStore,
@@ -67,6 +68,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     metrics,
     log,
     fillTimeoutMs: config.cache.fillTimeout,
+    memoryBytes: config.cache.blobMemory,
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {

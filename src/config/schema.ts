@@ -100,6 +100,7 @@ export const ConfigSchema = z
         blobTTL: duration.prefault("30d"),
         fillTimeout: duration.prefault("5m"),
         manifestMemory: size.prefault("64MiB"),
+        blobMemory: size.prefault("64MiB"),
         minFree: size.prefault("1GiB"),
       })
       .prefault({}),

@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
-import { pipeline } from "node:stream";
 import type { Logger } from "winston";
 import { RegistryError } from "../oci/errors.ts";
 import { parseAccept } from "../oci/media-types.ts";
@@ -192,8 +191,7 @@ function sendBlob(
   out.bytes = length ?? 0;
   // Counted at 'finish' (all handed to the OS), which comes before the client can have read it all.
   res.once("finish", () => deps.metrics.bytesServed.inc({ source: b.source }, out.bytes));
-  // On an error (the client hung up, or the fill failed) pipeline has destroyed res: nothing to do.
-  pipeline(b.body(start, end), res, () => undefined);
+  b.send(res, start, end);
 }
 
 function unsupported(): RegistryError {

@@ -18,6 +18,8 @@ export interface EvictionOptions {
   log: Logger;
   maxSizeBytes: number;
   blobTtlMs: number;
+  /** Told of every blob removed, so copies elsewhere (memory) go too. */
+  onRemove?: (hex: string) => void;
 }
 
 type Reason = "size" | "age";
@@ -106,6 +108,7 @@ export class Evictor {
     const d = parseDigest(`sha256:${hex}`);
     if (!d) return;
     this.opts.metrics.evictions.inc({ reason });
+    this.opts.onRemove?.(hex);
     const p = this.opts.store
       .remove(d)
       .catch((err: Error) => {
