@@ -33,7 +33,7 @@ COPY mirror.yml ./
 USER 10001:10001
 # Declared after the chown so that a new named volume starts out owned by regmirror.
 VOLUME /var/lib/regmirror
-EXPOSE 5555
+EXPOSE 5555 5443
 
 # No curl in slim images: ask node. Assumes the default listen port, 5555.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

@@ -137,6 +137,15 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const indexed = evictor
     .start()
     .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
+  if (
+    config.upstream.name === "docker.io" &&
+    !/(^|\.)docker\.io$/.test(new URL(config.upstream.url).hostname)
+  ) {
+    log.warn(
+      "upstream.name is docker.io but upstream.url is not Docker Hub: Docker Hub's rules (alpine → library/alpine, ?ns=docker.io) apply to it; set upstream.name to its host",
+      { url: config.upstream.url },
+    );
+  }
   log.info("regmirror listening", {
     url,
     tls: tlsUrl,
@@ -254,7 +263,11 @@ function main(argv: string[]): void {
     .description("validate the configuration and print the effective settings")
     .action(() => {
       const c = configOrExit();
-      const shown = { ...c, upstream: { ...c.upstream, password: c.upstream.password ? "(set)" : "" } };
+      const hide = <T extends { password: string }>(u: T): T => ({
+        ...u,
+        password: u.password ? "(set)" : "",
+      });
+      const shown = { ...c, upstream: hide(c.upstream), upstreams: c.upstreams.map(hide) };
       process.stdout.write(JSON.stringify(shown, null, 2) + "\n");
     });
   program.parse(argv);

@@ -32,12 +32,22 @@ export class StorageError extends Error {
 export type Fallback = (start: number, end: number | undefined) => AsyncIterable<Buffer>;
 
 const READ_CHUNK = 256 * 1024;
+/**
+ * The newest bytes of a fill stay in memory too: a reader that keeps up with the upstream (the
+ * usual case: the client that caused the fill, and latecomers once they catch up) takes them
+ * from here instead of reading back what was just written.
+ */
+const TAIL_BYTES = 4 * 1024 * 1024;
 
 export class BlobFill {
   state: FillState = "running";
   error: Error | undefined;
   private landed = 0;
   private readonly events = new EventEmitter();
+  /** Chunks covering [tailStart, landed), oldest first; tailOffsets[i] is where chunk i starts. */
+  private readonly tail: Buffer[] = [];
+  private readonly tailOffsets: number[] = [];
+  private tailBytes = 0;
 
   constructor(
     /** undefined when the cache could not even start the file: every reader falls back. */
@@ -67,6 +77,7 @@ export class BlobFill {
         } catch (err) {
           throw new StorageError(err);
         }
+        this.remember(chunk, this.landed);
         this.landed = writer.written;
         this.events.emit("change");
       }
@@ -85,6 +96,28 @@ export class BlobFill {
   /** A stream of bytes [start, end] (inclusive) of the blob, following the fill as it grows. */
   stream(start: number, end: number | undefined): Readable {
     return Readable.from(this.read(start, end), { objectMode: false });
+  }
+
+  private remember(chunk: Buffer, at: number): void {
+    this.tail.push(chunk);
+    this.tailOffsets.push(at);
+    this.tailBytes += chunk.length;
+    while (this.tail.length > 1 && this.tailBytes - this.tail[0]!.length >= TAIL_BYTES) {
+      this.tailBytes -= this.tail.shift()!.length;
+      this.tailOffsets.shift();
+    }
+  }
+
+  /** Bytes [pos, limit) from memory, if the tail still holds pos. */
+  private fromTail(pos: number, limit: number): Buffer | undefined {
+    for (let i = this.tail.length - 1; i >= 0; i--) {
+      const at = this.tailOffsets[i]!;
+      if (at > pos) continue;
+      const chunk = this.tail[i]!;
+      if (pos >= at + chunk.length) return undefined;
+      return chunk.subarray(pos - at, Math.min(chunk.length, limit - at));
+    }
+    return undefined;
   }
 
   /** Bytes a reader may take now. */
@@ -106,6 +139,12 @@ export class BlobFill {
         while (pos < stop) {
           const avail = Math.min(this.readable(), stop);
           if (pos < avail) {
+            const mem = this.fromTail(pos, avail);
+            if (mem) {
+              pos += mem.length;
+              yield mem;
+              continue;
+            }
             const { bytesRead } = await fh.read(buf, 0, Math.min(READ_CHUNK, avail - pos), pos);
             if (bytesRead === 0) throw new Error("cache file shorter than what landed");
             pos += bytesRead;
