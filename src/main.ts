@@ -22,6 +22,7 @@ import { createHandler, createHttpServer, createHttpsServer } from "./http/app.t
 import { readiness } from "./http/health.ts";
 import { collectStats } from "./metrics/stats.ts";
 import { History } from "./metrics/history.ts";
+import { registerCommands } from "./cli/index.ts";
 import { Gate } from "./access/gate.ts";
 import { Htpasswd } from "./access/htpasswd.ts";
 import { TokenIssuer } from "./access/tokens.ts";
@@ -249,6 +250,8 @@ async function serve(): Promise<void> {
 
 function main(argv: string[]): void {
   const program = new Command()
+    // A script can tell a usage error (2) from a failed operation (1).
+    .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2))
     .name("regmirror")
     .description("A pull-through caching mirror for container registries")
     .option("-c, --config <file>", "config file (default: mirror.yml, or $REGMIRROR_CONFIG)")
@@ -270,6 +273,7 @@ function main(argv: string[]): void {
       const shown = { ...c, upstream: hide(c.upstream), upstreams: c.upstreams.map(hide) };
       process.stdout.write(JSON.stringify(shown, null, 2) + "\n");
     });
+  registerCommands(program, () => configOrExit());
   program.parse(argv);
 }
 

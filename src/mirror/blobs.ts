@@ -104,7 +104,8 @@ export class BlobService {
       evictor.read(d.hex);
       if (Date.now() - mem.touchedAt > TOUCH_EVERY_MS) {
         mem.touchedAt = Date.now();
-        void store.touch(d);
+        // Removed by `regmirror purge`/`gc`/`verify` meanwhile: stop serving it from memory too.
+        void store.touch(d).then((there) => there || this.memory?.delete(d.hex));
       }
       return bufferAnswer(mem.bytes);
     }

@@ -62,10 +62,13 @@ export class BlobStore {
     }
   }
 
-  /** Records a read; eviction orders blobs by this. */
-  async touch(d: Digest, when = Date.now()): Promise<void> {
+  /** Records a read; eviction orders blobs by this. False when the file is gone (purged from outside). */
+  async touch(d: Digest, when = Date.now()): Promise<boolean> {
     const t = new Date(when);
-    await utimes(this.paths.blob(d), t, t).catch(() => undefined);
+    return utimes(this.paths.blob(d), t, t).then(
+      () => true,
+      () => false,
+    );
   }
 
   async remove(d: Digest): Promise<void> {

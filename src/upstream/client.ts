@@ -51,6 +51,8 @@ export class UpstreamClient {
   /** The last challenge seen, so later requests can carry a token without a 401 round trip first. */
   private challenge: Challenge | undefined;
   private readonly pendingTokens = new Map<string, Promise<string>>();
+  /** Anonymous tokens for redirect targets that challenge, per origin. */
+  private readonly foreignTokens = new Map<string, TokenCache>();
 
   constructor(private readonly opts: UpstreamOptions) {
     this.url = opts.url;
@@ -133,12 +135,36 @@ export class UpstreamClient {
       const sameOrigin = next.origin === new URL(this.url).origin;
       url = next;
       res = await this.send(req, url, sameOrigin ? auth : undefined);
+      if (res.status === 401 && !sameOrigin) res = await this.anonymousRetry(req, url, res);
     }
     if (isRedirect(res.status)) {
       await drain(res.body);
       throw new RegistryError("UPSTREAM_ERROR", "too many upstream redirects");
     }
     return res;
+  }
+
+  /**
+   * A redirect target that wants a token of its own (registry.k8s.io sends every request on to a
+   * regional Artifact Registry, which challenges even anonymous pulls): negotiate an anonymous
+   * token with that host's realm — never with our credentials — and try once more.
+   */
+  private async anonymousRetry(
+    req: UpstreamRequest,
+    url: URL,
+    res: UpstreamResponse,
+  ): Promise<UpstreamResponse> {
+    const bearer = parseChallenges(res.headers["www-authenticate"]).find((c) => c.scheme === "bearer");
+    if (!bearer) return res;
+    await drain(res.body);
+    let tokens = this.foreignTokens.get(url.origin);
+    if (!tokens) {
+      tokens = new TokenCache(url.origin, undefined, this.agent, this.opts.timeoutMs);
+      this.foreignTokens.set(url.origin, tokens);
+    }
+    const scope = bearer.params.scope ?? `repository:${req.repo}:pull`;
+    const token = tokens.cached(bearer, scope) ?? (await tokens.fetch(bearer, scope));
+    return this.send(req, url, `Bearer ${token}`);
   }
 
   private async authorization(scope: string, force: boolean): Promise<string | undefined> {

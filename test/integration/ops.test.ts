@@ -34,10 +34,20 @@ describe("metrics, stats, health", () => {
     const m0 = await mirror.metrics();
     await fetch(`${mirror.url}/v2/library/m/manifests/1`).then((r) => r.arrayBuffer());
     await get(`${mirror.url}/v2/library/m/blobs/${d}`);
-    const m1 = await mirror.metrics();
+    // Served bytes are counted when the response has been handed to the socket, which in one
+    // process can come a turn of the event loop after the client has read it: wait for it.
+    const settled = async (source: string, atLeast: number) => {
+      for (let i = 0; i < 100; i++) {
+        const text = await mirror.metrics();
+        if (value(text, "regmirror_served_bytes_total", { source }) >= atLeast) return text;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return mirror.metrics();
+    };
+    const m1 = await settled("upstream", blob.length + manifest.length);
     await fetch(`${mirror.url}/v2/library/m/manifests/1`).then((r) => r.arrayBuffer());
     await get(`${mirror.url}/v2/library/m/blobs/${d}`);
-    const m2 = await mirror.metrics();
+    const m2 = await settled("cache", blob.length + manifest.length);
     const at = { upstream: "registry.test" };
     for (const kind of ["manifest", "blob"]) {
       assert.equal(

@@ -7,6 +7,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
+import { createServer } from "node:http";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { freePort } from "../fixtures/ports.ts";
@@ -164,6 +165,56 @@ describe("an upstream that is not there", () => {
       }
     } finally {
       await mirror.stop();
+    }
+  });
+});
+
+describe("a redirect target with its own token service (registry.k8s.io → Artifact Registry)", () => {
+  it("gets an anonymous token from the target's realm, never sending it our credentials", async () => {
+    const bytes = randomBytes(10_000);
+    const digest = sha256(bytes);
+    const seen: Array<{ path: string; authorization?: string }> = [];
+    // The regional registry: challenges, issues tokens at its own /v2/token, serves with one.
+    const region = createServer((req, res) => {
+      seen.push({ path: req.url ?? "", authorization: req.headers.authorization });
+      if (req.url?.startsWith("/v2/token"))
+        return void res.end(JSON.stringify({ token: "region-token", expires_in: 300 }));
+      if (req.headers.authorization !== "Bearer region-token") {
+        res.writeHead(401, {
+          "www-authenticate": `Bearer realm="http://127.0.0.1:${regionPort}/v2/token",service="region",scope="repository:prod/x:pull"`,
+        });
+        return void res.end();
+      }
+      res.writeHead(200, { "content-length": bytes.length, "docker-content-digest": digest });
+      res.end(bytes);
+    });
+    const regionPort = await freePort();
+    await new Promise<void>((r) => region.listen(regionPort, "127.0.0.1", r));
+    // The front door: redirects everything to the region.
+    const front = createServer((req, res) => {
+      res.writeHead(307, { location: `http://127.0.0.1:${regionPort}/v2/prod/x/blobs/${digest}` }).end();
+    });
+    const frontPort = await freePort();
+    await new Promise<void>((r) => front.listen(frontPort, "127.0.0.1", r));
+    const mirror = await startTestMirror(`http://127.0.0.1:${frontPort}`, {
+      upstream: { name: "k8s.test", username: "me", password: "secret" },
+    });
+    try {
+      const got = await fetchBody(`${mirror.url}/v2/pause/blobs/${digest}`);
+      assert.equal(got.status, 200);
+      assert.equal(sha256(got.body), digest);
+      assert.ok(
+        seen.some((r) => r.path.startsWith("/v2/token") && r.authorization === undefined),
+        "anonymous token request",
+      );
+      assert.ok(
+        !seen.some((r) => r.authorization?.startsWith("Basic")),
+        "our credentials never reach the redirect target",
+      );
+    } finally {
+      await mirror.stop();
+      await new Promise((r) => region.close(r));
+      await new Promise((r) => front.close(r));
     }
   });
 });

@@ -1,0 +1,106 @@
+import type { CachePaths } from "../storage/paths.ts";
+import { contentFiles, remove, tagFiles, tmpEntries } from "./cache-walk.ts";
+import { ManifestGraph } from "./manifest-graph.ts";
+import { EXIT_OK } from "./errors.ts";
+import { formatBytes, out, outJson, plural } from "./output.ts";
+
+// `regmirror gc`: mark and sweep over the cache directory.
+//
+// Kept (the marks): every manifest a tag record points to, and every cached child of a kept index
+// (or manifest list); every blob a kept manifest names. Removed: manifests nothing above reaches,
+// blobs no kept manifest names, and files in tmp/ (fills a crash left behind).
+//
+// Anything touched within --min-age (default 1h) is kept whatever the marks say. That is what
+// makes gc safe beside a running mirror: the mirror writes a manifest just before its tag record,
+// and a client pulls a blob after its manifest, so a young file may be referenced a moment
+// later. It also spares recent pulls by digest (which leave no tag record), and a fill in
+// progress in tmp/. With --keep-untagged every cached manifest is kept, for caches that serve
+// mostly pulls by digest (Kubernetes pods pinned to image@sha256:...).
+
+export interface GcOptions {
+  dryRun: boolean;
+  minAgeMs: number;
+  keepUntagged: boolean;
+  json: boolean;
+}
+
+interface Sweep {
+  removed: string[];
+  bytes: number;
+  kept: number;
+}
+
+export async function gc(paths: CachePaths, opts: GcOptions): Promise<number> {
+  const cutoff = Date.now() - opts.minAgeMs;
+  // Tags first, files after: a tag written during the walk names a manifest that is young.
+  const tags = await tagFiles(paths);
+  const manifests = await contentFiles(paths, "manifest");
+  const blobs = await contentFiles(paths, "blob");
+  const tmp = await tmpEntries(paths);
+
+  const graph = new ManifestGraph(paths);
+  const roots = [
+    ...tags.flatMap((t) => (t.entries ?? []).map((e) => e.digest)),
+    ...manifests.filter((m) => opts.keepUntagged || m.mtimeMs >= cutoff).map((m) => m.hex),
+  ];
+  const keptManifests = await graph.reachable(roots);
+  const keptBlobs = await graph.blobsOf(keptManifests);
+
+  const sweep = async <T extends { path: string; size: number }>(
+    files: T[],
+    keep: (f: T) => boolean,
+    name: (f: T) => string,
+  ): Promise<Sweep> => {
+    const s: Sweep = { removed: [], bytes: 0, kept: 0 };
+    for (const f of files) {
+      if (keep(f)) {
+        s.kept++;
+        continue;
+      }
+      if (!opts.dryRun && !(await remove(f.path))) continue;
+      s.removed.push(name(f));
+      s.bytes += f.size;
+    }
+    return s;
+  };
+  const result = {
+    dryRun: opts.dryRun,
+    manifests: await sweep(
+      manifests,
+      (m) => keptManifests.has(m.hex),
+      (m) => `sha256:${m.hex}`,
+    ),
+    blobs: await sweep(
+      blobs,
+      (b) => keptBlobs.has(b.hex) || b.mtimeMs >= cutoff,
+      (b) => `sha256:${b.hex}`,
+    ),
+    tmp: await sweep(
+      tmp,
+      (t) => t.mtimeMs >= cutoff,
+      (t) => t.name,
+    ),
+    freedBytes: 0,
+  };
+  result.freedBytes = result.manifests.bytes + result.blobs.bytes + result.tmp.bytes;
+
+  if (opts.json) {
+    outJson(result);
+    return EXIT_OK;
+  }
+  const verb = opts.dryRun ? "would remove" : "removed";
+  for (const [kind, s] of [
+    ["manifest", result.manifests],
+    ["blob", result.blobs],
+    ["temp file", result.tmp],
+  ] as const) {
+    for (const name of s.removed) out(`${verb} ${kind} ${name}`);
+  }
+  out(
+    `${verb} ${plural(result.blobs.removed.length, "blob")} (${formatBytes(result.blobs.bytes)}), ` +
+      `${plural(result.manifests.removed.length, "manifest")} (${formatBytes(result.manifests.bytes)}), ` +
+      `${plural(result.tmp.removed.length, "temp file")} (${formatBytes(result.tmp.bytes)}); ` +
+      `kept ${plural(result.blobs.kept, "blob")}, ${plural(result.manifests.kept, "manifest")}`,
+  );
+  return EXIT_OK;
+}

@@ -1,0 +1,155 @@
+import { dirname, join } from "node:path";
+import { parseDigest } from "../oci/digest.ts";
+import { isValidTag } from "../oci/reference.ts";
+import type { CachePaths } from "../storage/paths.ts";
+import { contentFiles, fileSize, pruneEmptyDirs, remove, tagFiles, type TagFile } from "./cache-walk.ts";
+import { EXIT_FAILED, EXIT_OK, UsageError } from "./errors.ts";
+import { formatBytes, note, out, outJson, plural } from "./output.ts";
+
+// `regmirror purge`: removes content from the cache directory, safely while a mirror runs on it
+// (to the mirror a removed blob is a miss, fetched again on demand).
+//
+//   purge REPO:TAG       the tag record (the manifests and blobs stay until `gc`)
+//   purge DIGEST         the blob or manifest with that digest (REPO@DIGEST works too)
+//   purge --repo NAME    every tag record of the repository
+//   purge --older-than D blobs not read for D (a blob's mtime is its last read)
+//
+// A REF or --repo that matches nothing exits 1, like `rm` without -f: a typo must not pass for
+// success. --older-than is a sweep and exits 0 whatever it found.
+
+/** Where the mirror keeps a repository name's tags: the same routing the mirror applies to a request. */
+export type RepoResolver = (name: string) => { upstream: string; repo: string };
+
+export interface PurgeOptions {
+  ref?: string;
+  repo?: string;
+  olderThanMs?: number;
+  dryRun: boolean;
+  json: boolean;
+}
+
+export interface Removed {
+  kind: "tag" | "blob" | "manifest";
+  /** upstream/repo:tag for a tag, the digest for content. */
+  name: string;
+  bytes: number;
+}
+
+export async function purge(paths: CachePaths, resolve: RepoResolver, opts: PurgeOptions): Promise<number> {
+  const modes = [opts.ref, opts.repo, opts.olderThanMs].filter((m) => m !== undefined).length;
+  if (modes !== 1)
+    throw new UsageError("purge takes exactly one of: REF, --repo NAME, --older-than DURATION");
+
+  let removed: Removed[];
+  let what: string;
+  if (opts.olderThanMs !== undefined) {
+    what = `blobs not read for ${Math.round(opts.olderThanMs / 1000)}s`;
+    removed = await purgeOlderThan(paths, Date.now() - opts.olderThanMs, opts.dryRun);
+  } else if (opts.repo !== undefined) {
+    what = opts.repo;
+    removed = await purgeTags(paths, await findTags(paths, resolve, opts.repo, undefined), opts.dryRun);
+  } else {
+    what = opts.ref!;
+    removed = await purgeRef(paths, resolve, opts.ref!, opts.dryRun);
+  }
+
+  const freed = removed.reduce((a, r) => a + r.bytes, 0);
+  if (opts.json) {
+    outJson({ dryRun: opts.dryRun, removed, freedBytes: freed });
+  } else {
+    const verb = opts.dryRun ? "would remove" : "removed";
+    for (const r of removed) out(`${verb} ${r.kind} ${r.name} (${formatBytes(r.bytes)})`);
+    out(`${opts.dryRun ? "would free" : "freed"} ${formatBytes(freed)} in ${plural(removed.length, "file")}`);
+  }
+  if (removed.some((r) => r.kind === "tag") && !opts.dryRun) {
+    note("the manifests and blobs of removed tags stay until `regmirror gc` finds nothing refers to them");
+  }
+  if (removed.length === 0 && opts.olderThanMs === undefined) {
+    note(`nothing in the cache matches ${what}`);
+    return EXIT_FAILED;
+  }
+  return EXIT_OK;
+}
+
+async function purgeRef(
+  paths: CachePaths,
+  resolve: RepoResolver,
+  ref: string,
+  dryRun: boolean,
+): Promise<Removed[]> {
+  const at = ref.indexOf("@");
+  if (at >= 0 || ref.startsWith("sha256:")) {
+    const text = ref.slice(at + 1);
+    const d = parseDigest(text);
+    if (!d) throw new UsageError(`"${text}" is not a sha256 digest`);
+    const removed: Removed[] = [];
+    for (const [kind, path] of [
+      ["blob", paths.blob(d)],
+      ["manifest", paths.manifest(d)],
+    ] as const) {
+      const size = await fileSize(path);
+      if (size === undefined) continue;
+      if (!dryRun && !(await remove(path))) continue;
+      removed.push({ kind, name: text, bytes: size });
+    }
+    return removed;
+  }
+  const colon = ref.lastIndexOf(":");
+  if (colon <= ref.lastIndexOf("/")) {
+    throw new UsageError(`"${ref}" names no tag: give REPO:TAG or a digest, or --repo ${ref} for every tag`);
+  }
+  const tag = ref.slice(colon + 1);
+  if (!isValidTag(tag)) throw new UsageError(`"${tag}" is not a valid tag`);
+  return purgeTags(paths, await findTags(paths, resolve, ref.slice(0, colon), tag), dryRun);
+}
+
+/**
+ * Tag records of a repository name (one tag, or all). The name is routed as the mirror routes it
+ * (`alpine` → docker.io/library/alpine); failing that, a leading component that is a directory
+ * under repos/ is taken literally, for tags cached under an upstream no longer configured.
+ */
+async function findTags(
+  paths: CachePaths,
+  resolve: RepoResolver,
+  name: string,
+  tag: string | undefined,
+): Promise<TagFile[]> {
+  let routed: { upstream: string; repo: string };
+  try {
+    routed = resolve(name);
+  } catch (err) {
+    throw new UsageError(`"${name}" is not a repository name: ${(err as Error).message}`);
+  }
+  const slash = name.indexOf("/");
+  const literal = slash > 0 ? { upstream: name.slice(0, slash), repo: name.slice(slash + 1) } : undefined;
+  const all = await tagFiles(paths);
+  const matching = (at: { upstream: string; repo: string }) =>
+    all.filter(
+      (t) => t.upstream === at.upstream && t.repo === at.repo && (tag === undefined || t.tag === tag),
+    );
+  const found = matching(routed);
+  return found.length > 0 || literal === undefined ? found : matching(literal);
+}
+
+async function purgeTags(paths: CachePaths, tags: TagFile[], dryRun: boolean): Promise<Removed[]> {
+  const removed: Removed[] = [];
+  for (const t of tags) {
+    if (!dryRun) {
+      if (!(await remove(t.path))) continue;
+      // Leave no empty repository directories behind: `ls` and the catalog would show them.
+      await pruneEmptyDirs(dirname(t.path), join(paths.reposDir, t.upstream));
+    }
+    removed.push({ kind: "tag", name: `${t.upstream}/${t.repo}:${t.tag}`, bytes: t.size });
+  }
+  return removed;
+}
+
+async function purgeOlderThan(paths: CachePaths, cutoffMs: number, dryRun: boolean): Promise<Removed[]> {
+  const removed: Removed[] = [];
+  for (const b of await contentFiles(paths, "blob")) {
+    if (b.mtimeMs >= cutoffMs) continue;
+    if (!dryRun && !(await remove(b.path))) continue;
+    removed.push({ kind: "blob", name: `sha256:${b.hex}`, bytes: b.size });
+  }
+  return removed;
+}
