@@ -1,5 +1,5 @@
 import type { CachePaths } from "../storage/paths.ts";
-import { contentFiles, remove, tagFiles, tmpEntries } from "./cache-walk.ts";
+import { contentFiles, remove, tagFiles, tmpEntries } from "../storage/cache-walk.ts";
 import { ManifestGraph } from "./manifest-graph.ts";
 import { EXIT_OK } from "./errors.ts";
 import { formatBytes, out, outJson, plural } from "./output.ts";

@@ -1,5 +1,5 @@
 import type { CachePaths } from "../storage/paths.ts";
-import { contentFiles, tagFiles, type TagFile } from "./cache-walk.ts";
+import { contentFiles, tagFiles, type TagFile } from "../storage/cache-walk.ts";
 import { ManifestGraph } from "./manifest-graph.ts";
 import { EXIT_OK } from "./errors.ts";
 import { formatBytes, out, outJson, plural, shortDigest } from "./output.ts";

@@ -1,6 +1,6 @@
 import { parseDigest } from "../oci/digest.ts";
 import type { CachePaths } from "../storage/paths.ts";
-import { readIfPresent } from "./cache-walk.ts";
+import { readIfPresent } from "../storage/cache-walk.ts";
 import { manifestRefs, type Descriptor, type ManifestRefs } from "./manifest-refs.ts";
 
 // The cached manifests as a graph: an index points to its child manifests, an image to its

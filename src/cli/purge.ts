@@ -2,7 +2,14 @@ import { dirname, join } from "node:path";
 import { parseDigest } from "../oci/digest.ts";
 import { isValidTag } from "../oci/reference.ts";
 import type { CachePaths } from "../storage/paths.ts";
-import { contentFiles, fileSize, pruneEmptyDirs, remove, tagFiles, type TagFile } from "./cache-walk.ts";
+import {
+  contentFiles,
+  fileSize,
+  pruneEmptyDirs,
+  remove,
+  tagFiles,
+  type TagFile,
+} from "../storage/cache-walk.ts";
 import { EXIT_FAILED, EXIT_OK, UsageError } from "./errors.ts";
 import { formatBytes, note, out, outJson, plural } from "./output.ts";
 

@@ -1,6 +1,6 @@
 import pLimit from "p-limit";
 import type { CachePaths } from "../storage/paths.ts";
-import { contentFiles, hashFile, remove, type ContentFile } from "./cache-walk.ts";
+import { contentFiles, hashFile, remove, type ContentFile } from "../storage/cache-walk.ts";
 import { EXIT_FAILED, EXIT_OK } from "./errors.ts";
 import { formatBytes, note, out, outJson, plural } from "./output.ts";
 

@@ -141,9 +141,33 @@ async function handle(
       return sendBlob(deps, req, res, b, r.digest, out);
     }
     case "tags":
-    case "catalog":
+    case "catalog": {
+      if (!read) throw unsupported();
+      const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
+      const n = pageSize(query.get("n"));
+      const last = query.get("last") ?? undefined;
+      const page =
+        r.kind === "tags"
+          ? await deps.mirror.tags(locate(r.name), n, last)
+          : await deps.mirror.catalog(ns, n, last);
+      const headers: Record<string, string> = {};
+      if (page.next !== undefined) {
+        const base = r.kind === "tags" ? `/v2/${r.name}/tags/list` : "/v2/_catalog";
+        const more = new URLSearchParams({ ...(n === undefined ? {} : { n: String(n) }), last: page.next });
+        if (ns !== undefined) more.set("ns", ns);
+        headers.link = `<${base}?${more}>; rel="next"`;
+      }
+      return sendJson(
+        res,
+        200,
+        r.kind === "tags" ? { name: r.name, tags: page.items } : { repositories: page.items },
+        headers,
+      );
+    }
     case "referrers":
-      throw new RegistryError("UNSUPPORTED", "not served by this mirror yet", { status: 404 });
+      throw new RegistryError("UNSUPPORTED", "the referrers API is not served by this mirror", {
+        status: 404,
+      });
   }
 }
 
@@ -192,6 +216,13 @@ function sendBlob(
   // Counted at 'finish' (all handed to the OS), which comes before the client can have read it all.
   res.once("finish", () => deps.metrics.bytesServed.inc({ source: b.source }, out.bytes));
   b.send(res, start, end);
+}
+
+function pageSize(n: string | null): number | undefined {
+  if (n === null) return undefined;
+  if (!/^\d{1,6}$/.test(n))
+    throw new RegistryError("PAGINATION_NUMBER_INVALID", "n must be a whole number", { detail: { n } });
+  return Number(n);
 }
 
 function unsupported(): RegistryError {

@@ -4,6 +4,8 @@ import type { UpstreamClient } from "../upstream/client.ts";
 import type { BlobAnswer, BlobService } from "./blobs.ts";
 import type { ManifestAnswer, ManifestService } from "./manifests.ts";
 import { routeRepo, type Routed } from "./routing.ts";
+import { cachedRepositories, cachedTags, paginate, type Page } from "./listing.ts";
+import type { CachePaths } from "../storage/paths.ts";
 
 // What the HTTP layer talks to: "manifest X of repository Y", "blob Z". It picks the upstream
 // (ns, path prefix, default) and hands the question to the services; whether the answer comes
@@ -21,6 +23,7 @@ export class Mirror {
     private readonly upstreams: ReadonlyMap<string, UpstreamEntry>,
     private readonly defaultName: string,
     private readonly blobs: BlobService,
+    private readonly paths: CachePaths,
   ) {
     this.names = new Set(upstreams.keys());
   }
@@ -35,6 +38,17 @@ export class Mirror {
 
   blob(at: Routed, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
     return this.blobs.get(this.entry(at).client, at.repo, d, method);
+  }
+
+  async tags(at: Routed, n: number | undefined, last: string | undefined): Promise<Page> {
+    return paginate(await cachedTags(this.paths, at), n, last);
+  }
+
+  /** `ns` narrows the catalog to one configured registry. */
+  async catalog(ns: string | undefined, n: number | undefined, last: string | undefined): Promise<Page> {
+    let only: string | undefined;
+    if (ns !== undefined) only = this.route(ns, "x").upstream;
+    return paginate(await cachedRepositories(this.paths, this.defaultName, only), n, last);
   }
 
   async close(): Promise<void> {

@@ -2,8 +2,8 @@ import { createReadStream } from "node:fs";
 import { readFile, readdir, rm, rmdir, stat } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { createHash } from "node:crypto";
-import type { CachePaths } from "../storage/paths.ts";
-import type { TagEntry, TagRecord } from "../storage/manifest-store.ts";
+import type { CachePaths } from "./paths.ts";
+import type { TagEntry, TagRecord } from "./manifest-store.ts";
 
 // Reading the cache directory from outside the server, for the maintenance commands. Everything
 // here tolerates a mirror running on the same directory at the same time: a file that vanishes

@@ -1,0 +1,59 @@
+import { readdir } from "node:fs/promises";
+import { dirname } from "node:path";
+import { RegistryError } from "../oci/errors.ts";
+import type { CachePaths } from "../storage/paths.ts";
+import { tagFiles } from "../storage/cache-walk.ts";
+import type { Routed } from "./routing.ts";
+
+// /v2/_catalog and /v2/<name>/tags/list, answered from what the cache holds: a mirror lists
+// what it can serve without the upstream. Pagination per the distribution spec: `n` items after
+// `last`, lexically ordered, and a Link header when there is more.
+
+export interface Page {
+  items: string[];
+  /** Set when more follow: the `last` of the next page. */
+  next: string | undefined;
+}
+
+const MAX_PAGE = 10_000;
+
+export function paginate(sorted: string[], n: number | undefined, last: string | undefined): Page {
+  const from = last === undefined ? 0 : sorted.findIndex((s) => s > last);
+  const rest = from === -1 ? [] : sorted.slice(from);
+  const size = Math.min(n ?? MAX_PAGE, MAX_PAGE);
+  const items = rest.slice(0, size);
+  return { items, next: rest.length > size && items.length > 0 ? items[items.length - 1] : undefined };
+}
+
+/** Tags of one repository; NAME_UNKNOWN when the mirror has none. */
+export async function cachedTags(paths: CachePaths, at: Routed): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dirname(paths.tag(at.upstream, at.repo, "x")));
+  } catch {
+    names = [];
+  }
+  const tags = names.filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -".json".length));
+  if (tags.length === 0)
+    throw new RegistryError("NAME_UNKNOWN", "no tags of this repository are cached", {
+      detail: { name: at.repo },
+    });
+  return tags.sort();
+}
+
+/**
+ * Cached repositories, named as a client would ask for them: plain for the default upstream (or
+ * for the one `ns` names), behind their registry's name for the others.
+ */
+export async function cachedRepositories(
+  paths: CachePaths,
+  defaultName: string,
+  only: string | undefined,
+): Promise<string[]> {
+  const names = new Set<string>();
+  for (const t of await tagFiles(paths)) {
+    if (only !== undefined && t.upstream !== only) continue;
+    names.add(t.upstream === (only ?? defaultName) ? t.repo : `${t.upstream}/${t.repo}`);
+  }
+  return [...names].sort();
+}
