@@ -3,8 +3,12 @@
 
 # --- build: compile src/ (TypeScript) into dist/ -----------------------------------------------
 FROM node:20-bookworm-slim AS build
+# A compiler for the sendfile(2) addon (native/sendfile.cc), built by npm's install script.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY package.json package-lock.json ./
+COPY package.json package-lock.json binding.gyp ./
+COPY native ./native
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
@@ -24,8 +28,10 @@ RUN groupadd --system --gid 10001 regmirror \
  && chown regmirror:regmirror /var/lib/regmirror
 
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+# --ignore-scripts: the addon comes ready-built from the build stage (no compiler here).
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/build/Release/sendfile.node ./build/Release/sendfile.node
 # Read from the working directory at start; override keys with REGMIRROR_* variables,
 # or point REGMIRROR_CONFIG at another file.
 COPY mirror.yml ./

@@ -1,5 +1,7 @@
 import { read, close } from "node:fs";
+import type { ServerResponse } from "node:http";
 import type { Writable } from "node:stream";
+import { sendfileAddon, type SendfileAddon } from "./native.ts";
 
 // Sends bytes [start, end] of an open file to a writable (an HTTP response) and ends it.
 //
@@ -11,8 +13,63 @@ import type { Writable } from "node:stream";
 
 const CHUNK = 512 * 1024;
 
+/** A client that takes no bytes for this long is given up on. */
+const STALL_MS = 60_000;
+
+/**
+ * An HTTP response on a plain TCP socket, whose file descriptor sendfile(2) can write to. TLS
+ * sockets encrypt in user space, so they always take the JavaScript path.
+ */
+function socketFd(out: Writable): number | undefined {
+  const socket = (out as { socket?: { encrypted?: boolean; _handle?: { fd?: number } } | null }).socket;
+  const fd = socket?._handle?.fd;
+  return socket && !socket.encrypted && typeof fd === "number" && fd >= 0 ? fd : undefined;
+}
+
 /** Takes ownership of `fd`: it is closed when the transfer ends, however it ends. */
 export function sendFile(fd: number, start: number, end: number, out: Writable): void {
+  const sock = sendfileAddon ? socketFd(out) : undefined;
+  if (sendfileAddon && sock !== undefined)
+    return sendWithKernel(sendfileAddon, sock, fd, start, end, out as ServerResponse);
+  sendWithBuffers(fd, start, end, out);
+}
+
+/**
+ * The kernel copies the file into the socket. Node's own queue for the socket must be empty first
+ * (the response headers have to be on the wire before the body), and nothing else writes to the
+ * socket until the transfer is over: Node keeps a pipelined request's response waiting for this
+ * one's end().
+ */
+function sendWithKernel(addon: SendfileAddon, sock: number, fd: number, start: number, end: number, res: ServerResponse): void {
+  let handle: unknown;
+  let done = false;
+  const finish = (err?: Error) => {
+    if (done) return;
+    done = true;
+    close(fd, () => undefined);
+    if (res.destroyed) return;
+    if (err) res.destroy(err);
+    else res.end();
+  };
+  // The client hung up (or the server is closing): stop the kernel's copy, or never start it.
+  res.once("close", () => {
+    if (handle !== undefined) addon.cancel(handle);
+    else finish();
+  });
+  const go = () => {
+    if (done || res.destroyed) return finish();
+    handle = addon.start(sock, fd, start, end - start + 1, STALL_MS, (errno) => {
+      handle = undefined;
+      finish(errno === 0 ? undefined : new Error(`sendfile failed: errno ${errno}`));
+    });
+  };
+  res.flushHeaders();
+  const socket = res.socket!;
+  if (socket.writableLength === 0) go();
+  else socket.once("drain", go);
+}
+
+function sendWithBuffers(fd: number, start: number, end: number, out: Writable): void {
   let pos = start;
   const stop = end + 1;
   const free: Buffer[] = [Buffer.allocUnsafeSlow(Math.min(CHUNK, stop - start))];

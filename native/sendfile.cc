@@ -1,0 +1,144 @@
+// sendfile(2) for cached blobs: the kernel copies file pages straight into the socket, so a warm
+// blob costs neither a read into user space nor a write out of it (see docs/performance.md).
+//
+// Each transfer runs on a thread of its own, not libuv's pool: a slow client would otherwise hold
+// one of its four threads and stall every file operation of the process. The thread works on a
+// dup() of the socket, so if Node closes its descriptor meanwhile the number cannot be reused
+// under us; cancel() shuts the socket down, which wakes the thread at once.
+
+#include <node_api.h>
+
+#include <atomic>
+#include <cerrno>
+#include <thread>
+
+#include <poll.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace {
+
+struct Job {
+  int out;
+  int in;
+  off_t offset;
+  size_t left;
+  int timeout_ms;
+  int error = 0;
+  size_t sent = 0;
+  std::atomic<bool> cancelled{false};
+  napi_threadsafe_function done;
+};
+
+void Run(Job* job) {
+  while (job->left > 0 && !job->cancelled.load()) {
+    ssize_t n = sendfile(job->out, job->in, &job->offset, job->left);
+    if (n > 0) {
+      job->left -= static_cast<size_t>(n);
+      job->sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) {
+      job->error = EIO;  // the file is shorter than promised
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) {
+      job->error = errno;
+      break;
+    }
+    pollfd p{job->out, POLLOUT, 0};
+    int r = poll(&p, 1, job->timeout_ms);
+    if (r == 0) {
+      job->error = ETIMEDOUT;  // the client stopped reading
+      break;
+    }
+    if (r < 0 && errno != EINTR) {
+      job->error = errno;
+      break;
+    }
+  }
+  if (job->error == 0 && job->cancelled.load()) job->error = ECANCELED;
+  close(job->out);
+  napi_call_threadsafe_function(job->done, job, napi_tsfn_blocking);
+  napi_release_threadsafe_function(job->done, napi_tsfn_release);
+}
+
+void CallJs(napi_env env, napi_value callback, void* /*context*/, void* data) {
+  Job* job = static_cast<Job*>(data);
+  if (env != nullptr) {
+    napi_value args[2], undefined;
+    napi_create_int32(env, job->error, &args[0]);
+    napi_create_double(env, static_cast<double>(job->sent), &args[1]);
+    napi_get_undefined(env, &undefined);
+    napi_call_function(env, undefined, callback, 2, args, nullptr);
+  }
+  delete job;
+}
+
+napi_value Throw(napi_env env, const char* message) {
+  napi_throw_error(env, nullptr, message);
+  return nullptr;
+}
+
+// start(socketFd, fileFd, offset, count, timeoutMs, callback(errno, sent)) -> handle
+napi_value Start(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc != 6) return Throw(env, "start takes 6 arguments");
+  int32_t sock, file, timeout;
+  double offset, count;
+  if (napi_get_value_int32(env, argv[0], &sock) != napi_ok || napi_get_value_int32(env, argv[1], &file) != napi_ok ||
+      napi_get_value_double(env, argv[2], &offset) != napi_ok || napi_get_value_double(env, argv[3], &count) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &timeout) != napi_ok) {
+    return Throw(env, "bad arguments");
+  }
+  int out = dup(sock);
+  if (out < 0) return Throw(env, "dup failed");
+  Job* job = new Job();
+  job->out = out;
+  job->in = file;
+  job->offset = static_cast<off_t>(offset);
+  job->left = static_cast<size_t>(count);
+  job->timeout_ms = timeout;
+  napi_value name;
+  napi_create_string_utf8(env, "regmirror-sendfile", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[5], nullptr, name, 0, 1, nullptr, nullptr, nullptr, CallJs,
+                                      &job->done) != napi_ok) {
+    close(out);
+    delete job;
+    return Throw(env, "cannot create the completion callback");
+  }
+  napi_value handle;
+  napi_create_external(env, job, nullptr, nullptr, &handle);
+  std::thread(Run, job).detach();
+  return handle;
+}
+
+// cancel(handle): only before the callback has run (the JS side guarantees it).
+napi_value Cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  void* data = nullptr;
+  if (argc != 1 || napi_get_value_external(env, argv[0], &data) != napi_ok) return Throw(env, "bad handle");
+  Job* job = static_cast<Job*>(data);
+  job->cancelled.store(true);
+  shutdown(job->out, SHUT_RDWR);
+  return nullptr;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"start", nullptr, Start, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"cancel", nullptr, Cancel, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, 2, props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

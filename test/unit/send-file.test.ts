@@ -1,0 +1,87 @@
+// Both ways a cached blob leaves: sendfile(2) on a plain socket, two reused buffers elsewhere.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import { mkdtemp, rm, writeFile, readdir } from "node:fs/promises";
+import { openSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { Agent, request } from "undici";
+import { sendFile } from "../../src/storage/send-file.ts";
+import { sendfileAddon } from "../../src/storage/native.ts";
+
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+async function withFile<T>(bytes: Buffer, fn: (path: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), "regmirror-sendfile-"));
+  const path = join(dir, "blob");
+  await writeFile(path, bytes);
+  try {
+    return await fn(path);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const openFds = async () => (await readdir("/proc/self/fd")).length;
+
+test("the sendfile addon is built on this machine", () => {
+  assert.ok(sendfileAddon, "npm install builds native/sendfile.cc; without it warm blobs are slower");
+});
+
+test("serves whole files and ranges over a keep-alive socket, and hangs up cleanly", async () => {
+  const bytes = randomBytes(5 * 1024 * 1024 + 3);
+  await withFile(bytes, async (path) => {
+    const server = createServer((req, res) => {
+      const [start, end] = (req.url ?? "/0-0").slice(1).split("-").map(Number) as [number, number];
+      res.writeHead(200, { "content-length": end - start + 1 });
+      sendFile(openSync(path, "r"), start, end, res);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    const agent = new Agent({ connections: 1 }); // one connection: every response must be framed right
+    try {
+      const fdsBefore = await openFds();
+      for (const [start, end] of [
+        [0, bytes.length - 1],
+        [17, 1_000_016],
+        [bytes.length - 10, bytes.length - 1],
+        [0, bytes.length - 1],
+      ]) {
+        const res = await request(`http://127.0.0.1:${port}/${start}-${end}`, { dispatcher: agent });
+        const got = Buffer.from(await res.body.arrayBuffer());
+        assert.equal(sha(got), sha(bytes.subarray(start!, end! + 1)), `${start}-${end}`);
+      }
+      // A client that hangs up mid-transfer: the file descriptor is still closed.
+      const res = await request(`http://127.0.0.1:${port}/0-${bytes.length - 1}`, { dispatcher: agent });
+      for await (const _ of res.body) break;
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok((await openFds()) <= fdsBefore + 2, "no file descriptor leaked");
+    } finally {
+      await agent.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+test("the buffer path (TLS, or no addon) sends the same bytes", async () => {
+  const bytes = randomBytes(3 * 512 * 1024 + 99);
+  await withFile(bytes, async (path) => {
+    for (const [start, end] of [
+      [0, bytes.length - 1],
+      [5, 600_000],
+      [bytes.length - 1, bytes.length - 1],
+    ]) {
+      const out = new PassThrough();
+      const chunks: Buffer[] = [];
+      out.on("data", (c: Buffer) => chunks.push(Buffer.from(c)));
+      const ended = new Promise((r) => out.on("end", r));
+      sendFile(openSync(path, "r"), start!, end!, out);
+      await ended;
+      assert.equal(sha(Buffer.concat(chunks)), sha(bytes.subarray(start!, end! + 1)));
+    }
+  });
+});
