@@ -34,6 +34,8 @@ type Outcome = { cache?: "hit" | "miss" | "stale"; bytes: number };
 
 export function registryHandler(deps: RegistryDeps) {
   const inFlight = new Map<string, number>();
+  // winston builds and pipes the entry before it looks at the level: ask first, once.
+  const logRequests = deps.log.isInfoEnabled();
   return (req: IncomingMessage, res: ServerResponse): void => {
     const started = performance.now();
     const outcome: Outcome = { bytes: 0 };
@@ -49,6 +51,7 @@ export function registryHandler(deps: RegistryDeps) {
       const left = (inFlight.get(client) ?? 1) - 1;
       if (left === 0) inFlight.delete(client);
       else inFlight.set(client, left);
+      if (!logRequests) return;
       deps.log.info("request", {
         id,
         method: req.method,

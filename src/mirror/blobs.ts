@@ -179,7 +179,7 @@ export class BlobService {
       }
       const fill = new BlobFill(writer, size, store.path(d), fallback);
       metrics.fillsInFlight.inc();
-      const pump = fill.pump(res.body as AsyncIterable<Buffer>).then(
+      const pump = fill.pump(res.body).then(
         () => {
           evictor.added(d.hex, writer.written);
           log.debug("blob cached", { digest: formatDigest(d), size: writer.written });

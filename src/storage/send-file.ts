@@ -40,7 +40,14 @@ export function sendFile(fd: number, start: number, end: number, out: Writable):
  * socket until the transfer is over: Node keeps a pipelined request's response waiting for this
  * one's end().
  */
-function sendWithKernel(addon: SendfileAddon, sock: number, fd: number, start: number, end: number, res: ServerResponse): void {
+function sendWithKernel(
+  addon: SendfileAddon,
+  sock: number,
+  fd: number,
+  start: number,
+  end: number,
+  res: ServerResponse,
+): void {
   let handle: unknown;
   let done = false;
   const finish = (err?: Error) => {

@@ -277,12 +277,17 @@ class FullDiskStore extends BlobStore {
     if (this.limit === 0)
       throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
     const w = await super.beginWrite(...args);
-    const write = w.write.bind(w);
     const limit = this.limit;
+    const full = () => Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+    const write = w.write.bind(w);
+    const writev = w.writev.bind(w);
     w.write = async (chunk: Buffer) => {
-      if (w.written + chunk.length > limit)
-        throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+      if (w.written + chunk.length > limit) throw full();
       return write(chunk);
+    };
+    w.writev = async (chunks: Buffer[]) => {
+      if (w.written + chunks.reduce((a, c) => a + c.length, 0) > limit) throw full();
+      return writev(chunks);
     };
     return w;
   }
@@ -315,7 +320,7 @@ describe("a full disk", () => {
         );
         assert.deepEqual(ranged.body, bytes.subarray(3_000_000, 3_000_010));
         assert.ok(!existsSync(blobFile(mirror, digest)));
-        assert.deepEqual(await tmpFiles(mirror), []);
+        await until(async () => (await tmpFiles(mirror)).length === 0); // the last fill is dropped after its clients are served
         assert.ok(value(await mirror.metrics(), "regmirror_fill_failures_total", { reason: "storage" }) >= 1);
       } finally {
         await mirror.stop();
