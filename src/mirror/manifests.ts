@@ -121,8 +121,8 @@ export class ManifestService {
       path: `/v2/${repo}/manifests/${tag}`,
       headers: { accept },
     });
-    res.body.resume();
     if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
+    res.body.resume();
     const digest = res.headers["docker-content-digest"];
     const bytes = digest === known ? await store.get(parseDigest(known)!) : undefined;
     if (!bytes) return this.fetchTag(repo, tag, accept);
