@@ -214,6 +214,9 @@ function sendBlob(
     res.end();
     return;
   }
+  // On a miss, the headers go now, not with the first body bytes: a client learns at once that
+  // its blob is coming (containerd gives up after 30 s without headers).
+  if (b.source === "upstream") res.flushHeaders();
   // What we set out to send; the request log marks a transfer that did not finish as aborted.
   out.bytes = length ?? 0;
   // Counted at 'finish' (all handed to the OS), which comes before the client can have read it all.
