@@ -27,6 +27,9 @@ import { Gate } from "./access/gate.ts";
 import { Htpasswd } from "./access/htpasswd.ts";
 import { TokenIssuer } from "./access/tokens.ts";
 import { RepoPolicy } from "./access/policy.ts";
+import { PullLog } from "./metrics/pull-log.ts";
+import { listCache } from "./cli/ls.ts";
+import { cacheOperations } from "./cli/operations.ts";
 
 // The composition root: the one place that reads config and the environment, builds every
 // part and wires them together with plain constructor arguments.
@@ -99,9 +102,11 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const stats = () => collectStats(metrics, allUpstreams, startedAt);
   const history = new History(stats);
   history.start();
+  const pulls = new PullLog();
   const ops = {
     stats,
     history,
+    listCache: () => listCache(paths),
     ready: () =>
       readiness({
         tmpDir: paths.tmpDir,
@@ -110,14 +115,31 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         downUpstreams: async () => (await stats()).upstreams.filter((u) => u.up === false).map((u) => u.name),
       }),
   };
+  const tokens = new TokenIssuer(config.auth.tokenTTL);
+  const gate = config.auth.htpasswd ? new Gate(readHtpasswd(config.auth.htpasswd), tokens) : undefined;
+  // The admin API's warm pulls through this mirror's own listener, known once it listens.
+  let selfUrl = "";
+  const admin = config.admin.token
+    ? {
+        token: config.admin.token,
+        ops: cacheOperations({
+          paths,
+          resolve: (name) => mirror.route(undefined, name),
+          selfUrl: () => selfUrl,
+          // With logins on, warm shows the mirror a token of its own making.
+          ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
+          blobRemoved: (hex) => blobs.forgetCached(hex),
+        }),
+      }
+    : undefined;
   const handler = createHandler({
     mirror,
     metrics,
     log,
     ops,
-    gate: config.auth.htpasswd
-      ? new Gate(readHtpasswd(config.auth.htpasswd), new TokenIssuer(config.auth.tokenTTL))
-      : undefined,
+    pulls,
+    admin,
+    gate,
     policy: new RepoPolicy(config.access.allow, config.access.deny),
     perClient: config.limits.perClient,
   });
@@ -127,6 +149,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   servers.push(http);
   const port = await listen(http, config.listen);
   const url = `http://${displayHost(config.listen.host)}:${port}`;
+  selfUrl = url;
   let tlsServer: TlsServer | undefined;
   let tlsUrl: string | undefined;
   if (config.tls.cert) {
@@ -270,7 +293,12 @@ function main(argv: string[]): void {
         ...u,
         password: u.password ? "(set)" : "",
       });
-      const shown = { ...c, upstream: hide(c.upstream), upstreams: c.upstreams.map(hide) };
+      const shown = {
+        ...c,
+        upstream: hide(c.upstream),
+        upstreams: c.upstreams.map(hide),
+        admin: { ...c.admin, token: c.admin.token ? "(set)" : "" },
+      };
       process.stdout.write(JSON.stringify(shown, null, 2) + "\n");
     });
   registerCommands(program, () => configOrExit());

@@ -1,10 +1,9 @@
 import type { CachePaths } from "../storage/paths.ts";
 import { contentFiles, remove, tagFiles, tmpEntries } from "../storage/cache-walk.ts";
 import { ManifestGraph } from "./manifest-graph.ts";
-import { EXIT_OK } from "./errors.ts";
-import { formatBytes, out, outJson, plural } from "./output.ts";
 
-// `regmirror gc`: mark and sweep over the cache directory.
+// `regmirror gc` and POST /admin/gc: mark and sweep over the cache directory. This returns what
+// it removed and kept; the command layer (print.ts) or the admin API shows it.
 //
 // Kept (the marks): every manifest a tag record points to, and every cached child of a kept index
 // (or manifest list); every blob a kept manifest names. Removed: manifests nothing above reaches,
@@ -21,16 +20,24 @@ export interface GcOptions {
   dryRun: boolean;
   minAgeMs: number;
   keepUntagged: boolean;
-  json: boolean;
 }
 
-interface Sweep {
+export interface Sweep {
   removed: string[];
   bytes: number;
   kept: number;
 }
 
-export async function gc(paths: CachePaths, opts: GcOptions): Promise<number> {
+export interface GcResult {
+  dryRun: boolean;
+  manifests: Sweep;
+  blobs: Sweep;
+  /** Files in tmp/: fills that a crash left behind. */
+  tmp: Sweep;
+  freedBytes: number;
+}
+
+export async function collectGarbage(paths: CachePaths, opts: GcOptions): Promise<GcResult> {
   const cutoff = Date.now() - opts.minAgeMs;
   // Tags first, files after: a tag written during the walk names a manifest that is young.
   const tags = await tagFiles(paths);
@@ -63,7 +70,7 @@ export async function gc(paths: CachePaths, opts: GcOptions): Promise<number> {
     }
     return s;
   };
-  const result = {
+  const result: GcResult = {
     dryRun: opts.dryRun,
     manifests: await sweep(
       manifests,
@@ -83,24 +90,5 @@ export async function gc(paths: CachePaths, opts: GcOptions): Promise<number> {
     freedBytes: 0,
   };
   result.freedBytes = result.manifests.bytes + result.blobs.bytes + result.tmp.bytes;
-
-  if (opts.json) {
-    outJson(result);
-    return EXIT_OK;
-  }
-  const verb = opts.dryRun ? "would remove" : "removed";
-  for (const [kind, s] of [
-    ["manifest", result.manifests],
-    ["blob", result.blobs],
-    ["temp file", result.tmp],
-  ] as const) {
-    for (const name of s.removed) out(`${verb} ${kind} ${name}`);
-  }
-  out(
-    `${verb} ${plural(result.blobs.removed.length, "blob")} (${formatBytes(result.blobs.bytes)}), ` +
-      `${plural(result.manifests.removed.length, "manifest")} (${formatBytes(result.manifests.bytes)}), ` +
-      `${plural(result.tmp.removed.length, "temp file")} (${formatBytes(result.tmp.bytes)}); ` +
-      `kept ${plural(result.blobs.kept, "blob")}, ${plural(result.manifests.kept, "manifest")}`,
-  );
-  return EXIT_OK;
+  return result;
 }

@@ -5,18 +5,21 @@ import { routeRepo } from "../mirror/routing.ts";
 import { CachePaths } from "../storage/paths.ts";
 import { basicAuth, duration, mirrorUrl, platforms } from "./args.ts";
 import { describeError, EXIT_FAILED, EXIT_USAGE, UsageError } from "./errors.ts";
-import { gc } from "./gc.ts";
+import { collectGarbage } from "./gc.ts";
 import { parseImageRef, type Platform } from "./image-ref.ts";
-import { ls } from "./ls.ts";
+import { listCache } from "./ls.ts";
 import { note } from "./output.ts";
-import { purge, type RepoResolver } from "./purge.ts";
-import { verify } from "./verify.ts";
-import { warm } from "./warm.ts";
+import { printGc, printListing, printPurge, printVerify, printWarm } from "./print.ts";
+import { purgeCache, type RepoResolver } from "./purge.ts";
+import { verifyCache } from "./verify.ts";
+import { warmImages } from "./warm.ts";
+import { createProgress } from "./warm-progress.ts";
 
 // The operator's subcommands: warm, ls, purge, gc, verify. main.ts (the composition root) owns
 // the program, `serve` and `config check`, and hands us the config loader; we call it only when
 // a command needs the config, so `warm --mirror URL` works without a config file at all.
-// Exit codes are those of errors.ts: 0 ok, 1 failed or found, 2 usage or config error.
+// Exit codes are those of errors.ts: 0 ok, 1 failed or found, 2 usage or config error. The
+// operations return data (the admin API runs them too); print.ts shows it and picks the code.
 
 const EXIT_CODES = `
 Exit codes: 0 done, nothing wrong found; 1 failed, or found what it looks for (see docs/cli.md);
@@ -45,20 +48,27 @@ export function registerCommands(program: Command, loadConfig: () => Config): vo
           throw new UsageError("--platform and --all-platforms exclude each other");
         const refs = images.map(parseImageRef);
         const authorization = await basicAuth(o);
-        return warm(refs, {
+        const json = o.json === true;
+        const report = await warmImages(refs, {
           mirror: o.mirror ?? defaultMirrorUrl(loadConfig()),
           platforms: o.platform,
-          bars: o.progress && process.stderr.isTTY === true,
-          json: o.json === true,
+          progress: createProgress(
+            o.progress && process.stderr.isTTY === true,
+            refs.map((r) => r.text),
+            !json,
+          ),
           ...(authorization !== undefined ? { authorization } : {}),
         });
+        return printWarm(report, json);
       }),
     );
 
   sub(program, "ls")
     .description("list cached repositories, their tags and sizes")
     .option("--json", "print the listing as JSON")
-    .action((o: { json?: boolean }) => run(() => ls(cachePaths(), { json: o.json === true })));
+    .action((o: { json?: boolean }) =>
+      run(async () => printListing(await listCache(cachePaths()), o.json === true)),
+    );
 
   sub(program, "purge")
     .description("remove a tag (REPO:TAG), a blob or manifest (DIGEST), a repository's tags, or old blobs")
@@ -68,15 +78,15 @@ export function registerCommands(program: Command, loadConfig: () => Config): vo
     .option("--dry-run", "show what would be removed, remove nothing")
     .option("--json", "print what was removed as JSON")
     .action((ref: string | undefined, o: PurgeFlags) =>
-      run(() => {
+      run(async () => {
         const config = loadConfig();
-        return purge(existingCache(config), resolverFor(config), {
+        const result = await purgeCache(existingCache(config), resolverFor(config), {
           ...(ref !== undefined ? { ref } : {}),
           ...(o.repo !== undefined ? { repo: o.repo } : {}),
           ...(o.olderThan !== undefined ? { olderThanMs: o.olderThan } : {}),
           dryRun: o.dryRun === true,
-          json: o.json === true,
         });
+        return printPurge(result, o.json === true);
       }),
     );
 
@@ -91,14 +101,14 @@ export function registerCommands(program: Command, loadConfig: () => Config): vo
     .option("--keep-untagged", "keep every cached manifest, tagged or not (caches pulled by digest)")
     .option("--json", "print what was removed as JSON")
     .action((o: GcFlags) =>
-      run(() =>
-        gc(cachePaths(), {
+      run(async () => {
+        const result = await collectGarbage(cachePaths(), {
           dryRun: o.dryRun === true,
           minAgeMs: o.minAge,
           keepUntagged: o.keepUntagged === true,
-          json: o.json === true,
-        }),
-      ),
+        });
+        return printGc(result, o.json === true);
+      }),
     );
 
   sub(program, "verify")
@@ -106,7 +116,9 @@ export function registerCommands(program: Command, loadConfig: () => Config): vo
     .option("--dry-run", "report corrupt files, remove nothing")
     .option("--json", "print the report as JSON")
     .action((o: { dryRun?: boolean; json?: boolean }) =>
-      run(() => verify(cachePaths(), { dryRun: o.dryRun === true, json: o.json === true })),
+      run(async () =>
+        printVerify(await verifyCache(cachePaths(), { dryRun: o.dryRun === true }), o.json === true),
+      ),
     );
 }
 

@@ -1,10 +1,9 @@
 import type { CachePaths } from "../storage/paths.ts";
 import { contentFiles, tagFiles, type TagFile } from "../storage/cache-walk.ts";
 import { ManifestGraph } from "./manifest-graph.ts";
-import { EXIT_OK } from "./errors.ts";
-import { formatBytes, out, outJson, plural, shortDigest } from "./output.ts";
 
-// `regmirror ls`: the cached repositories, their tags and sizes, read from the cache directory.
+// `regmirror ls` and the status page (GET /api/repositories): the cached repositories, their tags
+// and sizes, read from the cache directory.
 // A tag's size is the sum of the blobs its manifest names (for an index, those of the children
 // that are cached), counted once each; `cachedBytes` is how much of that is on disk now.
 
@@ -91,35 +90,6 @@ export async function listCache(paths: CachePaths): Promise<Listing> {
       manifestBytes: sum(manifests.map((m) => m.size)),
     },
   };
-}
-
-export async function ls(paths: CachePaths, opts: { json: boolean }): Promise<number> {
-  const listing = await listCache(paths);
-  if (opts.json) {
-    outJson(listing);
-    return EXIT_OK;
-  }
-  for (const r of listing.repositories) {
-    out(`${r.upstream}/${r.name}  ${plural(r.tags.length, "tag")}  ${sizeText(r)}`);
-    const width = Math.max(...r.tags.map((t) => t.tag.length));
-    for (const t of r.tags) {
-      const digests = t.entries.map((e) => shortDigest(e.digest)).join(",") || "(unreadable record)";
-      const checked = t.entries[0]?.checkedAt.replace(/\.\d+Z$/, "Z") ?? "";
-      out(`  ${t.tag.padEnd(width)}  ${digests}  ${sizeText(t).padEnd(10)}  checked ${checked}`);
-    }
-  }
-  const c = listing.cache;
-  out(
-    `cache: ${plural(listing.repositories.length, "repository", "repositories")}, ` +
-      `${plural(c.blobs, "blob")} ${formatBytes(c.blobBytes)}, ${plural(c.manifests, "manifest")}`,
-  );
-  return EXIT_OK;
-}
-
-function sizeText(u: Usage): string {
-  return u.cachedBlobs === u.blobs
-    ? formatBytes(u.bytes)
-    : `${formatBytes(u.bytes)} (${formatBytes(u.cachedBytes)} cached, ${u.cachedBlobs}/${u.blobs} blobs)`;
 }
 
 function sum(ns: number[]): number {

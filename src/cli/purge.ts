@@ -10,19 +10,19 @@ import {
   tagFiles,
   type TagFile,
 } from "../storage/cache-walk.ts";
-import { EXIT_FAILED, EXIT_OK, UsageError } from "./errors.ts";
-import { formatBytes, note, out, outJson, plural } from "./output.ts";
+import { UsageError } from "./errors.ts";
 
-// `regmirror purge`: removes content from the cache directory, safely while a mirror runs on it
-// (to the mirror a removed blob is a miss, fetched again on demand).
+// `regmirror purge` and POST /admin/purge: removes content from the cache directory, safely while
+// a mirror runs on it (to the mirror a removed blob is a miss, fetched again on demand). This
+// returns what it removed; the command layer (print.ts) or the admin API shows it.
 //
 //   purge REPO:TAG       the tag record (the manifests and blobs stay until `gc`)
 //   purge DIGEST         the blob or manifest with that digest (REPO@DIGEST works too)
 //   purge --repo NAME    every tag record of the repository
 //   purge --older-than D blobs not read for D (a blob's mtime is its last read)
 //
-// A REF or --repo that matches nothing exits 1, like `rm` without -f: a typo must not pass for
-// success. --older-than is a sweep and exits 0 whatever it found.
+// A REF or --repo that matches nothing is a failure, like `rm` without -f: a typo must not pass
+// for success. --older-than is a sweep and succeeds whatever it found.
 
 /** Where the mirror keeps a repository name's tags: the same routing the mirror applies to a request. */
 export type RepoResolver = (name: string) => { upstream: string; repo: string };
@@ -32,7 +32,6 @@ export interface PurgeOptions {
   repo?: string;
   olderThanMs?: number;
   dryRun: boolean;
-  json: boolean;
 }
 
 export interface Removed {
@@ -42,40 +41,48 @@ export interface Removed {
   bytes: number;
 }
 
-export async function purge(paths: CachePaths, resolve: RepoResolver, opts: PurgeOptions): Promise<number> {
+export interface PurgeResult {
+  dryRun: boolean;
+  removed: Removed[];
+  freedBytes: number;
+  /** What was asked for, in words: the REF, the repository, or the age. */
+  target: string;
+  /**
+   * False when a REF or --repo matched nothing (a likely typo: the CLI exits 1, the admin API
+   * answers 404). An --older-than sweep always counts as matched, whatever it found.
+   */
+  matched: boolean;
+}
+
+/** Removes what the options name; a malformed REF or name is a UsageError. Prints nothing. */
+export async function purgeCache(
+  paths: CachePaths,
+  resolve: RepoResolver,
+  opts: PurgeOptions,
+): Promise<PurgeResult> {
   const modes = [opts.ref, opts.repo, opts.olderThanMs].filter((m) => m !== undefined).length;
   if (modes !== 1)
     throw new UsageError("purge takes exactly one of: REF, --repo NAME, --older-than DURATION");
 
   let removed: Removed[];
-  let what: string;
+  let target: string;
   if (opts.olderThanMs !== undefined) {
-    what = `blobs not read for ${Math.round(opts.olderThanMs / 1000)}s`;
+    target = `blobs not read for ${Math.round(opts.olderThanMs / 1000)}s`;
     removed = await purgeOlderThan(paths, Date.now() - opts.olderThanMs, opts.dryRun);
   } else if (opts.repo !== undefined) {
-    what = opts.repo;
+    target = opts.repo;
     removed = await purgeTags(paths, await findTags(paths, resolve, opts.repo, undefined), opts.dryRun);
   } else {
-    what = opts.ref!;
+    target = opts.ref!;
     removed = await purgeRef(paths, resolve, opts.ref!, opts.dryRun);
   }
-
-  const freed = removed.reduce((a, r) => a + r.bytes, 0);
-  if (opts.json) {
-    outJson({ dryRun: opts.dryRun, removed, freedBytes: freed });
-  } else {
-    const verb = opts.dryRun ? "would remove" : "removed";
-    for (const r of removed) out(`${verb} ${r.kind} ${r.name} (${formatBytes(r.bytes)})`);
-    out(`${opts.dryRun ? "would free" : "freed"} ${formatBytes(freed)} in ${plural(removed.length, "file")}`);
-  }
-  if (removed.some((r) => r.kind === "tag") && !opts.dryRun) {
-    note("the manifests and blobs of removed tags stay until `regmirror gc` finds nothing refers to them");
-  }
-  if (removed.length === 0 && opts.olderThanMs === undefined) {
-    note(`nothing in the cache matches ${what}`);
-    return EXIT_FAILED;
-  }
-  return EXIT_OK;
+  return {
+    dryRun: opts.dryRun,
+    removed,
+    freedBytes: removed.reduce((a, r) => a + r.bytes, 0),
+    target,
+    matched: removed.length > 0 || opts.olderThanMs !== undefined,
+  };
 }
 
 async function purgeRef(

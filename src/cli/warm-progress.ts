@@ -1,5 +1,6 @@
 import cliProgress from "cli-progress";
-import { formatBytes, out } from "./output.ts";
+import { formatBytes, out, plural } from "./output.ts";
+import type { WarmResult } from "./warm.ts";
 
 // How `warm` shows its progress. On a terminal: one bar per image (bytes and blobs) on stderr,
 // and the result lines on stdout once the bars are done (lines printed between redraws would
@@ -10,8 +11,8 @@ export interface ImageProgress {
   total(bytes: number, blobs: number): void;
   bytes(n: number): void;
   blobDone(): void;
-  /** The image is done (well or not); `line` is its result line for stdout, if any. */
-  end(line: string | undefined): void;
+  /** The image is done, well or not. */
+  end(result: WarmResult): void;
 }
 
 export interface WarmProgress {
@@ -20,18 +21,29 @@ export interface WarmProgress {
   finish(): void;
 }
 
-/** `names`: every image that will be shown, so that the bars line up. */
-export function createProgress(bars: boolean, names: string[]): WarmProgress {
-  return bars ? new BarProgress(Math.max(0, ...names.map((n) => n.length))) : new LineProgress();
+/**
+ * `names`: every image that will be shown, so that the bars line up. `lines`: print a result line
+ * per warmed image (not with --json, where stdout is the one JSON document at the end).
+ */
+export function createProgress(bars: boolean, names: string[], lines: boolean): WarmProgress {
+  return bars ? new BarProgress(Math.max(0, ...names.map((n) => n.length)), lines) : new LineProgress(lines);
+}
+
+/** "warmed alpine:3.20: 6 blobs, 7.4 MiB"; failures are reported on stderr by the command. */
+function resultLine(r: WarmResult): string | undefined {
+  return r.ok ? `warmed ${r.image}: ${plural(r.blobs, "blob")}, ${formatBytes(r.bytes)}` : undefined;
 }
 
 class LineProgress implements WarmProgress {
+  constructor(private readonly lines: boolean) {}
+
   image(): ImageProgress {
     return {
       total: () => undefined,
       bytes: () => undefined,
       blobDone: () => undefined,
-      end: (line) => {
+      end: (r) => {
+        const line = this.lines ? resultLine(r) : undefined;
         if (line !== undefined) out(line);
       },
     };
@@ -56,7 +68,10 @@ class BarProgress implements WarmProgress {
   );
   private readonly held: string[] = [];
 
-  constructor(private readonly nameWidth: number) {}
+  constructor(
+    private readonly nameWidth: number,
+    private readonly lines: boolean,
+  ) {}
 
   image(name: string): ImageProgress {
     const bar = this.multi.create(1, 0, {
@@ -82,7 +97,8 @@ class BarProgress implements WarmProgress {
         blobsDone++;
         bar.update(value, { blobsDone });
       },
-      end: (line) => {
+      end: (r) => {
+        const line = this.lines ? resultLine(r) : undefined;
         if (line !== undefined) this.held.push(line);
         bar.stop();
       },

@@ -2,17 +2,18 @@ import { createHash } from "node:crypto";
 import pLimit from "p-limit";
 import { Agent, request, type Dispatcher } from "undici";
 import { DEFAULT_MANIFEST_ACCEPT } from "../oci/media-types.ts";
-import { describeError, EXIT_FAILED, EXIT_OK } from "./errors.ts";
+import { describeError } from "./errors.ts";
 import { formatPlatform, platformMatches, type ImageRef, type Platform } from "./image-ref.ts";
 import { manifestRefs, type Descriptor, type ManifestRefs } from "./manifest-refs.ts";
-import { formatBytes, note, outJson, plural } from "./output.ts";
-import { createProgress, type ImageProgress } from "./warm-progress.ts";
+import type { ImageProgress, WarmProgress } from "./warm-progress.ts";
 
 // `regmirror warm IMAGE...`: pre-pulls images into a running mirror's cache by pulling them
 // through its registry API, exactly as a client would: the manifest by tag (asking for all four
 // modern manifest types), each child of an index (all platforms, or those asked for), then every
 // blob, read to the end and thrown away. The mirror caches what passes through it; warm needs no
-// access to the cache directory, so it works against a mirror on another machine too.
+// access to the cache directory, so it works against a mirror on another machine too. The admin
+// API (POST /admin/warm) runs the same code against the mirror's own URL. This returns what was
+// warmed; how progress and results are shown is the caller's (warm-progress.ts, print.ts).
 
 /** Blob transfers at once, across all images: enough to fill a link, few enough to be polite. */
 const BLOB_CONCURRENCY = 4;
@@ -26,11 +27,18 @@ export interface WarmOptions {
   mirror: string;
   /** Only these platforms of an index; undefined for all. */
   platforms: Platform[] | undefined;
-  /** Progress bars (only on a terminal). */
-  bars: boolean;
-  json: boolean;
   /** Sent on every request when the mirror has client authentication on (it accepts Basic on /v2/). */
   authorization?: string;
+  /** Told about each image as it goes; nothing is shown without one. */
+  progress?: WarmProgress;
+}
+
+export interface WarmReport {
+  mirror: string;
+  /** In the order asked for. */
+  images: WarmResult[];
+  /** Every image was warmed. */
+  ok: boolean;
 }
 
 export interface WarmResult {
@@ -55,39 +63,45 @@ interface Fetched {
   refs: ManifestRefs;
 }
 
-export async function warm(images: ImageRef[], opts: WarmOptions): Promise<number> {
+/**
+ * Warms every image, each on its own: one that fails is reported in its result and the others
+ * still go on. Throws only when the mirror cannot be reached or refuses the credentials.
+ */
+export async function warmImages(images: ImageRef[], opts: WarmOptions): Promise<WarmReport> {
   const agent = new Agent({ connect: { timeout: 10_000 } });
   try {
     await ping(agent, opts);
     const limit = pLimit(BLOB_CONCURRENCY);
-    const progress = createProgress(
-      opts.bars,
-      images.map((i) => i.text),
-    );
+    const progress = opts.progress ?? SILENT;
     const results = await Promise.all(
       images.map(async (ref): Promise<WarmResult> => {
         const p = progress.image(ref.text);
+        let r: WarmResult;
         try {
-          const r = await warmImage(agent, opts, ref, limit, p);
-          // With --json, stdout is the one JSON document at the end.
-          p.end(
-            opts.json ? undefined : `warmed ${ref.text}: ${plural(r.blobs, "blob")}, ${formatBytes(r.bytes)}`,
-          );
-          return r;
+          r = await warmImage(agent, opts, ref, limit, p);
         } catch (err) {
-          p.end(undefined);
-          return { image: ref.text, ok: false, manifests: 0, blobs: 0, bytes: 0, error: describeError(err) };
+          r = { image: ref.text, ok: false, manifests: 0, blobs: 0, bytes: 0, error: describeError(err) };
         }
+        p.end(r);
+        return r;
       }),
     );
     progress.finish();
-    for (const r of results) if (!r.ok) note(`could not warm ${r.image}: ${r.error}`);
-    if (opts.json) outJson({ mirror: opts.mirror, images: results });
-    return results.every((r) => r.ok) ? EXIT_OK : EXIT_FAILED;
+    return { mirror: opts.mirror, images: results, ok: results.every((r) => r.ok) };
   } finally {
     await agent.close();
   }
 }
+
+const SILENT: WarmProgress = {
+  image: () => ({
+    total: () => undefined,
+    bytes: () => undefined,
+    blobDone: () => undefined,
+    end: () => undefined,
+  }),
+  finish: () => undefined,
+};
 
 async function warmImage(
   agent: Dispatcher,

@@ -137,6 +137,18 @@ export const ConfigSchema = z
         maxManifestSize: size.prefault("4MiB"),
       })
       .prefault({}),
+    admin: z
+      .strictObject({
+        /**
+         * Bearer token for the admin API (POST /admin/purge, /admin/gc, /admin/warm). Empty: the
+         * API is off and /admin/* answers 404. Long enough that it cannot be guessed online.
+         */
+        token: z
+          .string()
+          .refine((t) => t === "" || t.length >= 16, "at least 16 characters (e.g. openssl rand -hex 32)")
+          .prefault(""),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(LOG_LEVELS).prefault("info"),

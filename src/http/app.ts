@@ -7,9 +7,15 @@ import { API_VERSION, sendError } from "./respond.ts";
 import type { Readiness } from "./health.ts";
 import type { Stats } from "../metrics/stats.ts";
 import type { History } from "../metrics/history.ts";
+import type { PullLog } from "../metrics/pull-log.ts";
+import type { Listing } from "../cli/ls.ts";
+import { adminRouter, type AdminDeps } from "./admin.ts";
+import { Repositories } from "./repositories.ts";
+import { statusRoutes } from "./status-routes.ts";
 
 // The HTTP servers: /v2/ goes straight to the registry handler (the hot path, see registry.ts);
-// everything else — metrics, health, the login endpoint — is an ordinary express app.
+// everything else — metrics, health, the status page, the admin API, the login endpoint — is an
+// ordinary express app.
 
 export interface ServerLimits {
   headersTimeoutMs: number;
@@ -21,10 +27,22 @@ export interface OpsDeps {
   stats(): Promise<Stats>;
   history: History;
   ready(): Promise<Readiness>;
+  /** What the cache holds (`regmirror ls`), for the status page and /api/repositories. */
+  listCache(): Promise<Listing>;
 }
 
-export function createHandler(deps: RegistryDeps & { metrics: Metrics; ops: OpsDeps }): Handler {
+export interface HandlerDeps extends RegistryDeps {
+  metrics: Metrics;
+  ops: OpsDeps;
+  /** When clients last pulled each tag; the registry handler records, the status page reads. */
+  pulls: PullLog;
+  /** The admin API; absent (admin.token empty) means /admin/* is 404. */
+  admin?: Omit<AdminDeps, "log" | "changed">;
+}
+
+export function createHandler(deps: HandlerDeps): Handler {
   const registry = registryHandler(deps);
+  const repositories = new Repositories(() => deps.ops.listCache(), deps.pulls);
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
@@ -47,6 +65,13 @@ export function createHandler(deps: RegistryDeps & { metrics: Metrics; ops: OpsD
       ...(req.query.history !== undefined ? { history: deps.ops.history.list() } : {}),
     });
   });
+  app.use(statusRoutes({ ops: deps.ops, repositories, gate: deps.gate }));
+  if (deps.admin) {
+    app.use(
+      "/admin",
+      adminRouter({ ...deps.admin, log: deps.log, changed: () => repositories.invalidate() }),
+    );
+  }
   const gate = deps.gate;
   if (gate) {
     app.get("/auth/token", (req, res) => {

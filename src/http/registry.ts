@@ -9,6 +9,7 @@ import type { Mirror } from "../mirror/mirror.ts";
 import type { Routed } from "../mirror/routing.ts";
 import type { Gate } from "../access/gate.ts";
 import type { RepoPolicy } from "../access/policy.ts";
+import type { PullLog } from "../metrics/pull-log.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { API_VERSION, sendError, sendJson } from "./respond.ts";
 import { parseRange } from "./range.ts";
@@ -26,6 +27,8 @@ export interface RegistryDeps {
   policy: RepoPolicy;
   /** Most requests one client address may have in flight. */
   perClient: number;
+  /** When each repository was last pulled, for the status page. */
+  pulls?: PullLog;
   metrics: Metrics;
   log: Logger;
 }
@@ -117,7 +120,10 @@ async function handle(
       const at = locate(r.name);
       const ref = parseReference(r.reference);
       if (!read) throw unsupported();
-      if (ref.kind === "tag") deps.metrics.pulls.inc({ upstream: at.upstream });
+      if (ref.kind === "tag") {
+        deps.metrics.pulls.inc({ upstream: at.upstream });
+        deps.pulls?.record(at.upstream, at.repo, ref.tag);
+      }
       const m = await deps.mirror.manifest(at, ref, parseAccept(req.headersDistinct.accept));
       out.cache = m.stale ? "stale" : m.source === "cache" ? "hit" : "miss";
       const headers: Record<string, string | number> = {

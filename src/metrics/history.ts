@@ -43,16 +43,24 @@ export class History {
     return now.pulls - (base?.pulls ?? 0);
   }
 
+  /** The samples, then one for `now`: a chart reaches the present, not the last whole minute. */
+  listWithNow(now: Stats): Point[] {
+    return [...this.points, toPoint(now, Date.now())];
+  }
+
   private async take(): Promise<void> {
-    const s = await this.sample();
-    this.points.push({
-      t: Date.now(),
-      hits: s.hits.manifest + s.hits.blob,
-      misses: s.misses.manifest + s.misses.blob,
-      bytesCache: s.bytesServed.cache,
-      bytesUpstream: s.bytesServed.upstream,
-      pulls: s.pulls,
-    });
+    this.points.push(toPoint(await this.sample(), Date.now()));
     if (this.points.length > this.keep) this.points.splice(0, this.points.length - this.keep);
   }
+}
+
+export function toPoint(s: Stats, t: number): Point {
+  return {
+    t,
+    hits: s.hits.manifest + s.hits.blob,
+    misses: s.misses.manifest + s.misses.blob,
+    bytesCache: s.bytesServed.cache,
+    bytesUpstream: s.bytesServed.upstream,
+    pulls: s.pulls,
+  };
 }

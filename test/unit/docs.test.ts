@@ -7,7 +7,9 @@ import { envName, keyPaths } from "../../src/config/load.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
 
 test("docs/configuration.md lists every key, its variable and its default", () => {
-  const rows = [...readFileSync("docs/configuration.md", "utf8").matchAll(/^\| `([^`]+)` \| `([^`]+)` \| `([^`]*)` \|/gm)];
+  const rows = [
+    ...readFileSync("docs/configuration.md", "utf8").matchAll(/^\| `([^`]+)` \| `([^`]+)` \| `([^`]*)` \|/gm),
+  ];
   const file = yaml.load(readFileSync("mirror.yml", "utf8")) as Record<string, unknown>;
   const defaultOf = (path: string): string => {
     const v = path.split(".").reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], file);
@@ -23,6 +25,8 @@ test("docs/configuration.md lists every key, its variable and its default", () =
 test("docs/metrics.md describes every metric regmirror exports", async () => {
   const doc = readFileSync("docs/metrics.md", "utf8");
   const documented = new Set([...doc.matchAll(/^\| `(regmirror_[a-z_]+)`/gm)].map((m) => m[1]));
-  const exported = (await new Metrics({ processMetrics: false }).registry.getMetricsAsJSON()).map((m) => m.name);
+  const exported = (await new Metrics({ processMetrics: false }).registry.getMetricsAsJSON()).map(
+    (m) => m.name,
+  );
   assert.deepEqual([...documented].sort(), [...exported].sort());
 });

@@ -1,0 +1,69 @@
+import { RegistryError } from "../oci/errors.ts";
+import type { CachePaths } from "../storage/paths.ts";
+import { UsageError } from "./errors.ts";
+import { collectGarbage, type GcOptions, type GcResult } from "./gc.ts";
+import { parseImageRef, parsePlatform } from "./image-ref.ts";
+import { purgeCache, type PurgeOptions, type PurgeResult, type RepoResolver } from "./purge.ts";
+import { warmImages, type WarmReport } from "./warm.ts";
+
+// The maintenance commands as a running mirror offers them through the admin API (http/admin.ts):
+// the same functions as `regmirror purge`, `gc` and `warm`, bound to this mirror's cache
+// directory, its routing and its own URL. main.ts builds this; the HTTP layer only calls it.
+
+export interface OperationsDeps {
+  paths: CachePaths;
+  /** The mirror's own routing, so that `alpine:3.20` means what it means to a client. */
+  resolve: RepoResolver;
+  /** Where this mirror listens (known once it does); warm pulls through it like a client. */
+  selfUrl: () => string;
+  /** Credentials for warm when the mirror has client logins on: a token the mirror issues itself. */
+  authorization?: () => string;
+  /** A blob file was removed: the mirror forgets its copy in memory (see docs/cli.md). */
+  blobRemoved?: (hex: string) => void;
+}
+
+export interface CacheOperations {
+  purge(o: PurgeOptions): Promise<PurgeResult>;
+  gc(o: GcOptions): Promise<GcResult>;
+  warm(images: string[], platforms: string[] | undefined): Promise<WarmReport>;
+}
+
+export function cacheOperations(deps: OperationsDeps): CacheOperations {
+  const forget = (digests: Iterable<string>): void => {
+    for (const d of digests) if (d.startsWith("sha256:")) deps.blobRemoved?.(d.slice("sha256:".length));
+  };
+  return {
+    purge: (o) =>
+      asRequestErrors(async () => {
+        const r = await purgeCache(deps.paths, deps.resolve, o);
+        if (!r.dryRun) forget(r.removed.filter((x) => x.kind === "blob").map((x) => x.name));
+        return r;
+      }),
+    gc: async (o) => {
+      const r = await collectGarbage(deps.paths, o);
+      if (!r.dryRun) forget(r.blobs.removed);
+      return r;
+    },
+    warm: (images, platforms) =>
+      asRequestErrors(() => {
+        const refs = images.map(parseImageRef);
+        const only = platforms?.map(parsePlatform);
+        const authorization = deps.authorization?.();
+        return warmImages(refs, {
+          mirror: deps.selfUrl(),
+          platforms: only,
+          ...(authorization !== undefined ? { authorization } : {}),
+        });
+      }),
+  };
+}
+
+/** What is a usage error on the command line is a bad request over HTTP: 400, naming the problem. */
+async function asRequestErrors<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof UsageError) throw new RegistryError("NAME_INVALID", err.message, { status: 400 });
+    throw err;
+  }
+}
