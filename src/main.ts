@@ -28,8 +28,8 @@ import { Htpasswd } from "./access/htpasswd.ts";
 import { TokenIssuer } from "./access/tokens.ts";
 import { RepoPolicy } from "./access/policy.ts";
 import { PullLog } from "./metrics/pull-log.ts";
-import { listCache } from "./cli/ls.ts";
-import { cacheOperations } from "./cli/operations.ts";
+import { listCache } from "./maintenance/ls.ts";
+import { cacheOperations } from "./maintenance/operations.ts";
 
 // The composition root: the one place that reads config and the environment, builds every
 // part and wires them together with plain constructor arguments.

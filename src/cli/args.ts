@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from "commander";
 import { parseDuration } from "../config/units.ts";
 import { describeError, UsageError } from "./errors.ts";
-import { parsePlatform, type Platform } from "./image-ref.ts";
+import { parsePlatform, type Platform } from "../maintenance/image-ref.ts";
 
 // Option values, checked as commander parses them (a bad one is commander's "invalid argument"
 // error, which the subcommands turn into exit code 2), and warm's --user credentials.

@@ -11,17 +11,4 @@ export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
-/** A mistake in what the user typed or configured; reported without a stack and exits 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
-
-/** What the user should see for an error: the message, and the cause's when it adds something. */
-export function describeError(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const cause = err.cause instanceof Error ? err.cause.message : undefined;
-  return cause && !err.message.includes(cause) ? `${err.message}: ${cause}` : err.message;
-}
+export { UsageError, describeError } from "../maintenance/errors.ts";

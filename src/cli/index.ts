@@ -5,14 +5,14 @@ import { routeRepo } from "../mirror/routing.ts";
 import { CachePaths } from "../storage/paths.ts";
 import { basicAuth, duration, mirrorUrl, platforms } from "./args.ts";
 import { describeError, EXIT_FAILED, EXIT_USAGE, UsageError } from "./errors.ts";
-import { collectGarbage } from "./gc.ts";
-import { parseImageRef, type Platform } from "./image-ref.ts";
-import { listCache } from "./ls.ts";
+import { collectGarbage } from "../maintenance/gc.ts";
+import { parseImageRef, type Platform } from "../maintenance/image-ref.ts";
+import { listCache } from "../maintenance/ls.ts";
 import { note } from "./output.ts";
 import { printGc, printListing, printPurge, printVerify, printWarm } from "./print.ts";
-import { purgeCache, type RepoResolver } from "./purge.ts";
-import { verifyCache } from "./verify.ts";
-import { warmImages } from "./warm.ts";
+import { purgeCache, type RepoResolver } from "../maintenance/purge.ts";
+import { verifyCache } from "../maintenance/verify.ts";
+import { warmImages } from "../maintenance/warm.ts";
 import { createProgress } from "./warm-progress.ts";
 
 // The operator's subcommands: warm, ls, purge, gc, verify. main.ts (the composition root) owns

@@ -1,10 +1,10 @@
 import { EXIT_FAILED, EXIT_OK } from "./errors.ts";
-import type { GcResult } from "./gc.ts";
-import type { Listing, Usage } from "./ls.ts";
+import type { GcResult } from "../maintenance/gc.ts";
+import type { Listing, Usage } from "../maintenance/ls.ts";
 import { formatBytes, note, out, outJson, plural, shortDigest } from "./output.ts";
-import type { PurgeResult } from "./purge.ts";
-import type { VerifyResult } from "./verify.ts";
-import type { WarmReport } from "./warm.ts";
+import type { PurgeResult } from "../maintenance/purge.ts";
+import type { VerifyResult } from "../maintenance/verify.ts";
+import type { WarmReport } from "../maintenance/warm.ts";
 
 // How the subcommands show their results, and the exit code each result means (errors.ts). The
 // operations themselves return data, so that the admin API can run them too; everything a

@@ -1,25 +1,10 @@
 import cliProgress from "cli-progress";
 import { formatBytes, out, plural } from "./output.ts";
-import type { WarmResult } from "./warm.ts";
+import type { ImageProgress, WarmProgress, WarmResult } from "../maintenance/warm.ts";
 
 // How `warm` shows its progress. On a terminal: one bar per image (bytes and blobs) on stderr,
 // and the result lines on stdout once the bars are done (lines printed between redraws would
 // tear them). Otherwise (a pipe, a CI log): no bars, one result line per image as it finishes.
-
-export interface ImageProgress {
-  /** What the image needs, known once its manifests are in. */
-  total(bytes: number, blobs: number): void;
-  bytes(n: number): void;
-  blobDone(): void;
-  /** The image is done, well or not. */
-  end(result: WarmResult): void;
-}
-
-export interface WarmProgress {
-  image(name: string): ImageProgress;
-  /** Stops drawing and prints what was held back. */
-  finish(): void;
-}
 
 /**
  * `names`: every image that will be shown, so that the bars line up. `lines`: print a result line

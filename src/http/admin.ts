@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { Logger } from "winston";
 import { z } from "zod";
-import type { CacheOperations } from "../cli/operations.ts";
+import type { CacheOperations } from "../maintenance/operations.ts";
 import { parseDuration } from "../config/units.ts";
 import { RegistryError } from "../oci/errors.ts";
 import { sendError } from "./respond.ts";

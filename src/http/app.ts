@@ -8,7 +8,7 @@ import type { Readiness } from "./health.ts";
 import type { Stats } from "../metrics/stats.ts";
 import type { History } from "../metrics/history.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
-import type { Listing } from "../cli/ls.ts";
+import type { Listing } from "../maintenance/ls.ts";
 import { adminRouter, type AdminDeps } from "./admin.ts";
 import { Repositories } from "./repositories.ts";
 import { statusRoutes } from "./status-routes.ts";

@@ -1,4 +1,4 @@
-import type { Listing, RepoListing, TagListing } from "../cli/ls.ts";
+import type { Listing, RepoListing, TagListing } from "../maintenance/ls.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
 
 // The cached repositories with their tags, sizes and last pull, for GET /api/repositories and the

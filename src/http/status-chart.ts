@@ -1,5 +1,5 @@
 import type { Point } from "../metrics/history.ts";
-import { formatBytes } from "../cli/output.ts";
+import { formatBytes } from "../format.ts";
 import { html, type Html, type Part } from "./html.ts";
 
 // The status page's two charts, drawn on the server as inline SVG (no script, no library, works

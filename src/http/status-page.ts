@@ -1,4 +1,4 @@
-import { formatBytes, shortDigest } from "../cli/output.ts";
+import { formatBytes, shortDigest } from "../format.ts";
 import type { Point } from "../metrics/history.ts";
 import type { Stats, UpstreamStats } from "../metrics/stats.ts";
 import { html, trusted, type Html } from "./html.ts";

@@ -13,9 +13,9 @@ import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.
 import { buildImage, buildIndex, type BuiltImage, type BuiltIndex } from "../fixtures/images.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { pullThrough } from "../fixtures/pull.ts";
-import type { GcResult } from "../../src/cli/gc.ts";
-import type { PurgeResult } from "../../src/cli/purge.ts";
-import type { WarmReport } from "../../src/cli/warm.ts";
+import type { GcResult } from "../../src/maintenance/gc.ts";
+import type { PurgeResult } from "../../src/maintenance/purge.ts";
+import type { WarmReport } from "../../src/maintenance/warm.ts";
 import type { RepositoriesSummary } from "../../src/http/repositories.ts";
 
 const TOKEN = "admin-token-for-tests-0123456789";

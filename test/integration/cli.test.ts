@@ -18,9 +18,9 @@ import { startTestMirror } from "../fixtures/mirror.ts";
 import { freePort } from "../fixtures/ports.ts";
 import { get } from "../fixtures/http.ts";
 import { skopeo } from "../fixtures/skopeo.ts";
-import { parseImageRef } from "../../src/cli/image-ref.ts";
-import type { Listing } from "../../src/cli/ls.ts";
-import type { WarmResult } from "../../src/cli/warm.ts";
+import { parseImageRef } from "../../src/maintenance/image-ref.ts";
+import type { Listing } from "../../src/maintenance/ls.ts";
+import type { WarmResult } from "../../src/maintenance/warm.ts";
 
 interface Run {
   code: number;

@@ -2,7 +2,7 @@
 // per repository and tag (exact from the pull log, else the tag's last check upstream).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { Listing } from "../../src/cli/ls.ts";
+import type { Listing } from "../../src/maintenance/ls.ts";
 import type { Point } from "../../src/metrics/history.ts";
 import { PullLog } from "../../src/metrics/pull-log.ts";
 import type { Stats } from "../../src/metrics/stats.ts";

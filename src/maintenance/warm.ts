@@ -5,7 +5,6 @@ import { DEFAULT_MANIFEST_ACCEPT } from "../oci/media-types.ts";
 import { describeError } from "./errors.ts";
 import { formatPlatform, platformMatches, type ImageRef, type Platform } from "./image-ref.ts";
 import { manifestRefs, type Descriptor, type ManifestRefs } from "./manifest-refs.ts";
-import type { ImageProgress, WarmProgress } from "./warm-progress.ts";
 
 // `regmirror warm IMAGE...`: pre-pulls images into a running mirror's cache by pulling them
 // through its registry API, exactly as a client would: the manifest by tag (asking for all four
@@ -21,6 +20,22 @@ const BLOB_CONCURRENCY = 4;
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** An index of indexes is legal but rare; deeper nesting is a loop or garbage. */
 const MAX_DEPTH = 3;
+
+/** How a caller follows the warming (the command line draws bars from it). */
+export interface ImageProgress {
+  /** What the image needs, known once its manifests are in. */
+  total(bytes: number, blobs: number): void;
+  bytes(n: number): void;
+  blobDone(): void;
+  /** The image is done, well or not. */
+  end(result: WarmResult): void;
+}
+
+export interface WarmProgress {
+  image(name: string): ImageProgress;
+  /** Stops drawing and prints what was held back. */
+  finish(): void;
+}
 
 export interface WarmOptions {
   /** Base URL of the mirror, without a trailing slash. */
