@@ -301,7 +301,11 @@ function main(argv: string[]): void {
       };
       process.stdout.write(JSON.stringify(shown, null, 2) + "\n");
     });
-  registerCommands(program, () => configOrExit());
+  registerCommands(
+    program,
+    () => configOrExit(),
+    (c) => startMirror(c, { processMetrics: false }),
+  );
   program.parse(argv);
 }
 

@@ -25,7 +25,10 @@ const EXIT_CODES = `
 Exit codes: 0 done, nothing wrong found; 1 failed, or found what it looks for (see docs/cli.md);
 2 usage or configuration error. Results go to stdout, messages to stderr.`;
 
-export function registerCommands(program: Command, loadConfig: () => Config): void {
+/** A mirror started inside this process on a free loopback port, for `warm --direct`. */
+export type StartLocal = (config: Config) => Promise<{ url: string; close(): Promise<void> }>;
+
+export function registerCommands(program: Command, loadConfig: () => Config, startLocal?: StartLocal): void {
   const cachePaths = () => existingCache(loadConfig());
 
   sub(program, "warm")
@@ -38,6 +41,10 @@ export function registerCommands(program: Command, loadConfig: () => Config): vo
     )
     .option("--platform <os/arch[/variant]>", "only this platform of an index (repeatable)", platforms)
     .option("--all-platforms", "every platform of an index (the default)")
+    .option(
+      "--direct",
+      "no running mirror needed: fill the configured cache.dir from the upstreams (stop the mirror using it first)",
+    )
     .option("--user <name[:password]>", "log in to a mirror that has client authentication on")
     .option("--password-stdin", "read the password for --user from stdin")
     .option("--no-progress", "no progress bars, even on a terminal")
@@ -46,11 +53,26 @@ export function registerCommands(program: Command, loadConfig: () => Config): vo
       run(async () => {
         if (o.platform !== undefined && o.allPlatforms)
           throw new UsageError("--platform and --all-platforms exclude each other");
+        if (o.direct && o.mirror !== undefined)
+          throw new UsageError("--direct and --mirror exclude each other");
         const refs = images.map(parseImageRef);
         const authorization = await basicAuth(o);
         const json = o.json === true;
+        // --direct: the same pull path, through a private mirror on loopback that writes the
+        // cache directory itself; no client authentication, no access lists in the way.
+        const local =
+          o.direct && startLocal
+            ? await startLocal({
+                ...loadConfig(),
+                listen: { host: "127.0.0.1", port: 0 },
+                tls: { cert: "", key: "", listen: { host: "127.0.0.1", port: 0 } },
+                auth: { htpasswd: "", tokenTTL: 60_000 },
+                access: { allow: [], deny: [] },
+                log: { level: "warn", format: "text" },
+              })
+            : undefined;
         const report = await warmImages(refs, {
-          mirror: o.mirror ?? defaultMirrorUrl(loadConfig()),
+          mirror: local?.url ?? o.mirror ?? defaultMirrorUrl(loadConfig()),
           platforms: o.platform,
           progress: createProgress(
             o.progress && process.stderr.isTTY === true,
@@ -59,6 +81,7 @@ export function registerCommands(program: Command, loadConfig: () => Config): vo
           ),
           ...(authorization !== undefined ? { authorization } : {}),
         });
+        await local?.close();
         return printWarm(report, json);
       }),
     );
@@ -124,6 +147,7 @@ export function registerCommands(program: Command, loadConfig: () => Config): vo
 
 interface WarmFlags {
   mirror?: string;
+  direct?: boolean;
   user?: string;
   passwordStdin?: boolean;
   platform?: Platform[];

@@ -427,3 +427,42 @@ describe("warm against a mirror with client authentication", () => {
     }
   });
 });
+
+describe("warm --direct, with no mirror running", () => {
+  it("fills the configured cache directory, so that a mirror started on it pulls nothing upstream", async () => {
+    const fake = await startFakeUpstream();
+    const work = await mkdtemp(join(tmpdir(), "regmirror-cli-direct-"));
+    const index = buildIndex({ platforms: ["linux/amd64", "linux/arm64"] });
+    addIndex(fake, "library/app", "2", index);
+    const cacheDir = join(work, "cache");
+    const env = { REGMIRROR_CONFIG: join(work, "mirror.yml") };
+    await writeFile(
+      env.REGMIRROR_CONFIG,
+      `upstream: { name: fake.test, url: "${fake.url}" }\ncache: { dir: "${cacheDir}" }\n`,
+    );
+    try {
+      const r = await cli(["warm", "--direct", "--json", "library/app:2"], env);
+      assert.equal(r.code, 0, r.stderr);
+      fake.resetRequests();
+      const mirror = await spawnMirror({ REGMIRROR_CONFIG: env.REGMIRROR_CONFIG });
+      try {
+        const out = join(work, "pulled");
+        await skopeo(
+          "copy",
+          "--all",
+          "--src-tls-verify=false",
+          `docker://${new URL(mirror.url).host}/library/app:2`,
+          `dir:${out}`,
+        );
+        assert.deepEqual(fake.requests, [], "everything came from the cache warm --direct filled");
+      } finally {
+        mirror.kill("SIGTERM");
+        await mirror.exited;
+      }
+      assert.equal((await cli(["warm", "--direct", "--mirror", "http://127.0.0.1:1", "x"], env)).code, 2);
+    } finally {
+      await fake.stop();
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+});
