@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { randomBytes } from "node:crypto";
 import { connect } from "node:net";
-import { readdir } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Pool } from "undici";
@@ -94,12 +95,18 @@ describe("hostile input", () => {
   let parent: string;
   before(async () => {
     fake = await startFakeUpstream();
-    mirror = await startTestMirror(fake.url, { limits: { headersTimeout: "1s" } });
-    parent = join(mirror.cacheDir, "..");
+    // A directory of our own around the cache, so "nothing written beside it" is not disturbed
+    // by other test files creating temp dirs at the same time.
+    parent = await mkdtemp(join(tmpdir(), "regmirror-hostile-"));
+    mirror = await startTestMirror(fake.url, {
+      cache: { dir: join(parent, "cache") },
+      limits: { headersTimeout: "1s" },
+    });
   });
   after(async () => {
     await mirror.stop();
     await fake.stop();
+    await rm(parent, { recursive: true, force: true });
   });
 
   it("answers 3,000 generated bad requests with registry errors only", async () => {

@@ -43,13 +43,15 @@ describe("regmirror as a process", () => {
     for (const d of done) assert.equal((await get(`${m.url}/v2/library/k/blobs/${d}`)).digest, d);
     const slow = Array.from({ length: 3 }, () => fake.addBlob(randomBytes(8 * MiB)));
     for (const d of slow) fake.behave(d, { slowBytesPerSec: 4 * MiB, times: 1 });
-    const pending = slow.map((d) => get(`${m.url}/v2/library/k/blobs/${d}`));
+    // Killed mid-transfer, a request may fail before or after its headers: either way not whole.
+    const pending = slow.map((d) => get(`${m.url}/v2/library/k/blobs/${d}`).catch(() => undefined));
     const deadline = Date.now() + 5000;
     while ((await readdir(join(dir, "tmp"))).length < slow.length && Date.now() < deadline) await sleep(20);
     assert.equal((await readdir(join(dir, "tmp"))).length, slow.length, "fills were under way");
     m.kill("SIGKILL");
     await m.exited;
-    for (const r of await Promise.all(pending)) assert.equal(r.complete && r.length === 8 * MiB, false);
+    for (const r of await Promise.all(pending))
+      assert.equal(r !== undefined && r.complete && r.length === 8 * MiB, false);
 
     const again = await spawnMirror(env);
     try {
