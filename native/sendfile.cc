@@ -4,7 +4,8 @@
 // Each transfer runs on a thread of its own, not libuv's pool: a slow client would otherwise hold
 // one of its four threads and stall every file operation of the process. The thread works on a
 // dup() of the socket, so if Node closes its descriptor meanwhile the number cannot be reused
-// under us; cancel() shuts the socket down, which wakes the thread at once.
+// under us; cancel() shuts the socket down, which wakes the thread at once. The job and its dup
+// are released on the main thread, after the callback, so cancel() never touches either late.
 
 #include <node_api.h>
 
@@ -60,13 +61,17 @@ void Run(Job* job) {
     }
   }
   if (job->error == 0 && job->cancelled.load()) job->error = ECANCELED;
-  close(job->out);
-  napi_call_threadsafe_function(job->done, job, napi_tsfn_blocking);
-  napi_release_threadsafe_function(job->done, napi_tsfn_release);
+  // Once queued, the job belongs to the main thread (CallJs deletes it): keep what we still need.
+  napi_threadsafe_function done = job->done;
+  napi_call_threadsafe_function(done, job, napi_tsfn_blocking);
+  napi_release_threadsafe_function(done, napi_tsfn_release);
 }
 
 void CallJs(napi_env env, napi_value callback, void* /*context*/, void* data) {
   Job* job = static_cast<Job*>(data);
+  // Closed here, on the main thread, not in Run: cancel() (also main thread) may shutdown() the
+  // descriptor until the callback has run, and must never hit a number reused meanwhile.
+  close(job->out);
   if (env != nullptr) {
     napi_value args[2], undefined;
     napi_create_int32(env, job->error, &args[0]);

@@ -73,6 +73,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     log,
     fillTimeoutMs: config.cache.fillTimeout,
     memoryBytes: config.cache.blobMemory,
+    sendfile: config.cache.sendfile,
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {

@@ -24,6 +24,16 @@ const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return bytes;
 });
 
+/** true/false, and from the environment "true"/"false"/"1"/"0"/"on"/"off". */
+const boolean = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
+  if (typeof v === "boolean") return v;
+  const s = v.trim().toLowerCase();
+  if (["true", "1", "on", "yes"].includes(s)) return true;
+  if (["false", "0", "off", "no"].includes(s)) return false;
+  ctx.addIssue({ code: "custom", message: "not true or false" });
+  return z.NEVER;
+});
+
 /** Environment variables are strings: accept "32" where a number is expected. */
 const positiveInt = z
   .union([z.number(), z.string().regex(/^\d+$/, "not a whole number").transform(Number)])
@@ -101,6 +111,7 @@ export const ConfigSchema = z
         fillTimeout: duration.prefault("5m"),
         manifestMemory: size.prefault("64MiB"),
         blobMemory: size.prefault("64MiB"),
+        sendfile: boolean.prefault(true),
         minFree: size.prefault("1GiB"),
       })
       .prefault({}),

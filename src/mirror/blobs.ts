@@ -42,6 +42,8 @@ export interface BlobServiceDeps {
   fillTimeoutMs: number;
   /** Bytes of small blobs kept in memory; 0 turns it off. */
   memoryBytes: number;
+  /** Send cached blobs with sendfile(2) where the addon is built (cache.sendfile). */
+  sendfile: boolean;
 }
 
 interface InMemory {
@@ -138,7 +140,7 @@ export class BlobService {
     return {
       size: st.size,
       source: "cache",
-      send: (out, start, end) => sendFile(fd, start, end ?? st.size - 1, out),
+      send: (out, start, end) => sendFile(fd, start, end ?? st.size - 1, out, this.deps.sendfile),
       release: () => close(fd, () => undefined),
     };
   }

@@ -19,7 +19,7 @@ export interface SendfileAddon {
 }
 
 function load(): SendfileAddon | undefined {
-  if (process.platform !== "linux" || process.env.REGMIRROR_NO_SENDFILE) return undefined;
+  if (process.platform !== "linux") return undefined;
   try {
     // The same relative path from src/storage (tsx) and dist/storage (compiled).
     return createRequire(import.meta.url)("../../build/Release/sendfile.node") as SendfileAddon;

@@ -26,9 +26,12 @@ function socketFd(out: Writable): number | undefined {
   return socket && !socket.encrypted && typeof fd === "number" && fd >= 0 ? fd : undefined;
 }
 
-/** Takes ownership of `fd`: it is closed when the transfer ends, however it ends. */
-export function sendFile(fd: number, start: number, end: number, out: Writable): void {
-  const sock = sendfileAddon ? socketFd(out) : undefined;
+/**
+ * Takes ownership of `fd`: it is closed when the transfer ends, however it ends. `kernel: false`
+ * (cache.sendfile) keeps to the JavaScript path even where the addon is there.
+ */
+export function sendFile(fd: number, start: number, end: number, out: Writable, kernel = true): void {
+  const sock = kernel && sendfileAddon ? socketFd(out) : undefined;
   if (sendfileAddon && sock !== undefined)
     return sendWithKernel(sendfileAddon, sock, fd, start, end, out as ServerResponse);
   sendWithBuffers(fd, start, end, out);
