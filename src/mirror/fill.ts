@@ -83,6 +83,11 @@ export class BlobFill {
       await writer.commit();
       this.verified = true;
       this.state = "done";
+      // Everything is in the file now: let the memory go at once rather than at the next full
+      // GC (readers still on their way read the rest back from the file).
+      this.tail.length = 0;
+      this.tailOffsets.length = 0;
+      this.tailBytes = 0;
     } catch (err) {
       body.destroy();
       await writer.abort();
