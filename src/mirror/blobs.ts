@@ -58,6 +58,7 @@ export class BlobService {
   private readonly pumps = new Set<Promise<void>>();
   private readonly shutdown = new AbortController();
   private readonly memory: LRUCache<string, InMemory> | undefined;
+  private readonly counters = new Map<string, { hit: { inc(): void }; miss: { inc(): void } }>();
 
   constructor(private readonly deps: BlobServiceDeps) {
     this.memory =
@@ -69,6 +70,17 @@ export class BlobService {
         : undefined;
   }
 
+  /** Hit and miss counters bound to their labels once per upstream (inc() with labels hashes them). */
+  private countersFor(upstream: string) {
+    let c = this.counters.get(upstream);
+    if (!c) {
+      const labels = { kind: "blob", upstream } as const;
+      c = { hit: this.deps.metrics.hits.labels(labels), miss: this.deps.metrics.misses.labels(labels) };
+      this.counters.set(upstream, c);
+    }
+    return c;
+  }
+
   /** The blob left the cache (eviction): its copy in memory goes too. */
   forgetCached(hex: string): void {
     this.memory?.delete(hex);
@@ -77,13 +89,13 @@ export class BlobService {
   /** `upstream` is asked on a miss; the cache itself is shared by every upstream (one digest, one file). */
   async get(upstream: UpstreamClient, repo: string, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
     const { metrics } = this.deps;
-    const labels = { kind: "blob", upstream: upstream.name } as const;
+    const counters = this.countersFor(upstream.name);
     const cached = await this.openCached(d);
     if (cached) {
-      metrics.hits.inc(labels);
+      counters.hit.inc();
       return cached;
     }
-    metrics.misses.inc(labels);
+    counters.miss.inc();
     const inflight = this.fills.get(d.hex);
     if (inflight) {
       metrics.coalesced.inc({ kind: "blob" });

@@ -38,10 +38,14 @@ export interface ManifestServiceDeps {
 
 export class ManifestService {
   private readonly flights = new SingleFlight<ManifestAnswer>();
-  private readonly labels: { kind: "manifest"; upstream: string };
+  // Bound once: prom-client hashes a label object on every inc() otherwise (the hot path).
+  private readonly hit;
+  private readonly miss;
 
   constructor(private readonly deps: ManifestServiceDeps) {
-    this.labels = { kind: "manifest", upstream: deps.upstreamName };
+    const labels = { kind: "manifest", upstream: deps.upstreamName } as const;
+    this.hit = deps.metrics.hits.labels(labels);
+    this.miss = deps.metrics.misses.labels(labels);
   }
 
   async get(repo: string, ref: Reference, accept: string[]): Promise<ManifestAnswer> {
@@ -52,10 +56,10 @@ export class ManifestService {
     const { store, metrics } = this.deps;
     const bytes = await store.get(d);
     if (bytes) {
-      metrics.hits.inc(this.labels);
+      this.hit.inc();
       return cachedAnswer(bytes, formatDigest(d), false);
     }
-    metrics.misses.inc(this.labels);
+    this.miss.inc();
     return this.coalesce(`digest:${d.hex}`, () =>
       this.fetch(repo, formatDigest(d), DEFAULT_MANIFEST_ACCEPT, d),
     );
@@ -74,20 +78,20 @@ export class ManifestService {
     if (decision.action === "serve") {
       const bytes = await store.get(parseDigest(decision.entry.digest)!);
       if (bytes) {
-        metrics.hits.inc(this.labels);
+        this.hit.inc();
         return cachedAnswer(bytes, decision.entry.digest, false, decision.entry.mediaType);
       }
     }
     const key = `tag:${repo}:${tag}:${acceptKey(accept)}`;
     if (decision.action !== "revalidate") {
-      metrics.misses.inc(this.labels);
+      this.miss.inc();
       return this.coalesce(key, () => this.fetchTag(repo, tag, accept));
     }
     const { entry, staleUntil } = decision;
     return this.coalesce(key, async () => {
       try {
         const answer = await this.revalidate(repo, tag, accept, entry.digest);
-        metrics[answer.source === "cache" ? "hits" : "misses"].inc(this.labels);
+        (answer.source === "cache" ? this.hit : this.miss).inc();
         return answer;
       } catch (err) {
         const bytes =
@@ -95,7 +99,7 @@ export class ManifestService {
             ? await store.get(parseDigest(entry.digest)!)
             : undefined;
         if (!bytes) throw err;
-        metrics.hits.inc(this.labels);
+        this.hit.inc();
         metrics.servedStale.inc({ upstream: this.deps.upstreamName });
         this.deps.log.warn("upstream unavailable; serving a stale tag", {
           repo,
