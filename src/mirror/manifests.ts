@@ -53,7 +53,7 @@ export class ManifestService {
   }
 
   private async byDigest(repo: string, d: Digest): Promise<ManifestAnswer> {
-    const { store, metrics } = this.deps;
+    const { store } = this.deps;
     const bytes = await store.get(d);
     if (bytes) {
       this.hit.inc();
