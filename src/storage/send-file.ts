@@ -74,9 +74,15 @@ function sendWithKernel(
     });
   };
   res.flushHeaders();
+  // The headers usually go out at once. When the socket's kernel buffer is full (a keep-alive
+  // client still reading the previous blob) they wait in Node's queue, and no 'drain' comes for
+  // so small a write: look again shortly until the queue is empty.
   const socket = res.socket!;
-  if (socket.writableLength === 0) go();
-  else socket.once("drain", go);
+  const whenFlushed = () => {
+    if (res.destroyed || socket.writableLength === 0) go();
+    else setTimeout(whenFlushed, 2);
+  };
+  whenFlushed();
 }
 
 function sendWithBuffers(fd: number, start: number, end: number, out: Writable): void {

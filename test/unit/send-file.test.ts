@@ -8,6 +8,7 @@ import { openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
+import { connect } from "node:net";
 import { Agent, request } from "undici";
 import { sendFile } from "../../src/storage/send-file.ts";
 import { sendfileAddon } from "../../src/storage/native.ts";
@@ -83,6 +84,52 @@ test("the buffer path (TLS, or no addon) sends the same bytes", async () => {
       sendFile(openSync(path, "r"), start!, end!, out);
       await ended;
       assert.equal(sha(Buffer.concat(chunks)), sha(bytes.subarray(start!, end! + 1)));
+    }
+  });
+});
+
+test("two pipelined responses on one connection, read late, arrive whole and in order", async () => {
+  // The client asks twice on one connection and reads nothing at first: the first blob fills the
+  // kernel's socket buffer while the second request waits behind it.
+  const bytes = randomBytes(8 * 1024 * 1024);
+  await withFile(bytes, async (path) => {
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { "content-length": bytes.length });
+      sendFile(openSync(path, "r"), 0, bytes.length - 1, res);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const received = await new Promise<Buffer>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        let total = 0;
+        const sock = connect(port, "127.0.0.1", () => {
+          sock.write("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+          sock.pause();
+          setTimeout(() => sock.resume(), 300);
+        });
+        sock.on("data", (c: Buffer) => {
+          chunks.push(c);
+          total += c.length;
+          if (total < 2 * bytes.length) return;
+          const all = Buffer.concat(chunks);
+          const second = all.indexOf("HTTP/1.1 200", bytes.length);
+          const body = second < 0 ? -1 : all.indexOf("\r\n\r\n", second) + 4;
+          if (body > 0 && all.length - body >= bytes.length) {
+            sock.destroy();
+            resolve(all);
+          }
+        });
+        sock.on("error", reject);
+        setTimeout(() => reject(new Error(`stuck after ${total} bytes`)), 10_000).unref();
+      });
+      const second = received.indexOf("HTTP/1.1 200", bytes.length);
+      assert.ok(second > 0, "the second response arrived");
+      const body = received.subarray(received.indexOf("\r\n\r\n", second) + 4);
+      assert.equal(sha(body.subarray(0, bytes.length)), sha(bytes));
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
     }
   });
 });
