@@ -14,10 +14,6 @@ export class Htpasswd {
     this.users = parseHtpasswd(text);
   }
 
-  get size(): number {
-    return this.users.size;
-  }
-
   check(username: string, password: string): boolean {
     const hash = this.users.get(username);
     if (!hash) return false;

@@ -81,10 +81,6 @@ export class Evictor {
     this.lru.purgeStale();
   }
 
-  get size(): { bytes: number; blobs: number } {
-    return { bytes: this.bytes, blobs: this.lru.size };
-  }
-
   /** Stops sweeping and waits for removals under way. */
   async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);

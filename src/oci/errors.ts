@@ -56,7 +56,3 @@ export class RegistryError extends Error {
     return JSON.stringify({ errors: [entry] });
   }
 }
-
-export function isRegistryError(err: unknown): err is RegistryError {
-  return err instanceof RegistryError;
-}

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import bcrypt from "bcryptjs";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
-import { buildImage, buildIndex, type BuiltImage, type BuiltIndex } from "../fixtures/images.ts";
+import { buildImage, buildIndex, addImage, addIndex, blobsOf } from "../fixtures/images.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { pullThrough } from "../fixtures/pull.ts";
 import type { GcResult } from "../../src/maintenance/gc.ts";
@@ -19,16 +19,6 @@ import type { WarmReport } from "../../src/maintenance/warm.ts";
 import type { RepositoriesSummary } from "../../src/http/repositories.ts";
 
 const TOKEN = "admin-token-for-tests-0123456789";
-
-const blobsOf = (img: BuiltImage) => [img.config, ...img.layers];
-function addImage(fake: FakeUpstream, repo: string, tag: string | undefined, img: BuiltImage): void {
-  for (const b of blobsOf(img)) fake.addBlob(b.bytes);
-  fake.addManifest(repo, tag, img.manifest, img.mediaType);
-}
-function addIndex(fake: FakeUpstream, repo: string, tag: string, index: BuiltIndex): void {
-  for (const img of index.images) addImage(fake, repo, undefined, img);
-  fake.addManifest(repo, tag, index.manifest, index.mediaType);
-}
 
 interface Answer<T> {
   status: number;

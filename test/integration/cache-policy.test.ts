@@ -6,10 +6,10 @@ import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { request } from "undici";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
-import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
+import { fakeAndMirror, startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { get } from "../fixtures/http.ts";
 import { value } from "../fixtures/metrics.ts";
 import { BlobStore, BlobWriter } from "../../src/storage/blob-store.ts";
@@ -30,14 +30,7 @@ async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise
 describe("Range", () => {
   let fake: FakeUpstream;
   let mirror: TestMirror;
-  before(async () => {
-    fake = await startFakeUpstream();
-    mirror = await startTestMirror(fake.url);
-  });
-  after(async () => {
-    await mirror.stop();
-    await fake.stop();
-  });
+  fakeAndMirror((f, m) => ((fake = f), (mirror = m)));
 
   it("answers 206 / 416 on a cached blob, with Accept-Ranges", async () => {
     const bytes = randomBytes(100_000);
@@ -87,14 +80,7 @@ describe("Range", () => {
 describe("fills and faults", () => {
   let fake: FakeUpstream;
   let mirror: TestMirror;
-  before(async () => {
-    fake = await startFakeUpstream();
-    mirror = await startTestMirror(fake.url);
-  });
-  after(async () => {
-    await mirror.stop();
-    await fake.stop();
-  });
+  fakeAndMirror((f, m) => ((fake = f), (mirror = m)));
 
   it("finishes the fill when the client hangs up at 10%", async () => {
     const bytes = randomBytes(8 * MiB);
@@ -152,15 +138,8 @@ describe("tags: revalidation and serve-stale", () => {
     Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI, config: {}, layers: [], n }));
   let fake: FakeUpstream;
   let mirror: TestMirror;
-  before(async () => {
-    fake = await startFakeUpstream();
-    // TTL 0: every tag request revalidates, so each case below exercises the upstream.
-    mirror = await startTestMirror(fake.url, { tag: { ttl: "0s", maxStale: "1h" } });
-  });
-  after(async () => {
-    await mirror.stop();
-    await fake.stop();
-  });
+  // TTL 0: every tag request revalidates, so each case below exercises the upstream.
+  fakeAndMirror((f, m) => ((fake = f), (mirror = m)), { tag: { ttl: "0s", maxStale: "1h" } });
 
   it("revalidates an expired tag with a HEAD only, while the digest is unchanged", async () => {
     const digest = fake.addManifest("library/t", "1", manifest(1), OCI);

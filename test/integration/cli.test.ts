@@ -12,7 +12,15 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import bcrypt from "bcryptjs";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
-import { buildImage, buildIndex, sha256, type BuiltImage, type BuiltIndex } from "../fixtures/images.ts";
+import {
+  buildImage,
+  buildIndex,
+  sha256,
+  type BuiltImage,
+  addImage,
+  addIndex,
+  blobsOf,
+} from "../fixtures/images.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
 import { startTestMirror } from "../fixtures/mirror.ts";
 import { freePort } from "../fixtures/ports.ts";
@@ -46,17 +54,7 @@ function cli(args: string[], env: Record<string, string>, input = ""): Promise<R
 
 const HOUR = 3_600_000;
 const ago = (ms: number) => new Date(Date.now() - ms);
-const blobsOf = (img: BuiltImage) => [img.config, ...img.layers];
 const bytesOf = (imgs: BuiltImage[]) => imgs.flatMap(blobsOf).reduce((a, b) => a + b.size, 0);
-
-function addImage(fake: FakeUpstream, repo: string, tag: string | undefined, img: BuiltImage): void {
-  for (const b of blobsOf(img)) fake.addBlob(b.bytes);
-  fake.addManifest(repo, tag, img.manifest, img.mediaType);
-}
-function addIndex(fake: FakeUpstream, repo: string, tag: string, index: BuiltIndex): void {
-  for (const img of index.images) addImage(fake, repo, undefined, img);
-  fake.addManifest(repo, tag, index.manifest, index.mediaType);
-}
 
 describe("image references", () => {
   it("parses the forms people type, and keeps the name as typed for the mirror to route", () => {

@@ -4,9 +4,9 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
-import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
+import { fakeAndMirror, startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { get } from "../fixtures/http.ts";
 import { value } from "../fixtures/metrics.ts";
 
@@ -15,14 +15,7 @@ const OCI = "application/vnd.oci.image.manifest.v1+json";
 describe("metrics, stats, health", () => {
   let fake: FakeUpstream;
   let mirror: TestMirror;
-  before(async () => {
-    fake = await startFakeUpstream();
-    mirror = await startTestMirror(fake.url, { upstream: { name: "registry.test" } });
-  });
-  after(async () => {
-    await mirror.stop();
-    await fake.stop();
-  });
+  fakeAndMirror((f, m) => ((fake = f), (mirror = m)), { upstream: { name: "registry.test" } });
 
   it("counts a miss, then a hit, for a manifest and a blob, with bytes by source", async () => {
     const blob = randomBytes(50_000);

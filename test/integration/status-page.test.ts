@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
-import { buildImage, buildIndex, type BuiltImage, type BuiltIndex } from "../fixtures/images.ts";
+import { buildImage, buildIndex, addImage, addIndex } from "../fixtures/images.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { pullThrough } from "../fixtures/pull.ts";
 import type { RepositoriesSummary } from "../../src/http/repositories.ts";
@@ -18,15 +18,6 @@ import type { RepositoriesSummary } from "../../src/http/repositories.ts";
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 /** A tag record an attacker (or a broken tool) left in the cache directory: its name is markup. */
 const HOSTILE = `<img src=x onerror="window.pwned=1">`;
-
-function addImage(fake: FakeUpstream, repo: string, tag: string | undefined, img: BuiltImage): void {
-  for (const b of [img.config, ...img.layers]) fake.addBlob(b.bytes);
-  fake.addManifest(repo, tag, img.manifest, img.mediaType);
-}
-function addIndex(fake: FakeUpstream, repo: string, tags: string[], index: BuiltIndex): void {
-  for (const img of index.images) addImage(fake, repo, undefined, img);
-  for (const tag of tags) fake.addManifest(repo, tag, index.manifest, index.mediaType);
-}
 
 describe("the status page in Chromium", () => {
   let fake: FakeUpstream;

@@ -5,11 +5,11 @@ import { randomBytes, createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { request } from "undici";
 import { createServer } from "node:http";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
-import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
+import { fakeAndMirror, startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { freePort } from "../fixtures/ports.ts";
 
 const sha256 = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
@@ -31,14 +31,7 @@ async function fetchBody(url: string): Promise<{ status: number; body: Buffer; c
 describe("an upstream that sends the wrong bytes", () => {
   let fake: FakeUpstream;
   let mirror: TestMirror;
-  before(async () => {
-    fake = await startFakeUpstream();
-    mirror = await startTestMirror(fake.url);
-  });
-  after(async () => {
-    await mirror.stop();
-    await fake.stop();
-  });
+  fakeAndMirror((f, m) => ((fake = f), (mirror = m)));
 
   it("never gets a complete wrong blob to the client, and leaves nothing in the cache", async () => {
     const bytes = randomBytes(3 * 1024 * 1024 + 17);
