@@ -81,8 +81,8 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       name: u.name,
       url: u.url,
       credentials: u.username ? { username: u.username, password: u.password } : undefined,
-      concurrency: config.upstream.concurrency,
-      timeoutMs: config.upstream.timeout,
+      concurrency: u.concurrency,
+      timeoutMs: u.timeout,
       metrics,
     });
     const manifests = new ManifestService({
@@ -91,7 +91,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       upstreamName: u.name,
       metrics,
       log,
-      tagTtlMs: ("tagTTL" in u ? u.tagTTL : undefined) ?? config.tag.ttl,
+      tagTtlMs: u.tagTTL ?? config.tag.ttl,
       maxStaleMs: config.tag.maxStale,
       maxManifestBytes: config.limits.maxManifestSize,
     });
@@ -127,6 +127,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
           paths,
           resolve: (name) => mirror.route(undefined, name),
           selfUrl: () => selfUrl,
+          maxManifestBytes: config.limits.maxManifestSize,
           // With logins on, warm shows the mirror a token of its own making.
           ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
           blobRemoved: (hex) => blobs.forgetCached(hex),

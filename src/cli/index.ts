@@ -60,29 +60,35 @@ export function registerCommands(program: Command, loadConfig: () => Config, sta
         const json = o.json === true;
         // --direct: the same pull path, through a private mirror on loopback that writes the
         // cache directory itself; no client authentication, no access lists in the way.
+        const config = loadConfig();
         const local =
           o.direct && startLocal
             ? await startLocal({
-                ...loadConfig(),
+                ...config,
                 listen: { host: "127.0.0.1", port: 0 },
                 tls: { cert: "", key: "", listen: { host: "127.0.0.1", port: 0 } },
-                auth: { htpasswd: "", tokenTTL: 60_000 },
+                auth: { ...config.auth, htpasswd: "" },
                 access: { allow: [], deny: [] },
                 log: { level: "warn", format: "text" },
               })
             : undefined;
-        const report = await warmImages(refs, {
-          mirror: local?.url ?? o.mirror ?? defaultMirrorUrl(loadConfig()),
-          platforms: o.platform,
-          progress: createProgress(
-            o.progress && process.stderr.isTTY === true,
-            refs.map((r) => r.text),
-            !json,
-          ),
-          ...(authorization !== undefined ? { authorization } : {}),
-        });
-        await local?.close();
-        return printWarm(report, json);
+        // The private mirror must stop however warm ends, or the process never exits.
+        try {
+          const report = await warmImages(refs, {
+            mirror: local?.url ?? o.mirror ?? defaultMirrorUrl(config),
+            maxManifestBytes: config.limits.maxManifestSize,
+            platforms: o.platform,
+            progress: createProgress(
+              o.progress && process.stderr.isTTY === true,
+              refs.map((r) => r.text),
+              !json,
+            ),
+            ...(authorization !== undefined ? { authorization } : {}),
+          });
+          return printWarm(report, json);
+        } finally {
+          await local?.close();
+        }
       }),
     );
 

@@ -140,7 +140,7 @@ function readCredentialFiles(config: Config): void {
   if (problems.length) throw new ConfigError(problems);
 }
 
-const LIST_KEYS = new Set(["upstreams", "access.allow", "access.deny"]);
+const LIST_KEYS = new Set(["upstreams", "access.allow", "access.deny", "trustedProxies"]);
 
 function parseListEnv(name: string, value: string, problems: string[]): unknown {
   try {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { isIP } from "node:net";
 import { parseDuration, parseSize } from "./units.ts";
 
 // Every setting, its type and its default, in one place. mirror.yml at the top level lists the
@@ -81,13 +82,38 @@ const credentialFields = {
   credentialsFile: z.string().prefault(""),
 };
 
-const extraUpstream = z.strictObject({
-  name: registryName,
-  url: httpUrl,
-  ...credentialFields,
-  /** This registry's own tag TTL; tag.ttl when absent. */
-  tagTTL: duration.optional(),
+/** Empty means "inherit" (an upstream's tagTTL falls back to tag.ttl). */
+const inheritedDuration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  if (v === "") return undefined;
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: "custom", message: 'not a duration (use e.g. 90s, 5m, 1h), or "" for tag.ttl' });
+    return z.NEVER;
+  }
+  return ms;
 });
+
+/** One registry to mirror. `upstream` and every `upstreams[]` entry take exactly these keys. */
+const upstreamFields = {
+  ...credentialFields,
+  /** Most requests in flight to this upstream at once. */
+  concurrency: positiveInt.prefault(32),
+  /** Time allowed for response headers, and between body chunks. */
+  timeout: duration.prefault("30s"),
+  /** Time allowed for a tag revalidation (HEAD) before a cached tag is served stale. */
+  revalidateTimeout: duration.prefault("5s"),
+  /** This registry's own tag TTL; "" means tag.ttl. */
+  tagTTL: inheritedDuration.prefault(""),
+  /** Follow blob redirects to loopback, link-local and private addresses (always, when the upstream is on one). */
+  privateRedirects: boolean.prefault(false),
+};
+
+const extraUpstream = z.strictObject({ name: registryName, url: httpUrl, ...upstreamFields });
+
+/** An address or CIDR, IPv4 or IPv6 (10.0.0.0/8, ::1, fd00::/8). */
+const addressOrCidr = z
+  .string()
+  .refine((v) => isAddressOrCidr(v), "not an IP address or CIDR (e.g. 10.0.0.0/8, 127.0.0.1, fd00::/8)");
 
 export const ConfigSchema = z
   .strictObject({
@@ -97,9 +123,7 @@ export const ConfigSchema = z
       .strictObject({
         name: registryName.prefault("docker.io"),
         url: httpUrl.prefault("https://registry-1.docker.io"),
-        ...credentialFields,
-        concurrency: positiveInt.prefault(32),
-        timeout: duration.prefault("30s"),
+        ...upstreamFields,
       })
       .prefault({}),
     upstreams: z.array(extraUpstream).prefault([]),
@@ -108,10 +132,12 @@ export const ConfigSchema = z
         dir: z.string().min(1, "must not be empty").prefault("/var/lib/regmirror"),
         maxSize: size.prefault("50GiB"),
         blobTTL: duration.prefault("30d"),
-        fillTimeout: duration.prefault("5m"),
+        fillTimeout: duration.prefault("1m"),
+        abandonedFillTimeout: duration.prefault("5m"),
         manifestMemory: size.prefault("64MiB"),
         blobMemory: size.prefault("64MiB"),
         sendfile: boolean.prefault(true),
+        sendfileThreads: positiveInt.prefault(64),
         minFree: size.prefault("1GiB"),
       })
       .prefault({}),
@@ -126,8 +152,11 @@ export const ConfigSchema = z
         /** An htpasswd file (bcrypt). Empty: anonymous pulls. */
         htpasswd: z.string().prefault(""),
         tokenTTL: duration.prefault("1h"),
+        maxFailedLogins: positiveInt.prefault(10),
+        failedLoginWindow: duration.prefault("1m"),
       })
       .prefault({}),
+    trustedProxies: z.array(addressOrCidr).prefault([]),
     access: z
       .strictObject({
         allow: z.array(z.string().min(1)).prefault([]),
@@ -146,6 +175,7 @@ export const ConfigSchema = z
         perClient: positiveInt.prefault(256),
         headersTimeout: duration.prefault("20s"),
         maxManifestSize: size.prefault("4MiB"),
+        stallTimeout: duration.prefault("60s"),
       })
       .prefault({}),
     admin: z
@@ -188,3 +218,11 @@ export const ConfigSchema = z
   });
 
 export type Config = z.output<typeof ConfigSchema>;
+
+function isAddressOrCidr(v: string): boolean {
+  const [addr, bits, ...rest] = v.split("/");
+  const family = isIP(addr ?? "");
+  if (family === 0 || rest.length > 0) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+}

@@ -16,6 +16,8 @@ export interface OperationsDeps {
   resolve: RepoResolver;
   /** Where this mirror listens (known once it does); warm pulls through it like a client. */
   selfUrl: () => string;
+  /** limits.maxManifestSize: warm takes no bigger manifest than the mirror does. */
+  maxManifestBytes: number;
   /** Credentials for warm when the mirror has client logins on: a token the mirror issues itself. */
   authorization?: () => string;
   /** A blob file was removed: the mirror forgets its copy in memory (see docs/cli.md). */
@@ -51,6 +53,7 @@ export function cacheOperations(deps: OperationsDeps): CacheOperations {
         const authorization = deps.authorization?.();
         return warmImages(refs, {
           mirror: deps.selfUrl(),
+          maxManifestBytes: deps.maxManifestBytes,
           platforms: only,
           ...(authorization !== undefined ? { authorization } : {}),
         });

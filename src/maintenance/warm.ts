@@ -16,8 +16,6 @@ import { manifestRefs, type Descriptor, type ManifestRefs } from "./manifest-ref
 
 /** Blob transfers at once, across all images: enough to fill a link, few enough to be polite. */
 const BLOB_CONCURRENCY = 4;
-/** The mirror's own limit on a manifest; a bigger answer is not a manifest. */
-const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** An index of indexes is legal but rare; deeper nesting is a loop or garbage. */
 const MAX_DEPTH = 3;
 
@@ -40,6 +38,8 @@ export interface WarmProgress {
 export interface WarmOptions {
   /** Base URL of the mirror, without a trailing slash. */
   mirror: string;
+  /** The mirror's own limit on a manifest (limits.maxManifestSize): a bigger answer is not one. */
+  maxManifestBytes: number;
   /** Only these platforms of an index; undefined for all. */
   platforms: Platform[] | undefined;
   /** Sent on every request when the mirror has client authentication on (it accepts Basic on /v2/). */
@@ -71,6 +71,7 @@ export interface WarmResult {
 interface Http {
   agent: Dispatcher;
   headers: Record<string, string>;
+  maxManifestBytes: number;
 }
 
 interface Fetched {
@@ -125,7 +126,11 @@ async function warmImage(
   limit: ReturnType<typeof pLimit>,
   progress: ImageProgress,
 ): Promise<WarmResult> {
-  const http: Http = { agent, headers: opts.authorization ? { authorization: opts.authorization } : {} };
+  const http: Http = {
+    agent,
+    headers: opts.authorization ? { authorization: opts.authorization } : {},
+    maxManifestBytes: opts.maxManifestBytes,
+  };
   const base = `${opts.mirror}/v2/${ref.name}`;
   const root = await getManifest(http, base, ref.reference, ref.isDigest);
   // Breadth-first through indexes; the platform filter applies to the top index, where the
@@ -206,7 +211,7 @@ async function getManifest(http: Http, base: string, reference: string, byDigest
   let total = 0;
   for await (const chunk of res.body) {
     total += (chunk as Buffer).length;
-    if (total > MAX_MANIFEST_BYTES) {
+    if (total > http.maxManifestBytes) {
       res.body.destroy();
       throw new Error(`GET ${url}: the answer is larger than any manifest`);
     }
