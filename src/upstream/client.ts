@@ -31,6 +31,8 @@ export interface UpstreamRequest {
   headers?: Record<string, string | string[]>;
   /** Aborts the request and its body (a fill passes its own time limit, not the client's). */
   signal?: AbortSignal;
+  /** This request's own limit for headers and between body chunks (a tag revalidation's is short). */
+  timeoutMs?: number;
 }
 
 export interface UpstreamResponse {
@@ -194,8 +196,8 @@ export class UpstreamClient {
         headers,
         signal: req.signal,
         dispatcher: this.agent,
-        headersTimeout: this.opts.timeoutMs,
-        bodyTimeout: this.opts.timeoutMs,
+        headersTimeout: req.timeoutMs ?? this.opts.timeoutMs,
+        bodyTimeout: req.timeoutMs ?? this.opts.timeoutMs,
       });
     } catch (err) {
       this.opts.metrics.upstreamRequests.inc({ upstream: this.name, method: req.method, status: "0" });
