@@ -7,6 +7,7 @@ import { pathToFileURL } from "node:url";
 import { Command } from "commander";
 import { loadConfig } from "./config/load.ts";
 import { ConfigError } from "./config/validate.ts";
+import { redact } from "./config/redact.ts";
 import type { Config } from "./config/schema.ts";
 import { createLogger } from "./log.ts";
 import { Metrics } from "./metrics/metrics.ts";
@@ -290,17 +291,7 @@ function main(argv: string[]): void {
     .command("check")
     .description("validate the configuration and print the effective settings")
     .action(() => {
-      const c = configOrExit();
-      const hide = <T extends { password: string }>(u: T): T => ({
-        ...u,
-        password: u.password ? "(set)" : "",
-      });
-      const shown = {
-        ...c,
-        upstream: hide(c.upstream),
-        upstreams: c.upstreams.map(hide),
-        admin: { ...c.admin, token: c.admin.token ? "(set)" : "" },
-      };
+      const shown = redact(configOrExit(), "", "(set)");
       process.stdout.write(JSON.stringify(shown, null, 2) + "\n");
     });
   registerCommands(

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { ConfigSchema, type Config } from "./schema.ts";
 import { ConfigError, validateConfig, type Sources } from "./validate.ts";
 import { credentialsFromDockerConfig, interpolate } from "./credentials.ts";
+import { redactText } from "./redact.ts";
 
 // Reads mirror.yml (or $REGMIRROR_CONFIG) and overlays REGMIRROR_* environment variables.
 // The variable for a key is REGMIRROR_ + its path in upper snake case (cache.maxSize →
@@ -15,11 +16,14 @@ const PREFIX = "REGMIRROR_";
 const ALIASES: Record<string, string> = { REGMIRROR_UPSTREAM: "upstream.url" };
 const NOT_KEYS = new Set(["REGMIRROR_CONFIG"]);
 /**
- * Kubernetes injects REGMIRROR_SERVICE_HOST, REGMIRROR_PORT_5555_TCP and the like into every pod
- * of a namespace with a Service named "regmirror": those are not settings, and must not stop
- * the start.
+ * Kubernetes injects service-link variables into every pod of a namespace: for a Service named
+ * "regmirror-tls", REGMIRROR_TLS_SERVICE_HOST, REGMIRROR_TLS_SERVICE_PORT(_<port name>),
+ * REGMIRROR_TLS_PORT and REGMIRROR_TLS_PORT_5443_TCP(_ADDR|_PORT|_PROTO). They are not settings
+ * and must not stop the start. A name that is a setting is always read as one (none of ours ends
+ * like these).
  */
-const SERVICE_LINK = /^REGMIRROR_(SERVICE_HOST|SERVICE_PORT(_.*)?|PORT(_\d+_(TCP|UDP|SCTP)(_.*)?)?)$/;
+const SERVICE_LINK =
+  /^REGMIRROR(_[A-Z0-9_]+?)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_[A-Z]+)?)?)$/;
 
 export function envName(path: string): string {
   return (
@@ -70,7 +74,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, defaultFile = "
     try {
       doc = yaml.load(text);
     } catch (err) {
-      throw new ConfigError([`${file}: not valid YAML: ${(err as Error).message}`]);
+      throw new ConfigError([`${file}: not valid YAML: ${yamlProblem(err)}`]);
     }
     if (doc !== undefined && doc !== null && (typeof doc !== "object" || Array.isArray(doc))) {
       throw new ConfigError([`${file}: the top level must be a mapping of keys`]);
@@ -82,9 +86,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, defaultFile = "
   for (const [name, p] of Object.entries(ALIASES)) byEnv.set(name, p);
   const unknown: string[] = [];
   for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith(PREFIX) || NOT_KEYS.has(name) || SERVICE_LINK.test(name) || value === undefined)
-      continue;
+    if (!name.startsWith(PREFIX) || NOT_KEYS.has(name) || value === undefined) continue;
     const p = byEnv.get(name);
+    if (!p && SERVICE_LINK.test(name)) continue;
     if (!p) {
       unknown.push(`${name}: unknown setting (known: ${[...byEnv.keys(), ...NOT_KEYS].sort().join(", ")})`);
       continue;
@@ -146,7 +150,7 @@ function parseListEnv(name: string, value: string, problems: string[]): unknown 
   try {
     return yaml.load(value);
   } catch (err) {
-    problems.push(`${name}: not valid YAML: ${(err as Error).message}`);
+    problems.push(`${name}: not valid YAML: ${yamlProblem(err)}`);
     return undefined;
   }
 }
@@ -160,4 +164,16 @@ function setPath(o: Record<string, unknown>, path: string, value: unknown): void
     cur = cur[p] as Record<string, unknown>;
   }
   cur[parts[parts.length - 1]!] = value;
+}
+
+/**
+ * js-yaml's message quotes the offending lines, which may hold a password: say what and where,
+ * not the text itself.
+ */
+function yamlProblem(err: unknown): string {
+  if (err instanceof yaml.YAMLException) {
+    const at = err.mark ? ` at line ${err.mark.line + 1}, column ${err.mark.column + 1}` : "";
+    return `${err.reason}${at}`;
+  }
+  return redactText((err as Error).message);
 }

@@ -57,7 +57,14 @@ const httpUrl = z.string().transform((v, ctx) => {
   } catch {
     u = undefined;
   }
-  if (!u || (u.protocol !== "http:" && u.protocol !== "https:") || u.search || u.hash || u.username) {
+  if (
+    !u ||
+    (u.protocol !== "http:" && u.protocol !== "https:") ||
+    u.search ||
+    u.hash ||
+    u.username ||
+    u.password
+  ) {
     ctx.addIssue({ code: "custom", message: "not an http(s) URL without credentials, query or fragment" });
     return z.NEVER;
   }

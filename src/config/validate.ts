@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { ConfigSchema, type Config } from "./schema.ts";
+import { HIDDEN, isSecretPath, redact } from "./redact.ts";
 
 // Pure validation: raw values in (from YAML and the environment), a typed Config out, or a
 // ConfigError whose lines each name the bad key, the value, and where it came from.
@@ -28,10 +29,10 @@ function describe(issue: z.core.$ZodIssue, raw: unknown, sources: Sources, file:
     return issue.keys.map((k) => `${file}: unknown key "${[...path, k].join(".")}"`).join("\n");
   }
   const key = path.join(".") || "(top level)";
-  // Secrets are never echoed, not even when they are wrong.
-  const value = /password|token/i.test(key) ? "(hidden)" : lookup(raw, path);
+  // Secrets are never echoed, not even when they are wrong, nor inside a bigger value.
+  const value = isSecretPath(path) ? HIDDEN : redact(lookup(raw, path), path.at(-1));
   const from = sources.get(key) ?? file;
-  return `${from}: bad value for "${key}": ${JSON.stringify(value) ?? "(missing)"} — ${issue.message}`;
+  return `${from}: bad value for "${key}": ${truncate(JSON.stringify(value)) ?? "(missing)"} — ${issue.message}`;
 }
 
 function lookup(raw: unknown, path: string[]): unknown {
@@ -41,4 +42,9 @@ function lookup(raw: unknown, path: string[]): unknown {
     v = (v as Record<string, unknown>)[p];
   }
   return v;
+}
+
+/** A whole list given where one entry was wrong is shown in part: the key says which. */
+function truncate(text: string | undefined): string | undefined {
+  return text !== undefined && text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }

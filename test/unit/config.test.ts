@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { loadConfig, envName, keyPaths } from "../../src/config/load.ts";
 import { ConfigError, validateConfig } from "../../src/config/validate.ts";
 import { parseDuration, parseSize } from "../../src/config/units.ts";
+import { redact } from "../../src/config/redact.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "regmirror-cfg-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -123,4 +124,71 @@ test("YAML errors name the file", () => {
   assert.match(problems(() => loadConfig({ REGMIRROR_CONFIG: file })).join(), /bad\.yml: not valid YAML/);
   writeFileSync(file, "- a list\n");
   assert.match(problems(() => loadConfig({ REGMIRROR_CONFIG: file })).join(), /mapping/);
+});
+
+test("service-link variables of any Service name are ignored; settings are still read", () => {
+  // What Kubernetes injects for Services named regmirror-tls and regmirror-metrics.
+  const k8s = {
+    REGMIRROR_TLS_SERVICE_HOST: "10.0.0.2",
+    REGMIRROR_TLS_SERVICE_PORT: "5443",
+    REGMIRROR_TLS_SERVICE_PORT_HTTPS: "5443",
+    REGMIRROR_TLS_PORT: "tcp://10.0.0.2:5443",
+    REGMIRROR_TLS_PORT_5443_TCP: "tcp://10.0.0.2:5443",
+    REGMIRROR_TLS_PORT_5443_TCP_ADDR: "10.0.0.2",
+    REGMIRROR_TLS_PORT_5443_TCP_PORT: "5443",
+    REGMIRROR_TLS_PORT_5443_TCP_PROTO: "tcp",
+    REGMIRROR_METRICS_SERVICE_HOST: "10.0.0.3",
+    REGMIRROR_METRICS_PORT_9090_UDP: "udp://10.0.0.3:9090",
+    REGMIRROR_CACHE_SERVICE_PORT_HTTP_METRICS: "9090",
+    REGMIRROR_TLS_LISTEN: "127.0.0.1:6443",
+  };
+  const { config } = loadConfig(k8s, "/nonexistent");
+  assert.deepEqual(config.tls.listen, { host: "127.0.0.1", port: 6443 }, "a real setting is still read");
+  // Near misses are still typos, refused.
+  for (const typo of ["REGMIRROR_TLS_PORTS", "REGMIRROR_TLS_SERVICE", "REGMIRROR_TLS_PORT_X_TCP"])
+    assert.match(problems(() => loadConfig({ [typo]: "1" }, "/nonexistent")).join(), /unknown setting/, typo);
+});
+
+test("no secret appears in any refusal or in config check", () => {
+  const secret = "s3cr3t-PW";
+  const cases: Array<Record<string, string>> = [
+    { REGMIRROR_UPSTREAM: `https://bob:${secret}@registry.example` },
+    { REGMIRROR_UPSTREAM: `https://:${secret}@registry.example` },
+    { REGMIRROR_UPSTREAMS: `[{name: ghcr.io, url: "https://ghcr.io", password: ${secret}, tagTTL: soon}]` },
+    { REGMIRROR_UPSTREAMS: `[{name: "bad name!", url: "https://u:${secret}@ghcr.io", password: ${secret}}]` },
+    { REGMIRROR_UPSTREAMS: `{name: ghcr.io, password: ${secret}` },
+    { REGMIRROR_UPSTREAMS: `[{name: ghcr.io, url: "https://ghcr.io", password: "${secret}"}] ]` },
+    { REGMIRROR_UPSTREAMS: `"just a string with https://u:${secret}@host"` },
+    { REGMIRROR_ADMIN_TOKEN: secret.slice(0, 9) },
+  ];
+  for (const env of cases) {
+    const text = problems(() => loadConfig(env, "/nonexistent")).join("\n");
+    assert.ok(
+      !text.includes(secret) && !text.includes(secret.slice(0, 9)),
+      `${JSON.stringify(env)}\n${text}`,
+    );
+  }
+  const file = join(dir, "secret.yml");
+  writeFileSync(file, `upstream:\n  password: ${secret}\n  url: [unclosed ${secret}\n`);
+  const text = problems(() => loadConfig({ REGMIRROR_CONFIG: file })).join("\n");
+  assert.ok(!text.includes(secret), text);
+});
+
+test("redact hides secret fields and URL userinfo at any depth, and nothing else", () => {
+  const shown = redact(
+    {
+      upstream: { url: "https://a:b@h", password: "p", username: "u" },
+      auth: { htpasswd: "/etc/h", tokenTTL: 1 },
+      admin: { token: "" },
+      note: "see http://x:y@z/ and https://ok/",
+    },
+    "",
+    "(set)",
+  );
+  assert.deepEqual(shown, {
+    upstream: { url: "https://(hidden)@h", password: "(set)", username: "u" },
+    auth: { htpasswd: "/etc/h", tokenTTL: 1 },
+    admin: { token: "" },
+    note: "see http://(hidden)@z/ and https://ok/",
+  });
 });
