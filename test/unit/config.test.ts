@@ -192,3 +192,29 @@ test("redact hides secret fields and URL userinfo at any depth, and nothing else
     note: "see http://(hidden)@z/ and https://ok/",
   });
 });
+
+test("log lines pass through the same redaction", async () => {
+  const { createLogger } = await import("../../src/log.ts");
+  const { Writable } = await import("node:stream");
+  const winston = (await import("winston")).default;
+  const lines: string[] = [];
+  const log = createLogger("info", "json");
+  log.clear().add(
+    new winston.transports.Stream({
+      stream: new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          lines.push(chunk.toString());
+          cb();
+        },
+      }),
+    }),
+  );
+  log.warn("GET https://bob:pw1@host/ failed", {
+    error: "at https://u:pw2@h/",
+    upstream: { password: "pw3" },
+  });
+  log.close();
+  const text = lines.join("");
+  assert.match(text, /failed/);
+  for (const pw of ["pw1", "pw2", "pw3"]) assert.ok(!text.includes(pw), text);
+});
