@@ -17,6 +17,15 @@ const DEFAULT_EXPIRES_S = 60;
 /** Renew this long before expiry, so a token never dies in flight. */
 const EARLY_MS = 10_000;
 
+/**
+ * What identifies a token: the realm that issued it, the service it is for and its scope. The
+ * cache and the client's merging of concurrent negotiations share this key, so the two can never
+ * disagree about which requests want the same token.
+ */
+export function tokenKey(c: Challenge, scope: string): string {
+  return `${c.params.realm ?? ""}|${c.params.service ?? ""}|${scope}`;
+}
+
 export class TokenCache {
   private readonly tokens = new LRUCache<string, string>({ max: 10_000, ttlAutopurge: false });
 
@@ -27,16 +36,12 @@ export class TokenCache {
     private readonly timeoutMs: number,
   ) {}
 
-  private key(c: Challenge, scope: string): string {
-    return `${c.params.realm}|${c.params.service ?? ""}|${scope}`;
-  }
-
   cached(c: Challenge, scope: string): string | undefined {
-    return this.tokens.get(this.key(c, scope));
+    return this.tokens.get(tokenKey(c, scope));
   }
 
   drop(c: Challenge, scope: string): void {
-    this.tokens.delete(this.key(c, scope));
+    this.tokens.delete(tokenKey(c, scope));
   }
 
   /** Fetches a token for `scope` from the challenge's realm (coalescing is the caller's). */
@@ -91,7 +96,7 @@ export class TokenCache {
     const expiresS =
       typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : DEFAULT_EXPIRES_S;
     const ttl = Math.max(expiresS * 1000 - EARLY_MS, 1000);
-    this.tokens.set(this.key(c, scope), token, { ttl });
+    this.tokens.set(tokenKey(c, scope), token, { ttl });
     return token;
   }
 }

@@ -5,7 +5,7 @@ import pLimit from "p-limit";
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { parseChallenges, type Challenge } from "./challenge.ts";
-import { TokenCache, basic, type Credentials } from "./auth.ts";
+import { TokenCache, basic, tokenKey, type Credentials } from "./auth.ts";
 
 // The remote registry, as one object: keep-alive connections, a bound on requests in flight,
 // authentication (bearer tokens from the challenge, or Basic), and redirects to blob storage.
@@ -176,7 +176,7 @@ export class UpstreamClient {
     const cached = this.tokens.cached(c, scope);
     if (cached && !force) return `Bearer ${cached}`;
     // Many requests for one repository start together: negotiate its token once.
-    const key = `${c.params.realm}|${c.params.service}|${scope}`;
+    const key = tokenKey(c, scope);
     let pending = this.pendingTokens.get(key);
     if (!pending) {
       pending = this.tokens.fetch(c, scope).finally(() => this.pendingTokens.delete(key));
