@@ -2,6 +2,8 @@
 //   Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x:pull"
 //   Basic realm="Registry Realm"
 // A header may hold several challenges; we keep every one and let the caller pick.
+import { isIP } from "node:net";
+import { getDomain } from "tldts";
 
 export interface Challenge {
   scheme: string; // lower case: "bearer", "basic"
@@ -65,10 +67,37 @@ function parseLine(s: string): Challenge[] {
 }
 
 /**
- * Whether a token realm may receive our credentials: same host as the upstream, or the same
- * registrable domain (auth.docker.io for registry-1.docker.io), and no downgrade from https.
- * The last two labels stand in for the registrable domain; that refuses more than the public
- * suffix list would (e.g. two hosts under co.uk are refused), never less.
+ * Suffixes under which each label is a different customer, but which the Public Suffix List does
+ * not (yet) list: Azure Container Registry gives every customer <name>.azurecr.io, so without
+ * this attacker.azurecr.io would share a registrable domain with mycompany.azurecr.io.
+ */
+const EXTRA_PUBLIC_SUFFIXES = ["azurecr.io", "azurecr.cn", "azurecr.us"];
+
+/**
+ * The registrable domain of a host name ("docker.io" for auth.docker.io), by the Public Suffix
+ * List with its private section, so that someone.github.io and evil.co.uk are domains of their
+ * own. Null for IP literals and for names that are a public suffix or have no dot (localhost).
+ */
+export function registrableDomain(hostname: string): string | null {
+  const host = hostname.toLowerCase().replace(/\.$/, "");
+  if (isIP(host.replace(/^\[|\]$/g, "")) !== 0) return null;
+  for (const suffix of EXTRA_PUBLIC_SUFFIXES) {
+    if (host === suffix) return null;
+    if (host.endsWith(`.${suffix}`)) {
+      const label = host
+        .slice(0, -suffix.length - 1)
+        .split(".")
+        .pop();
+      return `${label}.${suffix}`;
+    }
+  }
+  return getDomain(host, { allowPrivateDomains: true });
+}
+
+/**
+ * Whether a token realm may receive our credentials: the same host as the upstream, or a host of
+ * the same registrable domain (auth.docker.io for registry-1.docker.io), and no downgrade from
+ * https. IP literals and single-label names match their own host only.
  */
 export function isTrustedRealm(realm: string, upstream: string): boolean {
   let r: URL;
@@ -82,8 +111,6 @@ export function isTrustedRealm(realm: string, upstream: string): boolean {
   if (r.protocol !== "https:" && r.protocol !== "http:") return false;
   if (u.protocol === "https:" && r.protocol !== "https:") return false;
   if (r.hostname === u.hostname) return true;
-  const isName = (h: string) => /[a-z]/i.test(h) && !h.includes(":") && h.includes(".");
-  if (!isName(r.hostname) || !isName(u.hostname)) return false;
-  const base = (h: string) => h.toLowerCase().split(".").slice(-2).join(".");
-  return base(r.hostname) === base(u.hostname);
+  const domain = registrableDomain(u.hostname);
+  return domain !== null && registrableDomain(r.hostname) === domain;
 }
