@@ -84,6 +84,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       credentials: u.username ? { username: u.username, password: u.password } : undefined,
       concurrency: u.concurrency,
       timeoutMs: u.timeout,
+      privateRedirects: u.privateRedirects,
       metrics,
     });
     const manifests = new ManifestService({

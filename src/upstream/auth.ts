@@ -2,6 +2,7 @@ import { LRUCache } from "lru-cache";
 import { request, type Dispatcher } from "undici";
 import { RegistryError } from "../oci/errors.ts";
 import { isTrustedRealm, type Challenge } from "./challenge.ts";
+import { RedirectRefusedError } from "./redirect-policy.ts";
 
 // Bearer-token negotiation with an upstream's token service, kept apart from the request path.
 // Tokens are cached per realm + service + scope until shortly before they expire; a 401 with a
@@ -66,6 +67,9 @@ export class TokenCache {
         bodyTimeout: this.timeoutMs,
       });
     } catch (err) {
+      // A redirect target's realm that resolves where redirects may not go (redirect-policy.ts).
+      if (err instanceof RedirectRefusedError)
+        throw new RegistryError("UPSTREAM_ERROR", "token realm on a refused address", { cause: err });
       throw new RegistryError("UNAVAILABLE", "upstream token service unreachable", { cause: err });
     }
     const text = await res.body.text();

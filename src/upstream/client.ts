@@ -1,11 +1,19 @@
 import { finished, type Readable } from "node:stream";
 import type { IncomingHttpHeaders } from "node:http";
+import { isIP } from "node:net";
 import { Agent, request, type Dispatcher } from "undici";
 import pLimit from "p-limit";
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { parseChallenges, type Challenge } from "./challenge.ts";
 import { TokenCache, basic, tokenKey, type Credentials } from "./auth.ts";
+import {
+  RedirectRefusedError,
+  checkedLookup,
+  classifyAddress,
+  redirectRefusal,
+  systemResolve,
+} from "./redirect-policy.ts";
 
 // The remote registry, as one object: keep-alive connections, a bound on requests in flight,
 // authentication (bearer tokens from the challenge, or Basic), and redirects to blob storage.
@@ -19,6 +27,8 @@ export interface UpstreamOptions {
   concurrency: number;
   /** Time allowed for response headers, and between body chunks. */
   timeoutMs: number;
+  /** Follow redirects to loopback, link-local and private addresses even from a public upstream. */
+  privateRedirects?: boolean;
   metrics: Metrics;
 }
 
@@ -48,6 +58,9 @@ export class UpstreamClient {
   readonly url: string;
   readonly name: string;
   private readonly agent: Agent;
+  /** For hops to other hosts: its sockets connect only to addresses the redirect policy allows. */
+  private readonly redirectAgent: Agent;
+  private upstreamPrivate: Promise<boolean> | undefined;
   private readonly limit;
   private readonly tokens: TokenCache;
   /** The last challenge seen, so later requests can carry a token without a 401 round trip first. */
@@ -60,12 +73,17 @@ export class UpstreamClient {
     this.url = opts.url;
     this.name = opts.name;
     this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.concurrency * 2 });
+    this.redirectAgent = new Agent({
+      keepAliveTimeout: 30_000,
+      connections: opts.concurrency * 2,
+      connect: { lookup: checkedLookup(() => this.allowPrivateRedirects()) },
+    });
     this.limit = pLimit(opts.concurrency);
     this.tokens = new TokenCache(opts.url, opts.credentials, this.agent, opts.timeoutMs);
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await Promise.all([this.agent.close(), this.redirectAgent.close()]);
   }
 
   /** Sends a request, negotiating auth and following redirects; any answer is returned, errors thrown. */
@@ -135,8 +153,16 @@ export class UpstreamClient {
       }
       // Credentials go to the upstream's own origin only; storage URLs are pre-signed.
       const sameOrigin = next.origin === new URL(this.url).origin;
+      const sameHost = next.hostname === new URL(this.url).hostname;
+      // A name is checked by what it resolves to, when redirectAgent connects; a literal here.
+      const literal = next.hostname.replace(/^\[|\]$/g, "");
+      if (!sameHost && isIP(literal) !== 0) {
+        const why = redirectRefusal(literal, await this.allowPrivateRedirects());
+        if (why !== undefined) throw refused(why);
+      }
       url = next;
-      res = await this.send(req, url, sameOrigin ? auth : undefined);
+      const dispatcher = sameHost ? this.agent : this.redirectAgent;
+      res = await this.send(req, url, sameOrigin ? auth : undefined, dispatcher);
       if (res.status === 401 && !sameOrigin) res = await this.anonymousRetry(req, url, res);
     }
     if (isRedirect(res.status)) {
@@ -161,12 +187,31 @@ export class UpstreamClient {
     await drain(res.body);
     let tokens = this.foreignTokens.get(url.origin);
     if (!tokens) {
-      tokens = new TokenCache(url.origin, undefined, this.agent, this.opts.timeoutMs);
+      tokens = new TokenCache(url.origin, undefined, this.redirectAgent, this.opts.timeoutMs);
       this.foreignTokens.set(url.origin, tokens);
     }
     const scope = bearer.params.scope ?? `repository:${req.repo}:pull`;
     const token = tokens.cached(bearer, scope) ?? (await tokens.fetch(bearer, scope));
-    return this.send(req, url, `Bearer ${token}`);
+    return this.send(req, url, `Bearer ${token}`, this.redirectAgent);
+  }
+
+  /**
+   * Private redirect targets are fine when the upstream itself is on a non-public address (an
+   * internal registry sending us to internal storage), or when the operator allowed them.
+   */
+  private allowPrivateRedirects(): Promise<boolean> {
+    if (this.opts.privateRedirects) return Promise.resolve(true);
+    const host = new URL(this.url).hostname.replace(/^\[|\]$/g, "");
+    if (isIP(host) !== 0) return Promise.resolve(classifyAddress(host) !== "public");
+    // Remember only an answer: a DNS hiccup must not decide for the life of the process.
+    this.upstreamPrivate ??= systemResolve(host, { all: true }).then(
+      (addresses) => addresses.some((a) => classifyAddress(a.address) !== "public"),
+      () => {
+        this.upstreamPrivate = undefined;
+        return false;
+      },
+    );
+    return this.upstreamPrivate;
   }
 
   private async authorization(scope: string, force: boolean): Promise<string | undefined> {
@@ -185,7 +230,12 @@ export class UpstreamClient {
     return `Bearer ${await pending}`;
   }
 
-  private async send(req: UpstreamRequest, url: URL, auth: string | undefined): Promise<UpstreamResponse> {
+  private async send(
+    req: UpstreamRequest,
+    url: URL,
+    auth: string | undefined,
+    dispatcher: Dispatcher = this.agent,
+  ): Promise<UpstreamResponse> {
     const headers: Record<string, string | string[]> = { ...req.headers, "user-agent": "regmirror" };
     if (auth) headers.authorization = auth;
     const started = performance.now();
@@ -195,11 +245,13 @@ export class UpstreamClient {
         method: req.method,
         headers,
         signal: req.signal,
-        dispatcher: this.agent,
+        dispatcher,
         headersTimeout: req.timeoutMs ?? this.opts.timeoutMs,
         bodyTimeout: req.timeoutMs ?? this.opts.timeoutMs,
       });
     } catch (err) {
+      // Refused by our policy, not unreachable: the upstream answered, with a bad redirect.
+      if (err instanceof RedirectRefusedError) throw refused(err.message);
       this.opts.metrics.upstreamRequests.inc({ upstream: this.name, method: req.method, status: "0" });
       if (!req.signal?.aborted) this.opts.metrics.upstreamUp.set({ upstream: this.name }, 0);
       if (req.signal?.aborted) throw err;
@@ -219,6 +271,12 @@ export class UpstreamClient {
     if (Number.isFinite(remaining)) m.rateLimitRemaining.set({ upstream: this.name }, remaining);
     return { status: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: res.body };
   }
+}
+
+function refused(reason: string): RegistryError {
+  return new RegistryError("UPSTREAM_ERROR", "upstream redirected to an address this mirror does not reach", {
+    detail: { reason },
+  });
 }
 
 function isRedirect(status: number): boolean {
