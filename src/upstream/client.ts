@@ -1,6 +1,5 @@
 import { finished, type Readable } from "node:stream";
 import type { IncomingHttpHeaders } from "node:http";
-import { isIP } from "node:net";
 import { Agent, request, type Dispatcher } from "undici";
 import pLimit from "p-limit";
 import { RegistryError } from "../oci/errors.ts";
@@ -10,9 +9,9 @@ import { TokenCache, basic, tokenKey, type Credentials } from "./auth.ts";
 import {
   RedirectRefusedError,
   checkedLookup,
-  classifyAddress,
-  redirectRefusal,
-  systemResolve,
+  literalRefusal,
+  privateTargetsAllowed,
+  redirectRefused,
 } from "./redirect-policy.ts";
 
 // The remote registry, as one object: keep-alive connections, a bound on requests in flight,
@@ -60,7 +59,8 @@ export class UpstreamClient {
   private readonly agent: Agent;
   /** For hops to other hosts: its sockets connect only to addresses the redirect policy allows. */
   private readonly redirectAgent: Agent;
-  private upstreamPrivate: Promise<boolean> | undefined;
+  /** Whether redirects may go to non-public addresses (asks DNS about the upstream once). */
+  private readonly allowPrivateRedirects: () => Promise<boolean>;
   private readonly limit;
   private readonly tokens: TokenCache;
   /** The last challenge seen, so later requests can carry a token without a 401 round trip first. */
@@ -73,6 +73,7 @@ export class UpstreamClient {
     this.url = opts.url;
     this.name = opts.name;
     this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.concurrency * 2 });
+    this.allowPrivateRedirects = privateTargetsAllowed(opts.url, opts.privateRedirects ?? false);
     this.redirectAgent = new Agent({
       keepAliveTimeout: 30_000,
       connections: opts.concurrency * 2,
@@ -155,10 +156,9 @@ export class UpstreamClient {
       const sameOrigin = next.origin === new URL(this.url).origin;
       const sameHost = next.hostname === new URL(this.url).hostname;
       // A name is checked by what it resolves to, when redirectAgent connects; a literal here.
-      const literal = next.hostname.replace(/^\[|\]$/g, "");
-      if (!sameHost && isIP(literal) !== 0) {
-        const why = redirectRefusal(literal, await this.allowPrivateRedirects());
-        if (why !== undefined) throw refused(why);
+      if (!sameHost) {
+        const why = literalRefusal(next.hostname, await this.allowPrivateRedirects());
+        if (why !== undefined) throw redirectRefused(why);
       }
       url = next;
       const dispatcher = sameHost ? this.agent : this.redirectAgent;
@@ -193,25 +193,6 @@ export class UpstreamClient {
     const scope = bearer.params.scope ?? `repository:${req.repo}:pull`;
     const token = tokens.cached(bearer, scope) ?? (await tokens.fetch(bearer, scope));
     return this.send(req, url, `Bearer ${token}`, this.redirectAgent);
-  }
-
-  /**
-   * Private redirect targets are fine when the upstream itself is on a non-public address (an
-   * internal registry sending us to internal storage), or when the operator allowed them.
-   */
-  private allowPrivateRedirects(): Promise<boolean> {
-    if (this.opts.privateRedirects) return Promise.resolve(true);
-    const host = new URL(this.url).hostname.replace(/^\[|\]$/g, "");
-    if (isIP(host) !== 0) return Promise.resolve(classifyAddress(host) !== "public");
-    // Remember only an answer: a DNS hiccup must not decide for the life of the process.
-    this.upstreamPrivate ??= systemResolve(host, { all: true }).then(
-      (addresses) => addresses.some((a) => classifyAddress(a.address) !== "public"),
-      () => {
-        this.upstreamPrivate = undefined;
-        return false;
-      },
-    );
-    return this.upstreamPrivate;
   }
 
   private async authorization(scope: string, force: boolean): Promise<string | undefined> {
@@ -251,7 +232,7 @@ export class UpstreamClient {
       });
     } catch (err) {
       // Refused by our policy, not unreachable: the upstream answered, with a bad redirect.
-      if (err instanceof RedirectRefusedError) throw refused(err.message);
+      if (err instanceof RedirectRefusedError) throw redirectRefused(err.message);
       this.opts.metrics.upstreamRequests.inc({ upstream: this.name, method: req.method, status: "0" });
       if (!req.signal?.aborted) this.opts.metrics.upstreamUp.set({ upstream: this.name }, 0);
       if (req.signal?.aborted) throw err;
@@ -271,12 +252,6 @@ export class UpstreamClient {
     if (Number.isFinite(remaining)) m.rateLimitRemaining.set({ upstream: this.name }, remaining);
     return { status: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: res.body };
   }
-}
-
-function refused(reason: string): RegistryError {
-  return new RegistryError("UPSTREAM_ERROR", "upstream redirected to an address this mirror does not reach", {
-    detail: { reason },
-  });
 }
 
 function isRedirect(status: number): boolean {

@@ -1,5 +1,6 @@
 import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from "node:dns";
 import { BlockList, isIP, type LookupFunction } from "node:net";
+import { RegistryError } from "../oci/errors.ts";
 
 // Where an upstream's redirect may send us. A blob GET answered with a Location is followed to
 // whatever host it names, so an upstream (or whoever can bend its answers) could point the mirror
@@ -98,6 +99,46 @@ export function redirectRefusal(address: string, allowPrivate: boolean): string 
   if (cls === "unspecified") return `redirect to an unspecified address (${address})`;
   if (allowPrivate) return undefined;
   return `redirect to a ${cls} address (${address}); set privateRedirects to allow it`;
+}
+
+/** The refusal for a redirect to an IP literal (names are checked when they resolve). */
+export function literalRefusal(hostname: string, allowPrivate: boolean): string | undefined {
+  const host = hostname.replace(/^\[|\]$/g, "");
+  return isIP(host) === 0 ? undefined : redirectRefusal(host, allowPrivate);
+}
+
+/**
+ * Whether redirect targets on non-public addresses are allowed for this upstream: when the
+ * operator said so, or when the upstream itself is on such an address (an internal registry
+ * sending us to internal storage). A named upstream is resolved once, when first needed.
+ */
+export function privateTargetsAllowed(
+  upstreamUrl: string,
+  privateRedirects: boolean,
+  resolve: Resolve = systemResolve,
+): () => Promise<boolean> {
+  if (privateRedirects) return () => Promise.resolve(true);
+  const host = new URL(upstreamUrl).hostname.replace(/^\[|\]$/g, "");
+  if (isIP(host) !== 0) {
+    const answer = Promise.resolve(classifyAddress(host) !== "public");
+    return () => answer;
+  }
+  let known: Promise<boolean> | undefined;
+  return () =>
+    (known ??= resolve(host, { all: true }).then(
+      (addresses) => addresses.some((a) => classifyAddress(a.address) !== "public"),
+      () => {
+        // Remember only an answer: a DNS hiccup must not decide for the life of the process.
+        known = undefined;
+        return false;
+      },
+    ));
+}
+
+export function redirectRefused(reason: string): RegistryError {
+  return new RegistryError("UPSTREAM_ERROR", "upstream redirected to an address this mirror does not reach", {
+    detail: { reason },
+  });
 }
 
 /** A redirect the policy refused: an upstream error for our client, not an outage. */

@@ -6,6 +6,8 @@ import {
   RedirectRefusedError,
   checkedLookup,
   classifyAddress,
+  literalRefusal,
+  privateTargetsAllowed,
   redirectRefusal,
   type Resolve,
 } from "../../src/upstream/redirect-policy.ts";
@@ -107,4 +109,37 @@ test("a redirect host name is checked by every address it resolves to", async ()
   assert.ok((await lookupWith(["10.0.0.7"], false, true)).err instanceof RedirectRefusedError);
   assert.equal((await lookupWith(["10.0.0.7"], true, true)).err, null, "privateRedirects allows it");
   assert.ok((await lookupWith(["0.0.0.0"], true, true)).err instanceof RedirectRefusedError);
+});
+
+test("private targets are allowed for an upstream on a non-public address, or when configured", async () => {
+  const resolver =
+    (addresses: string[]): Resolve =>
+    () =>
+      Promise.resolve(addresses.map((address) => ({ address, family: address.includes(":") ? 6 : 4 })));
+  const never: Resolve = () => Promise.reject(new Error("must not resolve"));
+  assert.equal(await privateTargetsAllowed("http://127.0.0.1:5000", false, never)(), true);
+  assert.equal(await privateTargetsAllowed("http://[fd00::5]:5000", false, never)(), true);
+  assert.equal(await privateTargetsAllowed("https://8.8.8.8", false, never)(), false);
+  assert.equal(await privateTargetsAllowed("https://8.8.8.8", true, never)(), true);
+  assert.equal(await privateTargetsAllowed("https://registry.corp", false, resolver(["10.1.2.3"]))(), true);
+  assert.equal(
+    await privateTargetsAllowed("https://registry-1.docker.io", false, resolver(["8.8.8.8"]))(),
+    false,
+  );
+  // A failed resolution allows nothing, and is asked again next time.
+  let calls = 0;
+  const flaky: Resolve = () =>
+    ++calls === 1 ? Promise.reject(new Error("EAI_AGAIN")) : resolver(["10.0.0.1"])("", { all: true });
+  const allowed = privateTargetsAllowed("https://registry.corp", false, flaky);
+  assert.equal(await allowed(), false);
+  assert.equal(await allowed(), true);
+  assert.equal(await allowed(), true);
+  assert.equal(calls, 2, "an answer is remembered");
+});
+
+test("literal redirect hosts are checked at once; names wait for their resolution", () => {
+  assert.ok(literalRefusal("169.254.169.254", false) !== undefined);
+  assert.ok(literalRefusal("[fe80::1]", false) !== undefined);
+  assert.equal(literalRefusal("[2606:4700::1111]", false), undefined);
+  assert.equal(literalRefusal("metadata.google.internal", false), undefined, "checked at connect time");
 });
