@@ -5,6 +5,7 @@ import pLimit from "p-limit";
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { parseChallenges, type Challenge } from "./challenge.ts";
+import { Breaker, errorOutcome, isOutage, type BreakerOptions } from "./breaker.ts";
 import { TokenCache, basic, tokenKey, type Credentials } from "./auth.ts";
 import {
   RedirectRefusedError,
@@ -28,6 +29,8 @@ export interface UpstreamOptions {
   timeoutMs: number;
   /** Follow redirects to loopback, link-local and private addresses even from a public upstream. */
   privateRedirects?: boolean;
+  /** Threshold and cool-down of the circuit breaker (tests shorten the cool-down). */
+  breaker?: Pick<BreakerOptions, "threshold" | "coolDownMs" | "now">;
   metrics: Metrics;
 }
 
@@ -62,6 +65,7 @@ export class UpstreamClient {
   /** Whether redirects may go to non-public addresses (asks DNS about the upstream once). */
   private readonly allowPrivateRedirects: () => Promise<boolean>;
   private readonly limit;
+  private readonly breaker: Breaker;
   private readonly tokens: TokenCache;
   /** The last challenge seen, so later requests can carry a token without a 401 round trip first. */
   private challenge: Challenge | undefined;
@@ -80,6 +84,10 @@ export class UpstreamClient {
       connect: { lookup: checkedLookup(() => this.allowPrivateRedirects()) },
     });
     this.limit = pLimit(opts.concurrency);
+    this.breaker = new Breaker({
+      ...opts.breaker,
+      onChange: (open) => opts.metrics.upstreamUp.set({ upstream: opts.name }, open ? 0 : 1),
+    });
     this.tokens = new TokenCache(opts.url, opts.credentials, this.agent, opts.timeoutMs);
   }
 
@@ -87,26 +95,50 @@ export class UpstreamClient {
     await Promise.all([this.agent.close(), this.redirectAgent.close()]);
   }
 
+  /** Whether the upstream counts as down (the breaker is open or waiting for its probe); for readiness. */
+  breakerOpen(): boolean {
+    return this.breaker.isOpen();
+  }
+
   /** Sends a request, negotiating auth and following redirects; any answer is returned, errors thrown. */
   fetch(req: UpstreamRequest): Promise<UpstreamResponse> {
+    // An upstream known to be down is neither asked nor queued for: the caller serves a stale
+    // tag or answers 503 at once, instead of waiting out the timeout again.
+    if (this.breaker.blocked()) return Promise.reject(this.downError());
     // Hold a p-limit slot until the body is done, not merely until headers arrive: the bound is
     // on transfers in flight.
     return new Promise<UpstreamResponse>((resolve, reject) => {
       void this.limit(
         () =>
           new Promise<void>((release) => {
+            const permit = this.breaker.acquire();
+            if (permit === undefined) {
+              release();
+              reject(this.downError());
+              return;
+            }
             this.fetchAuthed(req).then(
               (res) => {
+                this.breaker.settle(permit, isOutage(res.status) ? "failure" : "success");
                 finished(res.body, () => release());
                 resolve(res);
               },
               (err: unknown) => {
+                this.breaker.settle(permit, errorOutcome(err, req.signal?.aborted ?? false));
                 release();
                 reject(err);
               },
             );
           }),
       );
+    });
+  }
+
+  private downError(): RegistryError {
+    const seconds = Math.max(1, Math.ceil(this.breaker.retryInMs() / 1000));
+    return new RegistryError("UNAVAILABLE", "the upstream registry is down; not asking it again yet", {
+      detail: { upstream: this.name, retryInSeconds: seconds },
+      headers: { "retry-after": String(seconds) },
     });
   }
 
@@ -246,7 +278,7 @@ export class UpstreamClient {
     const m = this.opts.metrics;
     m.upstreamRequests.inc(labels);
     m.upstreamDuration.observe(labels, (performance.now() - started) / 1000);
-    m.upstreamUp.set({ upstream: this.name }, res.statusCode === 429 || res.statusCode >= 500 ? 0 : 1);
+    m.upstreamUp.set({ upstream: this.name }, isOutage(res.statusCode) ? 0 : 1);
     // Docker Hub: "ratelimit-remaining: 76;w=21600".
     const remaining = parseInt(String(res.headers["ratelimit-remaining"] ?? ""), 10);
     if (Number.isFinite(remaining)) m.rateLimitRemaining.set({ upstream: this.name }, remaining);
