@@ -3,7 +3,7 @@ import { RegistryError } from "../oci/errors.ts";
 import { digestOf, formatDigest, parseDigest, type Digest } from "../oci/digest.ts";
 import { DEFAULT_MANIFEST_ACCEPT, MANIFEST_TYPES, sniffManifestType } from "../oci/media-types.ts";
 import type { Reference } from "../oci/reference.ts";
-import type { ManifestStore } from "../storage/manifest-store.ts";
+import type { ManifestStore, TagRecord } from "../storage/manifest-store.ts";
 import type { UpstreamClient, UpstreamResponse } from "../upstream/client.ts";
 import { isUpstreamOutage, upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
@@ -66,15 +66,9 @@ export class ManifestService {
   }
 
   private async byTag(repo: string, tag: string, clientAccept: string[]): Promise<ManifestAnswer> {
-    const { store, metrics, upstreamName, tagTtlMs, maxStaleMs } = this.deps;
+    const { store, metrics, tagTtlMs, maxStaleMs } = this.deps;
     const accept = usefulAccept(clientAccept);
-    const decision = decideTag(
-      await store.getTag(upstreamName, repo, tag),
-      accept,
-      Date.now(),
-      tagTtlMs,
-      maxStaleMs,
-    );
+    const decision = decideTag(await this.readTag(repo, tag), accept, Date.now(), tagTtlMs, maxStaleMs);
     if (decision.action === "serve") {
       const bytes = await store.get(parseDigest(decision.entry.digest)!);
       if (bytes) {
@@ -109,6 +103,23 @@ export class ManifestService {
         return cachedAnswer(bytes, entry.digest, true, entry.mediaType);
       }
     });
+  }
+
+  /**
+   * The tag's record. A record that cannot be read (EMFILE, EACCES, EIO) is logged and treated
+   * as absent: the upstream can still answer, and the log says why the cache did not.
+   */
+  private async readTag(repo: string, tag: string): Promise<TagRecord | undefined> {
+    try {
+      return await this.deps.store.getTag(this.deps.upstreamName, repo, tag);
+    } catch (err) {
+      this.deps.log.error("could not read a tag record; asking the upstream", {
+        repo,
+        tag,
+        error: (err as Error).message,
+      });
+      return undefined;
+    }
   }
 
   /** HEAD the tag; only if its digest moved (or we lost the bytes) GET the new manifest. */

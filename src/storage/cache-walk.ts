@@ -3,7 +3,7 @@ import { readFile, readdir, rm, rmdir, stat } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { createHash } from "node:crypto";
 import type { CachePaths } from "./paths.ts";
-import type { TagEntry, TagRecord } from "./manifest-store.ts";
+import { parseTagRecord, type TagEntry } from "./manifest-store.ts";
 
 // Reading the cache directory from outside the server, for the maintenance commands. Everything
 // here tolerates a mirror running on the same directory at the same time: a file that vanishes
@@ -151,20 +151,7 @@ export function isNotFound(err: unknown): boolean {
 async function readTagFile(path: string): Promise<Omit<TagFile, "upstream" | "repo" | "tag"> | undefined> {
   const bytes = await readIfPresent(path);
   if (bytes === undefined) return undefined;
-  let entries: TagEntry[] | undefined;
-  try {
-    const rec = JSON.parse(bytes.toString("utf8")) as Partial<TagRecord>;
-    if (Array.isArray(rec.entries)) entries = rec.entries.filter(isTagEntry);
-  } catch {
-    entries = undefined;
-  }
-  return { path, size: bytes.length, entries };
-}
-
-function isTagEntry(e: unknown): e is TagEntry {
-  if (typeof e !== "object" || e === null) return false;
-  const r = e as Record<string, unknown>;
-  return typeof r.digest === "string" && typeof r.mediaType === "string" && typeof r.checkedAt === "number";
+  return { path, size: bytes.length, entries: parseTagRecord(bytes.toString("utf8"))?.entries };
 }
 
 async function listDir(dir: string): Promise<string[]> {

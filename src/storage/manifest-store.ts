@@ -19,6 +19,29 @@ export interface TagRecord {
   entries: TagEntry[];
 }
 
+/** A tag record from its file's text; undefined when it is not valid JSON or not a record. */
+export function parseTagRecord(text: string): TagRecord | undefined {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const entries = (doc as Partial<TagRecord> | null)?.entries;
+  return Array.isArray(entries) ? { entries: entries.filter(isTagEntry) } : undefined;
+}
+
+function isTagEntry(e: unknown): e is TagEntry {
+  if (typeof e !== "object" || e === null) return false;
+  const r = e as Record<string, unknown>;
+  return typeof r.digest === "string" && typeof r.mediaType === "string" && typeof r.checkedAt === "number";
+}
+
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
 export class ManifestStore {
   private readonly manifests: LRUCache<string, Buffer>;
   private readonly tags = new LRUCache<string, TagRecord>({ max: 100_000 });
@@ -56,15 +79,19 @@ export class ManifestStore {
     const key = `${upstream}/${repo}:${tag}`;
     const hit = this.tags.get(key);
     if (hit) return hit;
+    let text: string;
     try {
-      const rec = JSON.parse(await readFile(this.paths.tag(upstream, repo, tag), "utf8")) as TagRecord;
-      if (!Array.isArray(rec.entries)) return undefined;
-      this.tags.set(key, rec);
-      return rec;
-    } catch {
-      // Missing, or torn by something other than us: either way, ask the upstream again.
-      return undefined;
+      text = await readFile(this.paths.tag(upstream, repo, tag), "utf8");
+    } catch (err) {
+      // Only "there is no record" is a miss. EMFILE, EACCES, EIO are the caller's to report:
+      // swallowed, they would turn every request into a silent refetch.
+      if (isMissing(err)) return undefined;
+      throw err;
     }
+    // A record torn or edited by something other than us: ask the upstream again.
+    const rec = parseTagRecord(text);
+    if (rec) this.tags.set(key, rec);
+    return rec;
   }
 
   async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
