@@ -142,13 +142,19 @@ export class ManifestService {
     const bytes = digest === known ? await store.get(parseDigest(known)!) : undefined;
     if (!bytes) return this.fetchTag(repo, tag, accept);
     const mediaType = headerType(res) ?? sniffManifestType(bytes) ?? "application/octet-stream";
-    await store.putTag(upstreamName, repo, tag, { digest: known, mediaType, checkedAt: Date.now() });
+    await store.putTag(upstreamName, repo, tag, {
+      accept: acceptKey(accept),
+      digest: known,
+      mediaType,
+      checkedAt: Date.now(),
+    });
     return cachedAnswer(bytes, known, false, mediaType);
   }
 
   private async fetchTag(repo: string, tag: string, accept: string[]): Promise<ManifestAnswer> {
     const answer = await this.fetch(repo, tag, accept);
     await this.deps.store.putTag(this.deps.upstreamName, repo, tag, {
+      accept: acceptKey(accept),
       digest: answer.digest,
       mediaType: answer.mediaType,
       checkedAt: Date.now(),

@@ -2,22 +2,29 @@ import { readFile } from "node:fs/promises";
 import { LRUCache } from "lru-cache";
 import { writeFileAtomic } from "./atomic.ts";
 import type { CachePaths } from "./paths.ts";
-import type { Digest } from "../oci/digest.ts";
+import { parseDigest, type Digest } from "../oci/digest.ts";
 
 // Manifests by digest, and tag records. Both are small and hot (every pull starts with them),
 // so they are served from memory and written through to disk, where they survive a restart.
 
 export interface TagEntry {
+  /**
+   * The accept set this entry answers (acceptKey in mirror/policy.ts). Absent in records written
+   * before entries were keyed by it: those are only revalidated, never trusted as they are.
+   */
+  accept?: string;
   digest: string;
   mediaType: string;
   /** When the upstream last confirmed this tag → digest (ms since the epoch). */
   checkedAt: number;
 }
 
-/** A tag can point to a different manifest per media type a client accepts; one entry each. */
+/** A tag can point to a different manifest per set of types a client accepts; one entry each. */
 export interface TagRecord {
   entries: TagEntry[];
 }
+
+const MAX_TAG_ENTRIES = 16;
 
 /** A tag record from its file's text; undefined when it is not valid JSON or not a record. */
 export function parseTagRecord(text: string): TagRecord | undefined {
@@ -34,7 +41,13 @@ export function parseTagRecord(text: string): TagRecord | undefined {
 function isTagEntry(e: unknown): e is TagEntry {
   if (typeof e !== "object" || e === null) return false;
   const r = e as Record<string, unknown>;
-  return typeof r.digest === "string" && typeof r.mediaType === "string" && typeof r.checkedAt === "number";
+  return (
+    typeof r.digest === "string" &&
+    parseDigest(r.digest) !== undefined &&
+    typeof r.mediaType === "string" &&
+    typeof r.checkedAt === "number" &&
+    (r.accept === undefined || typeof r.accept === "string")
+  );
 }
 
 function isMissing(err: unknown): boolean {
@@ -94,9 +107,17 @@ export class ManifestStore {
     return rec;
   }
 
+  /**
+   * Records `entry` as the answer for its accept set, replacing that set's previous answer.
+   * Entries without a set (older records) go: an answer the upstream just gave supersedes them.
+   * At most MAX_TAG_ENTRIES sets are kept, the most recently confirmed, so clients sending
+   * ever new Accept headers cannot grow a record without bound.
+   */
   async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
     const old = (await this.getTag(upstream, repo, tag))?.entries ?? [];
-    const rec: TagRecord = { entries: [entry, ...old.filter((e) => e.mediaType !== entry.mediaType)] };
+    const others = old.filter((e) => e.accept !== undefined && e.accept !== entry.accept);
+    others.sort((a, b) => b.checkedAt - a.checkedAt);
+    const rec: TagRecord = { entries: [entry, ...others.slice(0, MAX_TAG_ENTRIES - 1)] };
     this.tags.set(`${upstream}/${repo}:${tag}`, rec);
     await writeFileAtomic(this.paths.tag(upstream, repo, tag), JSON.stringify(rec), this.paths.tmpDir);
   }
