@@ -1,3 +1,4 @@
+import { parseDigest } from "../oci/digest.ts";
 import type { CachePaths } from "../storage/paths.ts";
 import { contentFiles, remove, tagFiles, tmpEntries } from "../storage/cache-walk.ts";
 import { ManifestGraph } from "./manifest-graph.ts";
@@ -89,6 +90,9 @@ export async function collectGarbage(paths: CachePaths, opts: GcOptions): Promis
     ),
     freedBytes: 0,
   };
+  // A manifest's type record (storage/paths.ts) goes with it.
+  if (!opts.dryRun)
+    for (const m of result.manifests.removed) await remove(paths.manifestMeta(parseDigest(m)!));
   result.freedBytes = result.manifests.bytes + result.blobs.bytes + result.tmp.bytes;
   return result;
 }

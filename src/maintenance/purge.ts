@@ -104,6 +104,8 @@ async function purgeRef(
       const size = await fileSize(path);
       if (size === undefined) continue;
       if (!dryRun && !(await remove(path))) continue;
+      // A manifest's type record (storage/paths.ts) goes with it.
+      if (!dryRun && kind === "manifest") await remove(paths.manifestMeta(d));
       removed.push({ kind, name: text, bytes: size });
     }
     return removed;

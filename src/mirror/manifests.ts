@@ -53,11 +53,10 @@ export class ManifestService {
   }
 
   private async byDigest(repo: string, d: Digest): Promise<ManifestAnswer> {
-    const { store } = this.deps;
-    const bytes = await store.get(d);
-    if (bytes) {
+    const cached = await this.cached(d);
+    if (cached) {
       this.hit.inc();
-      return cachedAnswer(bytes, formatDigest(d), false);
+      return cached;
     }
     this.miss.inc();
     return this.coalesce(`digest:${d.hex}`, () =>
@@ -66,14 +65,14 @@ export class ManifestService {
   }
 
   private async byTag(repo: string, tag: string, clientAccept: string[]): Promise<ManifestAnswer> {
-    const { store, metrics, tagTtlMs, maxStaleMs } = this.deps;
+    const { metrics, tagTtlMs, maxStaleMs } = this.deps;
     const accept = usefulAccept(clientAccept);
     const decision = decideTag(await this.readTag(repo, tag), accept, Date.now(), tagTtlMs, maxStaleMs);
     if (decision.action === "serve") {
-      const bytes = await store.get(parseDigest(decision.entry.digest)!);
-      if (bytes) {
+      const cached = await this.cached(parseDigest(decision.entry.digest)!);
+      if (cached) {
         this.hit.inc();
-        return cachedAnswer(bytes, decision.entry.digest, false, decision.entry.mediaType);
+        return cached;
       }
     }
     const key = `tag:${repo}:${tag}:${acceptKey(accept)}`;
@@ -84,15 +83,15 @@ export class ManifestService {
     const { entry, staleUntil } = decision;
     return this.coalesce(key, async () => {
       try {
-        const answer = await this.revalidate(repo, tag, accept, entry.digest);
+        const answer = await this.revalidate(repo, tag, accept);
         (answer.source === "cache" ? this.hit : this.miss).inc();
         return answer;
       } catch (err) {
-        const bytes =
+        const cached =
           Date.now() < staleUntil && isUpstreamOutage(err)
-            ? await store.get(parseDigest(entry.digest)!)
+            ? await this.cached(parseDigest(entry.digest)!)
             : undefined;
-        if (!bytes) throw err;
+        if (!cached) throw err;
         this.hit.inc();
         metrics.servedStale.inc({ upstream: this.deps.upstreamName });
         this.deps.log.warn("upstream unavailable; serving a stale tag", {
@@ -100,7 +99,7 @@ export class ManifestService {
           tag,
           error: (err as Error).message,
         });
-        return cachedAnswer(bytes, entry.digest, true, entry.mediaType);
+        return { ...cached, stale: true };
       }
     });
   }
@@ -122,13 +121,43 @@ export class ManifestService {
     }
   }
 
-  /** HEAD the tag; only if its digest moved (or we lost the bytes) GET the new manifest. */
-  private async revalidate(
-    repo: string,
-    tag: string,
-    accept: string[],
-    known: string,
-  ): Promise<ManifestAnswer> {
+  /**
+   * A cached manifest as an answer. Its type is the one recorded when it was cached, never read
+   * from the body: a hit parses nothing, and a body claiming "mediaType":"text/html" is not
+   * served as HTML. A manifest cached before types were recorded is sniffed once (known
+   * manifest types only), and the result recorded.
+   */
+  private async cached(d: Digest): Promise<ManifestAnswer | undefined> {
+    const m = await this.deps.store.get(d);
+    if (!m) return undefined;
+    const digest = formatDigest(d);
+    let mediaType = m.mediaType;
+    if (mediaType === undefined) {
+      mediaType = sniffManifestType(m.bytes);
+      if (mediaType === undefined) {
+        // Never cached by a version that checked bodies: serve it, but name no type for it.
+        return {
+          bytes: m.bytes,
+          digest,
+          mediaType: "application/octet-stream",
+          source: "cache",
+          stale: false,
+        };
+      }
+      await this.deps.store
+        .recordType(d, mediaType)
+        .catch((err: Error) =>
+          this.deps.log.error("could not record a manifest's media type", { digest, error: err.message }),
+        );
+    }
+    return { bytes: m.bytes, digest, mediaType, source: "cache", stale: false };
+  }
+
+  /**
+   * HEAD the tag; GET the manifest only if the digest it names is not cached (it moved to a
+   * manifest we have never fetched, or we lost the bytes).
+   */
+  private async revalidate(repo: string, tag: string, accept: string[]): Promise<ManifestAnswer> {
     const { upstream, store, upstreamName } = this.deps;
     const res = await upstream.fetch({
       method: "HEAD",
@@ -138,17 +167,20 @@ export class ManifestService {
     });
     if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
     res.body.resume();
-    const digest = res.headers["docker-content-digest"];
-    const bytes = digest === known ? await store.get(parseDigest(known)!) : undefined;
-    if (!bytes) return this.fetchTag(repo, tag, accept);
-    const mediaType = headerType(res) ?? sniffManifestType(bytes) ?? "application/octet-stream";
+    const claimed = res.headers["docker-content-digest"];
+    const d = typeof claimed === "string" ? parseDigest(claimed) : undefined;
+    // Digests are immutable and every cached manifest was verified against its own: if the tag
+    // moved to one we already hold (the client's Accept picked another entry of an index, or
+    // a record from before accept keys), its bytes are the answer.
+    const cached = d ? await this.cached(d) : undefined;
+    if (!cached) return this.fetchTag(repo, tag, accept);
     await store.putTag(upstreamName, repo, tag, {
       accept: acceptKey(accept),
-      digest: known,
-      mediaType,
+      digest: cached.digest,
+      mediaType: cached.mediaType,
       checkedAt: Date.now(),
     });
-    return cachedAnswer(bytes, known, false, mediaType);
+    return cached;
   }
 
   private async fetchTag(repo: string, tag: string, accept: string[]): Promise<ManifestAnswer> {
@@ -193,12 +225,13 @@ export class ManifestService {
       );
     }
     // The body must be a manifest whatever the upstream labels it; a known manifest type in the
-    // header wins over the body's own claim (that is what the registry serves it as).
+    // header wins over the body's own claim (that is what the registry serves it as). Either
+    // way the type is a known manifest type: whatever is recorded here is what hits serve.
     const sniffed = sniffManifestType(bytes);
     if (!sniffed)
       throw new RegistryError("UPSTREAM_ERROR", "the upstream sent something that is not a manifest");
     const mediaType = headerType(res) ?? sniffed;
-    await store.put(parseDigest(digest)!, bytes);
+    await store.put(parseDigest(digest)!, bytes, mediaType);
     return { bytes, digest, mediaType, source: "upstream", stale: false };
   }
 
@@ -207,16 +240,6 @@ export class ManifestService {
     if (joined) this.deps.metrics.coalesced.inc({ kind: "manifest" });
     return promise;
   }
-}
-
-function cachedAnswer(bytes: Buffer, digest: string, stale: boolean, mediaType?: string): ManifestAnswer {
-  return {
-    bytes,
-    digest,
-    mediaType: mediaType ?? sniffManifestType(bytes) ?? "application/octet-stream",
-    source: "cache",
-    stale,
-  };
 }
 
 /** Without an Accept (or with only a wildcard) some registries fall back to schema 1: ask for the modern types. */

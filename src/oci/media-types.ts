@@ -7,6 +7,11 @@ export const DOCKER_MANIFEST_V1_SIGNED = "application/vnd.docker.distribution.ma
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 
+/**
+ * Every type a manifest is served as. The only types a manifest answer may carry: a type from
+ * anywhere else (a body's own claim, an upstream's odd header) could be text/html on the
+ * mirror's origin.
+ */
 export const MANIFEST_TYPES: ReadonlySet<string> = new Set([
   DOCKER_MANIFEST_V2,
   DOCKER_MANIFEST_LIST,
@@ -14,6 +19,8 @@ export const MANIFEST_TYPES: ReadonlySet<string> = new Set([
   "application/vnd.docker.distribution.manifest.v1+json",
   OCI_MANIFEST,
   OCI_INDEX,
+  // OCI 1.1's release candidates had it; some registries still hold such manifests.
+  "application/vnd.oci.artifact.manifest.v1+json",
 ]);
 
 /** What we ask the upstream for when the client sent no Accept at all. */
@@ -46,8 +53,9 @@ export function accepts(accept: readonly string[], mediaType: string): boolean {
 
 /**
  * The media type of a manifest body (undefined when it is not a manifest at all), from its own
- * `mediaType` field; an OCI manifest may omit
- * it, in which case the shape decides (an index has `manifests`, an image has `layers`).
+ * `mediaType` field when that is a known manifest type; an OCI manifest may omit it (and a
+ * hostile one may claim text/html), in which case the shape decides (an index has `manifests`,
+ * an image has `layers`). Parses the whole body: for a fill, never for a hit.
  */
 export function sniffManifestType(body: Buffer): string | undefined {
   let doc: unknown;
@@ -60,7 +68,7 @@ export function sniffManifestType(body: Buffer): string | undefined {
   const d = doc as Record<string, unknown>;
   // Every manifest format there is has a schemaVersion; a JSON document without one is not a manifest.
   if (typeof d.schemaVersion !== "number") return undefined;
-  if (typeof d.mediaType === "string") return d.mediaType;
+  if (typeof d.mediaType === "string" && MANIFEST_TYPES.has(d.mediaType)) return d.mediaType;
   if (d.schemaVersion === 1) return DOCKER_MANIFEST_V1_SIGNED;
   if (Array.isArray(d.manifests)) return OCI_INDEX;
   if (Array.isArray(d.layers)) return OCI_MANIFEST;

@@ -3,6 +3,7 @@ import { LRUCache } from "lru-cache";
 import { writeFileAtomic } from "./atomic.ts";
 import type { CachePaths } from "./paths.ts";
 import { parseDigest, type Digest } from "../oci/digest.ts";
+import { MANIFEST_TYPES } from "../oci/media-types.ts";
 
 // Manifests by digest, and tag records. Both are small and hot (every pull starts with them),
 // so they are served from memory and written through to disk, where they survive a restart.
@@ -50,42 +51,96 @@ function isTagEntry(e: unknown): e is TagEntry {
   );
 }
 
+/** manifests/sha256/<hex[0:2]>/<hex>.meta: what is known about a manifest besides its bytes. */
+interface ManifestMeta {
+  mediaType: string;
+}
+
+async function readOrUndefined(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+}
+
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return code === "ENOENT" || code === "ENOTDIR";
 }
 
+/** A cached manifest and what an answer needs besides its bytes. */
+export interface StoredManifest {
+  bytes: Buffer;
+  /**
+   * The media type the upstream declared (a known manifest type); undefined for manifests
+   * cached before types were recorded, which the caller sniffs once and records (recordType).
+   */
+  mediaType: string | undefined;
+}
+
 export class ManifestStore {
-  private readonly manifests: LRUCache<string, Buffer>;
+  private readonly manifests: LRUCache<string, StoredManifest>;
   private readonly tags = new LRUCache<string, TagRecord>({ max: 100_000 });
 
   constructor(
     private readonly paths: CachePaths,
     memoryBytes: number,
   ) {
-    this.manifests = new LRUCache<string, Buffer>({
+    this.manifests = new LRUCache<string, StoredManifest>({
       maxSize: Math.max(memoryBytes, 1),
-      sizeCalculation: (b) => Math.max(b.length, 1),
+      sizeCalculation: (m) => Math.max(m.bytes.length, 1),
     });
   }
 
-  async get(d: Digest): Promise<Buffer | undefined> {
+  /**
+   * A hit in memory costs a map lookup; from disk, reading the bytes and a tiny type record.
+   * The manifest body is never parsed here: a HEAD of a 4 MB index must not cost a JSON parse.
+   */
+  async get(d: Digest): Promise<StoredManifest | undefined> {
     const hit = this.manifests.get(d.hex);
     if (hit) return hit;
-    try {
-      const bytes = await readFile(this.paths.manifest(d));
-      this.manifests.set(d.hex, bytes);
-      return bytes;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
+    const [bytes, mediaType] = await Promise.all([readOrUndefined(this.paths.manifest(d)), this.readType(d)]);
+    if (bytes === undefined) return undefined;
+    const m: StoredManifest = { bytes, mediaType };
+    this.manifests.set(d.hex, m);
+    return m;
   }
 
-  /** The caller has verified that `bytes` hash to `d`. */
-  async put(d: Digest, bytes: Buffer): Promise<void> {
-    this.manifests.set(d.hex, bytes);
+  /**
+   * The caller has verified that `bytes` hash to `d`, and checked `mediaType` against the known
+   * manifest types. The type record goes first: a crash between the two writes leaves a record
+   * without a manifest (a miss) rather than a manifest without its type.
+   */
+  async put(d: Digest, bytes: Buffer, mediaType: string): Promise<void> {
+    this.manifests.set(d.hex, { bytes, mediaType });
+    await this.writeType(d, mediaType);
     await writeFileAtomic(this.paths.manifest(d), bytes, this.paths.tmpDir);
+  }
+
+  /** For a manifest cached before types were recorded: its sniffed type, from now on kept. */
+  async recordType(d: Digest, mediaType: string): Promise<void> {
+    const m = this.manifests.get(d.hex);
+    if (m) m.mediaType = mediaType;
+    await this.writeType(d, mediaType);
+  }
+
+  private async writeType(d: Digest, mediaType: string): Promise<void> {
+    const record: ManifestMeta = { mediaType };
+    await writeFileAtomic(this.paths.manifestMeta(d), JSON.stringify(record), this.paths.tmpDir);
+  }
+
+  /** The recorded type; undefined when there is none, or it is torn or not a manifest type. */
+  private async readType(d: Digest): Promise<string | undefined> {
+    const text = await readOrUndefined(this.paths.manifestMeta(d));
+    if (text === undefined) return undefined;
+    try {
+      const t = (JSON.parse(text.toString("utf8")) as Partial<ManifestMeta> | null)?.mediaType;
+      return typeof t === "string" && MANIFEST_TYPES.has(t) ? t : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {

@@ -6,6 +6,7 @@ import type { Digest } from "../oci/digest.ts";
 //   <dir>/
 //     blobs/sha256/<hex[0:2]>/<hex>        blob bytes (layers, configs); mtime = last read
 //     manifests/sha256/<hex[0:2]>/<hex>    manifest bytes, exactly as the upstream sent them
+//     manifests/sha256/<hex[0:2]>/<hex>.meta   {"mediaType"}: the type the upstream declared
 //     repos/<upstream>/<repo>/_tags/<tag>.json   what a tag pointed to, and when we last checked
 //     tmp/<random>                         fills in progress; anything here at start is debris
 //
@@ -34,6 +35,10 @@ export class CachePaths {
   }
   manifest(d: Digest): string {
     return join(this.manifestsDir, d.hex.slice(0, 2), d.hex);
+  }
+  /** Beside the manifest; its name is not 64 hex characters, so content walks pass it by. */
+  manifestMeta(d: Digest): string {
+    return `${this.manifest(d)}.meta`;
   }
   tag(upstream: string, repo: string, tag: string): string {
     return join(this.reposDir, upstream, repo, "_tags", `${tag}.json`);

@@ -1,12 +1,18 @@
 // The manifest store on a real directory: which read failures count as "no record" and which
 // must reach the caller.
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CachePaths } from "../../src/storage/paths.ts";
 import { ManifestStore } from "../../src/storage/manifest-store.ts";
+import { parseDigest } from "../../src/oci/digest.ts";
+import { collectGarbage } from "../../src/maintenance/gc.ts";
+
+const OCI = "application/vnd.oci.image.manifest.v1+json";
 
 describe("ManifestStore tag records", () => {
   let root: string;
@@ -35,5 +41,28 @@ describe("ManifestStore tag records", () => {
     // tests run as root, which no permission stops).
     await mkdir(paths.tag("u", "r", "unreadable"), { recursive: true });
     await assert.rejects(store.getTag("u", "r", "unreadable"), { code: "EISDIR" });
+  });
+});
+
+describe("ManifestStore manifests", () => {
+  let root: string;
+  let paths: CachePaths;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), "regmirror-store-"));
+    paths = new CachePaths(root);
+    await mkdir(paths.tmpDir, { recursive: true });
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
+  it("keeps the declared type beside the bytes, and gc removes both", async () => {
+    const bytes = Buffer.from('{"schemaVersion":2,"mediaType":"text/html","layers":[]}');
+    const d = parseDigest(`sha256:${createHash("sha256").update(bytes).digest("hex")}`)!;
+    await new ManifestStore(paths, 1024).put(d, bytes, OCI);
+    // A fresh store reads from disk only.
+    assert.deepEqual(await new ManifestStore(paths, 1024).get(d), { bytes, mediaType: OCI });
+    const r = await collectGarbage(paths, { dryRun: false, minAgeMs: 0, keepUntagged: false });
+    assert.deepEqual(r.manifests.removed, [`sha256:${d.hex}`]);
+    assert.equal(existsSync(paths.manifest(d)), false);
+    assert.equal(existsSync(paths.manifestMeta(d)), false);
   });
 });
