@@ -99,7 +99,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     });
     upstreams.set(u.name, { client, manifests });
   }
-  const mirror = new Mirror(upstreams, config.upstream.name, blobs, paths);
+  const mirror = new Mirror(upstreams, config.upstream.name, blobs, paths, manifestStore);
   const allUpstreams = [config.upstream, ...config.upstreams];
   const startedAt = Date.now();
   const stats = () => collectStats(metrics, allUpstreams, startedAt);

@@ -69,7 +69,14 @@ export function createHandler(deps: HandlerDeps): Handler {
   if (deps.admin) {
     app.use(
       "/admin",
-      adminRouter({ ...deps.admin, log: deps.log, changed: () => repositories.invalidate() }),
+      adminRouter({
+        ...deps.admin,
+        log: deps.log,
+        changed: () => {
+          repositories.invalidate();
+          deps.mirror.invalidateListing();
+        },
+      }),
     );
   }
   const gate = deps.gate;

@@ -2,7 +2,6 @@ import { readdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { RegistryError } from "../oci/errors.ts";
 import type { CachePaths } from "../storage/paths.ts";
-import { tagFiles } from "../storage/cache-walk.ts";
 import type { Routed } from "./routing.ts";
 
 // /v2/_catalog and /v2/<name>/tags/list, answered from what the cache holds: a mirror lists
@@ -43,17 +42,18 @@ export async function cachedTags(paths: CachePaths, at: Routed): Promise<string[
 
 /**
  * Cached repositories, named as a client would ask for them: plain for the default upstream (or
- * for the one `ns` names), behind their registry's name for the others.
+ * for the one `ns` names), behind their registry's name for the others. From the store's index,
+ * so a catalog request costs no directory walk.
  */
-export async function cachedRepositories(
-  paths: CachePaths,
+export function cachedRepositories(
+  index: ReadonlyMap<string, ReadonlySet<string>>,
   defaultName: string,
   only: string | undefined,
-): Promise<string[]> {
-  const names = new Set<string>();
-  for (const t of await tagFiles(paths)) {
-    if (only !== undefined && t.upstream !== only) continue;
-    names.add(t.upstream === (only ?? defaultName) ? t.repo : `${t.upstream}/${t.repo}`);
+): string[] {
+  const names: string[] = [];
+  for (const [upstream, repos] of index) {
+    if (only !== undefined && upstream !== only) continue;
+    for (const repo of repos) names.push(upstream === (only ?? defaultName) ? repo : `${upstream}/${repo}`);
   }
-  return [...names].sort();
+  return names.sort();
 }

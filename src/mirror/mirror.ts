@@ -6,6 +6,7 @@ import type { ManifestAnswer, ManifestService } from "./manifests.ts";
 import { routeRepo, type Routed } from "./routing.ts";
 import { cachedRepositories, cachedTags, paginate, type Page } from "./listing.ts";
 import type { CachePaths } from "../storage/paths.ts";
+import type { ManifestStore } from "../storage/manifest-store.ts";
 
 // What the HTTP layer talks to: "manifest X of repository Y", "blob Z". It picks the upstream
 // (ns, path prefix, default) and hands the question to the services; whether the answer comes
@@ -24,6 +25,7 @@ export class Mirror {
     private readonly defaultName: string,
     private readonly blobs: BlobService,
     private readonly paths: CachePaths,
+    private readonly store: ManifestStore,
   ) {
     this.names = new Set(upstreams.keys());
   }
@@ -48,7 +50,12 @@ export class Mirror {
   async catalog(ns: string | undefined, n: number | undefined, last: string | undefined): Promise<Page> {
     let only: string | undefined;
     if (ns !== undefined) only = this.route(ns, "x").upstream;
-    return paginate(await cachedRepositories(this.paths, this.defaultName, only), n, last);
+    return paginate(cachedRepositories(await this.store.repositories(), this.defaultName, only), n, last);
+  }
+
+  /** Tag records were removed behind the mirror's back (the admin API's purge): list afresh. */
+  invalidateListing(): void {
+    this.store.invalidateRepositories();
   }
 
   async close(): Promise<void> {

@@ -1,9 +1,10 @@
-import { createReadStream } from "node:fs";
+import { createReadStream, type Dirent } from "node:fs";
 import { readFile, readdir, rm, rmdir, stat } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { createHash } from "node:crypto";
 import type { CachePaths } from "./paths.ts";
-import { parseTagRecord, type TagEntry } from "./manifest-store.ts";
+import { parseDigest } from "../oci/digest.ts";
+import type { TagEntry, TagRecord } from "./manifest-store.ts";
 
 // Reading the cache directory from outside the server, for the maintenance commands. Everything
 // here tolerates a mirror running on the same directory at the same time: a file that vanishes
@@ -82,6 +83,32 @@ export async function tagFiles(paths: CachePaths): Promise<TagFile[]> {
   return out.sort((a, b) =>
     `${a.upstream}/${a.repo}:${a.tag}`.localeCompare(`${b.upstream}/${b.repo}:${b.tag}`),
   );
+}
+
+/**
+ * The repositories that have a tag record, per upstream: one directory walk, no file read
+ * (the catalog's index; tagFiles reads every record). Nested repositories as in tagFiles.
+ */
+export async function taggedRepositories(paths: CachePaths): Promise<Map<string, Set<string>>> {
+  const out = new Map<string, Set<string>>();
+  for (const upstream of await listDir(paths.reposDir)) {
+    const upstreamDir = join(paths.reposDir, upstream);
+    const repos = new Set<string>();
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await listDirEntries(dir)) {
+        if (!entry.isDirectory()) continue;
+        const path = join(dir, entry.name);
+        if (entry.name !== "_tags") {
+          await walk(path);
+        } else if ((await listDir(path)).some((f) => f.endsWith(".json"))) {
+          repos.add(relative(upstreamDir, dir).split(sep).join("/"));
+        }
+      }
+    };
+    await walk(upstreamDir);
+    if (repos.size > 0) out.set(upstream, repos);
+  }
+  return out;
 }
 
 export async function tmpEntries(paths: CachePaths): Promise<TmpEntry[]> {
@@ -163,6 +190,15 @@ async function listDir(dir: string): Promise<string[]> {
   }
 }
 
+async function listDirEntries(dir: string): Promise<Dirent[]> {
+  try {
+    return await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
+  }
+}
+
 async function statOrUndefined(path: string) {
   try {
     return await stat(path);
@@ -170,4 +206,28 @@ async function statOrUndefined(path: string) {
     if (isNotFound(err)) return undefined;
     throw err;
   }
+}
+
+/** A tag record from its file's text; undefined when it is not valid JSON or not a record. */
+export function parseTagRecord(text: string): TagRecord | undefined {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const entries = (doc as Partial<TagRecord> | null)?.entries;
+  return Array.isArray(entries) ? { entries: entries.filter(isTagEntry) } : undefined;
+}
+
+function isTagEntry(e: unknown): e is TagEntry {
+  if (typeof e !== "object" || e === null) return false;
+  const r = e as Record<string, unknown>;
+  return (
+    typeof r.digest === "string" &&
+    parseDigest(r.digest) !== undefined &&
+    typeof r.mediaType === "string" &&
+    typeof r.checkedAt === "number" &&
+    (r.accept === undefined || typeof r.accept === "string")
+  );
 }

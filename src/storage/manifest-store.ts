@@ -1,8 +1,9 @@
 import { readFile } from "node:fs/promises";
 import { LRUCache } from "lru-cache";
 import { writeFileAtomic } from "./atomic.ts";
+import { isNotFound, parseTagRecord, readIfPresent, taggedRepositories } from "./cache-walk.ts";
 import type { CachePaths } from "./paths.ts";
-import { parseDigest, type Digest } from "../oci/digest.ts";
+import type { Digest } from "../oci/digest.ts";
 import { MANIFEST_TYPES } from "../oci/media-types.ts";
 
 // Manifests by digest, and tag records. Both are small and hot (every pull starts with them),
@@ -26,48 +27,12 @@ export interface TagRecord {
 }
 
 const MAX_TAG_ENTRIES = 16;
-
-/** A tag record from its file's text; undefined when it is not valid JSON or not a record. */
-export function parseTagRecord(text: string): TagRecord | undefined {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  const entries = (doc as Partial<TagRecord> | null)?.entries;
-  return Array.isArray(entries) ? { entries: entries.filter(isTagEntry) } : undefined;
-}
-
-function isTagEntry(e: unknown): e is TagEntry {
-  if (typeof e !== "object" || e === null) return false;
-  const r = e as Record<string, unknown>;
-  return (
-    typeof r.digest === "string" &&
-    parseDigest(r.digest) !== undefined &&
-    typeof r.mediaType === "string" &&
-    typeof r.checkedAt === "number" &&
-    (r.accept === undefined || typeof r.accept === "string")
-  );
-}
+/** How long the catalog's index trusts itself without a walk (changes by other processes). */
+const REFRESH_MS = 5 * 60_000;
 
 /** manifests/sha256/<hex[0:2]>/<hex>.meta: what is known about a manifest besides its bytes. */
 interface ManifestMeta {
   mediaType: string;
-}
-
-async function readOrUndefined(path: string): Promise<Buffer | undefined> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    if (isMissing(err)) return undefined;
-    throw err;
-  }
-}
-
-function isMissing(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === "ENOENT" || code === "ENOTDIR";
 }
 
 /** A cached manifest and what an answer needs besides its bytes. */
@@ -83,6 +48,7 @@ export interface StoredManifest {
 export class ManifestStore {
   private readonly manifests: LRUCache<string, StoredManifest>;
   private readonly tags = new LRUCache<string, TagRecord>({ max: 100_000 });
+  private readonly repos = new RepoIndex(() => taggedRepositories(this.paths));
 
   constructor(
     private readonly paths: CachePaths,
@@ -101,7 +67,7 @@ export class ManifestStore {
   async get(d: Digest): Promise<StoredManifest | undefined> {
     const hit = this.manifests.get(d.hex);
     if (hit) return hit;
-    const [bytes, mediaType] = await Promise.all([readOrUndefined(this.paths.manifest(d)), this.readType(d)]);
+    const [bytes, mediaType] = await Promise.all([readIfPresent(this.paths.manifest(d)), this.readType(d)]);
     if (bytes === undefined) return undefined;
     const m: StoredManifest = { bytes, mediaType };
     this.manifests.set(d.hex, m);
@@ -133,7 +99,7 @@ export class ManifestStore {
 
   /** The recorded type; undefined when there is none, or it is torn or not a manifest type. */
   private async readType(d: Digest): Promise<string | undefined> {
-    const text = await readOrUndefined(this.paths.manifestMeta(d));
+    const text = await readIfPresent(this.paths.manifestMeta(d));
     if (text === undefined) return undefined;
     try {
       const t = (JSON.parse(text.toString("utf8")) as Partial<ManifestMeta> | null)?.mediaType;
@@ -153,7 +119,7 @@ export class ManifestStore {
     } catch (err) {
       // Only "there is no record" is a miss. EMFILE, EACCES, EIO are the caller's to report:
       // swallowed, they would turn every request into a silent refetch.
-      if (isMissing(err)) return undefined;
+      if (isNotFound(err)) return undefined;
       throw err;
     }
     // A record torn or edited by something other than us: ask the upstream again.
@@ -175,5 +141,76 @@ export class ManifestStore {
     const rec: TagRecord = { entries: [entry, ...others.slice(0, MAX_TAG_ENTRIES - 1)] };
     this.tags.set(`${upstream}/${repo}:${tag}`, rec);
     await writeFileAtomic(this.paths.tag(upstream, repo, tag), JSON.stringify(rec), this.paths.tmpDir);
+    this.repos.add(upstream, repo);
   }
+
+  /** The repositories with a tag record, per upstream (for /v2/_catalog); see RepoIndex. */
+  repositories(): Promise<ReadonlyMap<string, ReadonlySet<string>>> {
+    return this.repos.get();
+  }
+
+  /**
+   * Tag records were removed behind the store's back (purge, gc): the next catalog walks the
+   * directory again. Records cached in memory stay; a purged tag is a record the upstream
+   * confirms again anyway.
+   */
+  invalidateRepositories(): void {
+    this.repos.invalidate();
+  }
+}
+
+/**
+ * Which repositories have tag records, without a directory walk per /v2/_catalog: walked once
+ * (lazily), kept up to date as tags are written, walked again after invalidate() and, to pick
+ * up what another process did to the directory (`regmirror purge` from a shell), after
+ * REFRESH_MS. Concurrent requests share one walk.
+ */
+class RepoIndex {
+  private repos: Map<string, Set<string>> | undefined;
+  private builtAt = 0;
+  private building: Promise<Map<string, Set<string>>> | undefined;
+  /** Tags written while a walk runs: the walk may have passed their directory already. */
+  private addedDuringWalk: Array<[string, string]> = [];
+  /** Bumped by invalidate(), so that a walk begun before a purge is not kept. */
+  private generation = 0;
+
+  constructor(private readonly walk: () => Promise<Map<string, Set<string>>>) {}
+
+  get(): Promise<Map<string, Set<string>>> {
+    if (this.repos && Date.now() - this.builtAt < REFRESH_MS) return Promise.resolve(this.repos);
+    return (this.building ??= this.build());
+  }
+
+  add(upstream: string, repo: string): void {
+    if (this.building) this.addedDuringWalk.push([upstream, repo]);
+    if (this.repos) addTo(this.repos, upstream, repo);
+  }
+
+  invalidate(): void {
+    this.generation++;
+    this.repos = undefined;
+    this.building = undefined;
+  }
+
+  private async build(): Promise<Map<string, Set<string>>> {
+    const generation = this.generation;
+    this.addedDuringWalk = [];
+    try {
+      const repos = await this.walk();
+      for (const [upstream, repo] of this.addedDuringWalk) addTo(repos, upstream, repo);
+      if (generation === this.generation) {
+        this.repos = repos;
+        this.builtAt = Date.now();
+      }
+      return repos;
+    } finally {
+      if (generation === this.generation) this.building = undefined;
+    }
+  }
+}
+
+function addTo(repos: Map<string, Set<string>>, upstream: string, repo: string): void {
+  let set = repos.get(upstream);
+  if (!set) repos.set(upstream, (set = new Set()));
+  set.add(repo);
 }

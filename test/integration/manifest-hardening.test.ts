@@ -118,3 +118,48 @@ describe("manifest media types", () => {
     assert.ok(MANIFEST_TYPES.has(type), type);
   });
 });
+
+describe("the catalog's index", () => {
+  const TOKEN = "admin-token-for-tests-0123456789";
+  let fake: FakeUpstream;
+  let mirror: TestMirror;
+  before(async () => {
+    fake = await startFakeUpstream();
+    mirror = await startTestMirror(fake.url, {
+      upstream: { name: "registry.test" },
+      admin: { token: TOKEN },
+    });
+  });
+  after(async () => {
+    await mirror?.stop();
+    await fake?.stop();
+  });
+
+  const pull = async (repo: string) => {
+    fake.addManifest(repo, "1", Buffer.from(JSON.stringify({ schemaVersion: 2, layers: [], repo })), OCI);
+    await ask(mirror, repo, "1");
+  };
+  const catalog = async () =>
+    ((await (await fetch(`${mirror.url}/v2/_catalog`)).json()) as { repositories: string[] }).repositories;
+
+  it("answers from an index kept up to date by the mirror, not a walk per request", async () => {
+    await pull("a/one");
+    assert.deepEqual(await catalog(), ["a/one"]);
+    // A record written behind the mirror's back is not seen: the catalog did not walk again.
+    const hidden = join(mirror.cacheDir, "repos", "registry.test", "b", "hidden", "_tags");
+    await mkdir(hidden, { recursive: true });
+    await writeFile(join(hidden, "1.json"), JSON.stringify({ entries: [] }));
+    assert.deepEqual(await catalog(), ["a/one"]);
+    // A tag the mirror writes is in the index at once.
+    await pull("c/new");
+    assert.deepEqual(await catalog(), ["a/one", "c/new"]);
+    // A purge through the admin API makes the next catalog walk the directory again.
+    const purged = await fetch(`${mirror.url}/admin/purge`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify({ ref: "a/one:1" }),
+    });
+    assert.equal(purged.status, 200);
+    assert.deepEqual(await catalog(), ["b/hidden", "c/new"]);
+  });
+});
