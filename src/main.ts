@@ -96,6 +96,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       tagTtlMs: u.tagTTL ?? config.tag.ttl,
       maxStaleMs: config.tag.maxStale,
       maxManifestBytes: config.limits.maxManifestSize,
+      revalidateTimeoutMs: u.revalidateTimeout,
     });
     upstreams.set(u.name, { client, manifests });
   }

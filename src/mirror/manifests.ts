@@ -34,6 +34,8 @@ export interface ManifestServiceDeps {
   tagTtlMs: number;
   maxStaleMs: number;
   maxManifestBytes: number;
+  /** Limit for a tag revalidation (HEAD, and the GET it may lead to): upstream.revalidateTimeout. */
+  revalidateTimeoutMs: number;
 }
 
 export class ManifestService {
@@ -60,7 +62,7 @@ export class ManifestService {
     }
     this.miss.inc();
     return this.coalesce(`digest:${d.hex}`, () =>
-      this.fetch(repo, formatDigest(d), DEFAULT_MANIFEST_ACCEPT, d),
+      this.fetch(repo, formatDigest(d), DEFAULT_MANIFEST_ACCEPT, { expected: d }),
     );
   }
 
@@ -164,6 +166,9 @@ export class ManifestService {
       repo,
       path: `/v2/${repo}/manifests/${tag}`,
       headers: { accept },
+      // Its own, short limit: an upstream that does not answer must not hold a cached tag back
+      // for the whole upstream timeout (which is sized for blob transfers) before it is served stale.
+      timeoutMs: this.deps.revalidateTimeoutMs,
     });
     if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
     res.body.resume();
@@ -173,7 +178,8 @@ export class ManifestService {
     // moved to one we already hold (the client's Accept picked another entry of an index, or
     // a record from before accept keys), its bytes are the answer.
     const cached = d ? await this.cached(d) : undefined;
-    if (!cached) return this.fetchTag(repo, tag, accept);
+    // The GET is part of the revalidation: a cached tag is waiting to be served stale.
+    if (!cached) return this.fetchTag(repo, tag, accept, this.deps.revalidateTimeoutMs);
     await store.putTag(upstreamName, repo, tag, {
       accept: acceptKey(accept),
       digest: cached.digest,
@@ -183,8 +189,13 @@ export class ManifestService {
     return cached;
   }
 
-  private async fetchTag(repo: string, tag: string, accept: string[]): Promise<ManifestAnswer> {
-    const answer = await this.fetch(repo, tag, accept);
+  private async fetchTag(
+    repo: string,
+    tag: string,
+    accept: string[],
+    timeoutMs?: number,
+  ): Promise<ManifestAnswer> {
+    const answer = await this.fetch(repo, tag, accept, { timeoutMs });
     await this.deps.store.putTag(this.deps.upstreamName, repo, tag, {
       accept: acceptKey(accept),
       digest: answer.digest,
@@ -199,14 +210,16 @@ export class ManifestService {
     repo: string,
     ref: string,
     accept: string[],
-    expected?: Digest,
+    opts: { expected?: Digest; timeoutMs?: number | undefined } = {},
   ): Promise<ManifestAnswer> {
+    const { expected, timeoutMs } = opts;
     const { upstream, store, maxManifestBytes } = this.deps;
     const res = await upstream.fetch({
       method: "GET",
       repo,
       path: `/v2/${repo}/manifests/${ref}`,
       headers: { accept },
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     });
     if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
     const bytes = await readLimited(res, maxManifestBytes);
@@ -264,15 +277,24 @@ async function readLimited(res: UpstreamResponse, limit: number): Promise<Buffer
   }
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of res.body) {
-    total += (chunk as Buffer).length;
-    if (total > limit) {
-      res.body.destroy();
-      throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest larger than the limit", {
-        detail: { limit },
-      });
+  try {
+    for await (const chunk of res.body) {
+      total += (chunk as Buffer).length;
+      if (total > limit) {
+        res.body.destroy();
+        throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest larger than the limit", {
+          detail: { limit },
+        });
+      }
+      chunks.push(chunk as Buffer);
     }
-    chunks.push(chunk as Buffer);
+  } catch (err) {
+    if (err instanceof RegistryError) throw err;
+    // A body cut or stalled (bodyTimeout) is an upstream outage, so a cached tag is served stale.
+    throw new RegistryError("UNAVAILABLE", "the upstream stopped sending the manifest", {
+      detail: { reason: (err as Error).message },
+      cause: err,
+    });
   }
   return Buffer.concat(chunks);
 }

@@ -163,3 +163,59 @@ describe("the catalog's index", () => {
     assert.deepEqual(await catalog(), ["b/hidden", "c/new"]);
   });
 });
+
+describe("a tag revalidation has its own time limit", () => {
+  let fake: FakeUpstream;
+  let mirror: TestMirror;
+  before(async () => {
+    fake = await startFakeUpstream();
+    // The upstream timeout is sized for blobs; a revalidation must not wait for it.
+    mirror = await startTestMirror(fake.url, {
+      upstream: { name: "registry.test", timeout: "60s", revalidateTimeout: "1s" },
+      tag: { ttl: "0s", maxStale: "1h" },
+    });
+  });
+  after(async () => {
+    await mirror?.stop();
+    await fake?.stop();
+  });
+  const body = (n: number) =>
+    Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI, layers: [], n }));
+  const getTag = async (tag: string) => {
+    const res = await fetch(`${mirror.url}/v2/slow/app/manifests/${tag}`);
+    await res.arrayBuffer();
+    assert.equal(res.status, 200);
+    return { digest: res.headers.get("docker-content-digest"), warning: res.headers.get("warning") };
+  };
+
+  it("serves a cached tag stale when the upstream never answers the HEAD", { timeout: 20_000 }, async () => {
+    const digest = fake.addManifest("slow/app", "1", body(1), OCI);
+    assert.deepEqual(await getTag("1"), { digest, warning: null });
+    fake.behave("*", { hang: true, method: "HEAD" });
+    try {
+      const stale = await getTag("1");
+      assert.equal(stale.digest, digest);
+      assert.match(stale.warning ?? "", /^110 /);
+    } finally {
+      fake.clearBehaviours();
+    }
+  });
+
+  it(
+    "and when the tag moved but the GET of its new manifest never answers",
+    { timeout: 20_000 },
+    async () => {
+      const digest = fake.addManifest("slow/app", "2", body(2), OCI);
+      assert.deepEqual(await getTag("2"), { digest, warning: null });
+      fake.addManifest("slow/app", "2", body(3), OCI);
+      fake.behave("slow/app:2", { hang: true, method: "GET" });
+      try {
+        const stale = await getTag("2");
+        assert.equal(stale.digest, digest);
+        assert.match(stale.warning ?? "", /^110 /);
+      } finally {
+        fake.clearBehaviours();
+      }
+    },
+  );
+});
