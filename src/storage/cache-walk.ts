@@ -178,7 +178,22 @@ export function isNotFound(err: unknown): boolean {
 async function readTagFile(path: string): Promise<Omit<TagFile, "upstream" | "repo" | "tag"> | undefined> {
   const bytes = await readIfPresent(path);
   if (bytes === undefined) return undefined;
-  return { path, size: bytes.length, entries: parseTagRecord(bytes.toString("utf8"))?.entries };
+  const entries = parseTagRecord(bytes.toString("utf8"))?.entries;
+  return { path, size: bytes.length, entries: entries && oncePerManifest(entries) };
+}
+
+/**
+ * A record holds one entry per accept set, and several sets often got the same manifest: to
+ * the maintenance views a tag points to each manifest once, last checked at the latest check.
+ */
+function oncePerManifest(entries: TagEntry[]): TagEntry[] {
+  const byDigest = new Map<string, TagEntry>();
+  for (const e of entries) {
+    const seen = byDigest.get(e.digest);
+    if (!seen) byDigest.set(e.digest, { ...e });
+    else seen.checkedAt = Math.max(seen.checkedAt, e.checkedAt);
+  }
+  return [...byDigest.values()];
 }
 
 async function listDir(dir: string): Promise<string[]> {

@@ -11,6 +11,7 @@ import { CachePaths } from "../../src/storage/paths.ts";
 import { ManifestStore } from "../../src/storage/manifest-store.ts";
 import { parseDigest } from "../../src/oci/digest.ts";
 import { collectGarbage } from "../../src/maintenance/gc.ts";
+import { tagFiles } from "../../src/storage/cache-walk.ts";
 
 const OCI = "application/vnd.oci.image.manifest.v1+json";
 
@@ -64,5 +65,30 @@ describe("ManifestStore manifests", () => {
     assert.deepEqual(r.manifests.removed, [`sha256:${d.hex}`]);
     assert.equal(existsSync(paths.manifest(d)), false);
     assert.equal(existsSync(paths.manifestMeta(d)), false);
+  });
+});
+
+describe("tag records as the maintenance commands see them", () => {
+  it("name each manifest once, however many accept sets got it", async () => {
+    const root = await mkdtemp(join(tmpdir(), "regmirror-store-"));
+    try {
+      const paths = new CachePaths(root);
+      await mkdir(paths.tmpDir, { recursive: true });
+      const store = new ManifestStore(paths, 1024);
+      const d = (c: string) => `sha256:${c.repeat(64)}`;
+      await store.putTag("u", "r", "1", { accept: "a", digest: d("a"), mediaType: OCI, checkedAt: 1 });
+      await store.putTag("u", "r", "1", { accept: "b", digest: d("b"), mediaType: OCI, checkedAt: 2 });
+      await store.putTag("u", "r", "1", { accept: "c", digest: d("a"), mediaType: OCI, checkedAt: 3 });
+      const [t] = await tagFiles(paths);
+      assert.deepEqual(
+        t!.entries!.map((e) => [e.digest, e.checkedAt]),
+        [
+          [d("a"), 3],
+          [d("b"), 2],
+        ],
+      );
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
