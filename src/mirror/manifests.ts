@@ -78,6 +78,14 @@ export class ManifestService {
       }
     }
     const key = `tag:${repo}:${tag}:${acceptKey(accept)}`;
+    if (decision.action === "probe") {
+      // Cached for other Accepts: the HEAD often names a manifest we hold (an index's child).
+      return this.coalesce(key, async () => {
+        const answer = await this.revalidate(repo, tag, accept, undefined);
+        (answer.source === "cache" ? this.hit : this.miss).inc();
+        return answer;
+      });
+    }
     if (decision.action !== "revalidate") {
       this.miss.inc();
       return this.coalesce(key, () => this.fetchTag(repo, tag, accept));
@@ -85,7 +93,9 @@ export class ManifestService {
     const { entry, staleUntil } = decision;
     return this.coalesce(key, async () => {
       try {
-        const answer = await this.revalidate(repo, tag, accept);
+        // Its own, short limit: an upstream that does not answer must not hold a cached tag
+        // back for the whole upstream timeout (sized for blob transfers) before it is served stale.
+        const answer = await this.revalidate(repo, tag, accept, this.deps.revalidateTimeoutMs);
         (answer.source === "cache" ? this.hit : this.miss).inc();
         return answer;
       } catch (err) {
@@ -157,18 +167,21 @@ export class ManifestService {
 
   /**
    * HEAD the tag; GET the manifest only if the digest it names is not cached (it moved to a
-   * manifest we have never fetched, or we lost the bytes).
+   * manifest we have never fetched, or we lost the bytes). `timeoutMs` bounds both requests.
    */
-  private async revalidate(repo: string, tag: string, accept: string[]): Promise<ManifestAnswer> {
+  private async revalidate(
+    repo: string,
+    tag: string,
+    accept: string[],
+    timeoutMs: number | undefined,
+  ): Promise<ManifestAnswer> {
     const { upstream, store, upstreamName } = this.deps;
     const res = await upstream.fetch({
       method: "HEAD",
       repo,
       path: `/v2/${repo}/manifests/${tag}`,
       headers: { accept },
-      // Its own, short limit: an upstream that does not answer must not hold a cached tag back
-      // for the whole upstream timeout (which is sized for blob transfers) before it is served stale.
-      timeoutMs: this.deps.revalidateTimeoutMs,
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     });
     if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
     res.body.resume();
@@ -178,8 +191,7 @@ export class ManifestService {
     // moved to one we already hold (the client's Accept picked another entry of an index, or
     // a record from before accept keys), its bytes are the answer.
     const cached = d ? await this.cached(d) : undefined;
-    // The GET is part of the revalidation: a cached tag is waiting to be served stale.
-    if (!cached) return this.fetchTag(repo, tag, accept, this.deps.revalidateTimeoutMs);
+    if (!cached) return this.fetchTag(repo, tag, accept, timeoutMs);
     await store.putTag(upstreamName, repo, tag, {
       accept: acceptKey(accept),
       digest: cached.digest,

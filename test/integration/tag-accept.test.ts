@@ -48,4 +48,26 @@ describe("tags and Accept, against a real registry", () => {
     // Both answers come from the cache, each for its own Accept.
     assert.equal(await up.count("*", "/v2/library/multi/manifests/"), 0);
   });
+
+  // Follows the test above: the list and its amd64 manifest are cached.
+  it("shares the tag's native manifest; for another narrow Accept, a HEAD finds what is cached", async () => {
+    const amd64 = list.images.find((i) => i.platform === "linux/amd64")!;
+    await up.resetRequests();
+    // A client that takes lists gets the list cached for the usual Accept: it is the tag's own.
+    assert.deepEqual(await get(`${MEDIA.dockerList}, ${MEDIA.dockerManifest}`), {
+      digest: list.manifestDigest,
+      type: MEDIA.dockerList,
+    });
+    assert.equal(await up.count("*", "/v2/library/multi/manifests/"), 0);
+    // No list for this one: the upstream decides (HEAD), and names a manifest already cached.
+    assert.deepEqual(await get(`${MEDIA.ociManifest}, ${MEDIA.dockerManifest}`), {
+      digest: amd64.manifestDigest,
+      type: MEDIA.dockerManifest,
+    });
+    const asked = (await up.requests()).filter((r) => r.path.startsWith("/v2/library/multi/manifests/"));
+    assert.deepEqual(
+      asked.map((r) => r.method),
+      ["HEAD"],
+    );
+  });
 });

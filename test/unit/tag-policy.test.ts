@@ -34,11 +34,26 @@ describe("decideTag", () => {
     assert.equal(narrow.action === "serve" && narrow.entry.digest, digest("b"));
   });
 
-  it("an Accept never asked before is a fetch, even if a cached type would satisfy it", () => {
+  it("an answer the upstream picked for a narrow Accept is never another Accept's answer", () => {
     const rec: TagRecord = { entries: [entry(NARROW, "b", V2)] };
-    // This client takes v2 manifests, but the upstream may answer it with a list: ask.
-    assert.deepEqual(decideTag(rec, [V2, LIST], T, TTL, STALE), { action: "fetch" });
+    // This client takes v2 manifests, but the upstream may answer it with a list: ask (HEAD).
+    assert.deepEqual(decideTag(rec, [V2, LIST], T, TTL, STALE), { action: "probe" });
+    assert.deepEqual(decideTag(rec, USUAL, T, TTL, STALE), { action: "probe" });
     assert.deepEqual(decideTag(undefined, USUAL, T, TTL, STALE), { action: "fetch" });
+  });
+
+  it("the tag's native manifest answers every client that takes its type", () => {
+    // A list is never made up by a registry: whoever takes lists gets it.
+    const list: TagRecord = { entries: [entry(USUAL, "a", LIST)] };
+    const docker = decideTag(list, [LIST, V2], T + 1, TTL, STALE);
+    assert.equal(docker.action === "serve" && docker.entry.digest, digest("a"));
+    // A single manifest given to a client that also took every list type is the tag's own.
+    const single: TagRecord = { entries: [entry(USUAL, "c", V2)] };
+    const narrow = decideTag(single, NARROW, T + 1, TTL, STALE);
+    assert.equal(narrow.action === "serve" && narrow.entry.digest, digest("c"));
+    assert.deepEqual(decideTag(single, [OCI], T + 1, TTL, STALE), { action: "probe" });
+    // Shared entries expire like their own: revalidated, with a stale fallback.
+    assert.equal(decideTag(single, NARROW, T + TTL, TTL, STALE).action, "revalidate");
   });
 
   it("the same set of types in another order or repeated is the same question", () => {
@@ -46,7 +61,7 @@ describe("decideTag", () => {
     const d = decideTag(rec, [V2, LIST, OCI, OCI_INDEX, V2], T + 1, TTL, STALE);
     assert.equal(d.action, "serve");
     // A wildcard is not the list it stands for: registries match Accept literally.
-    assert.equal(decideTag(rec, ["application/*"], T + 1, TTL, STALE).action, "fetch");
+    assert.equal(decideTag(rec, ["application/*"], T + 1, TTL, STALE).action, "probe");
   });
 
   it("revalidates after the TTL, and may serve stale until TTL + maxStale", () => {
@@ -63,9 +78,9 @@ describe("decideTag", () => {
     const rec: TagRecord = { entries: [entry(undefined, "b", V2), entry(undefined, "a", LIST)] };
     const d = decideTag(rec, USUAL, T + 1, TTL, STALE);
     assert.equal(d.action, "revalidate");
-    // A legacy entry of a type this client cannot take is no candidate at all.
+    // A legacy entry of a type this client cannot take is no candidate to serve stale.
     assert.deepEqual(decideTag({ entries: [entry(undefined, "a", LIST)] }, NARROW, T + 1, TTL, STALE), {
-      action: "fetch",
+      action: "probe",
     });
   });
 });
