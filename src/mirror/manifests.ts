@@ -10,10 +10,10 @@ import type { Metrics } from "../metrics/metrics.ts";
 import { SingleFlight } from "./single-flight.ts";
 import { acceptKey, decideTag } from "./policy.ts";
 
-// Manifests. By digest: local-first and immutable, never asked upstream once cached. By tag:
-// trusted for the tag TTL, then revalidated with a HEAD (which Docker Hub does not count against
-// the pull limit); the body is fetched only when the digest moved. When the upstream cannot be
-// asked, a cached tag is served stale for up to maxStale.
+// Manifests. By digest: local-first and immutable, never asked upstream once cached. By tag, per
+// Accept (policy.ts): trusted for the tag TTL, then revalidated with a HEAD (which Docker Hub does
+// not count against the pull limit); the body is fetched only when the digest it names is not
+// cached. When the upstream cannot be asked, a cached tag is served stale for up to maxStale.
 
 export interface ManifestAnswer {
   bytes: Buffer;
@@ -78,30 +78,24 @@ export class ManifestService {
       }
     }
     const key = `tag:${repo}:${tag}:${acceptKey(accept)}`;
-    if (decision.action === "probe") {
-      // Cached for other Accepts: the HEAD often names a manifest we hold (an index's child).
-      return this.coalesce(key, async () => {
-        const answer = await this.revalidate(repo, tag, accept, undefined);
-        (answer.source === "cache" ? this.hit : this.miss).inc();
-        return answer;
-      });
-    }
-    if (decision.action !== "revalidate") {
+    if (decision.action === "fetch" || decision.action === "serve") {
       this.miss.inc();
       return this.coalesce(key, () => this.fetchTag(repo, tag, accept));
     }
-    const { entry, staleUntil } = decision;
+    // "probe": cached for other Accepts only; the HEAD often names a manifest we hold (an
+    // index's child), and there is nothing to serve stale, so no short limit either.
+    const stale = decision.action === "revalidate" ? decision : undefined;
     return this.coalesce(key, async () => {
       try {
         // Its own, short limit: an upstream that does not answer must not hold a cached tag
         // back for the whole upstream timeout (sized for blob transfers) before it is served stale.
-        const answer = await this.revalidate(repo, tag, accept, this.deps.revalidateTimeoutMs);
+        const answer = await this.revalidate(repo, tag, accept, stale && this.deps.revalidateTimeoutMs);
         (answer.source === "cache" ? this.hit : this.miss).inc();
         return answer;
       } catch (err) {
         const cached =
-          Date.now() < staleUntil && isUpstreamOutage(err)
-            ? await this.cached(parseDigest(entry.digest)!)
+          stale && Date.now() < stale.staleUntil && isUpstreamOutage(err)
+            ? await this.cached(parseDigest(stale.entry.digest)!)
             : undefined;
         if (!cached) throw err;
         this.hit.inc();
@@ -142,27 +136,21 @@ export class ManifestService {
   private async cached(d: Digest): Promise<ManifestAnswer | undefined> {
     const m = await this.deps.store.get(d);
     if (!m) return undefined;
-    const digest = formatDigest(d);
-    let mediaType = m.mediaType;
-    if (mediaType === undefined) {
-      mediaType = sniffManifestType(m.bytes);
-      if (mediaType === undefined) {
-        // Never cached by a version that checked bodies: serve it, but name no type for it.
-        return {
-          bytes: m.bytes,
-          digest,
-          mediaType: "application/octet-stream",
-          source: "cache",
-          stale: false,
-        };
-      }
-      await this.deps.store
-        .recordType(d, mediaType)
-        .catch((err: Error) =>
-          this.deps.log.error("could not record a manifest's media type", { digest, error: err.message }),
-        );
-    }
-    return { bytes: m.bytes, digest, mediaType, source: "cache", stale: false };
+    const mediaType = m.mediaType ?? (await this.sniffOnce(d, m.bytes));
+    return { bytes: m.bytes, digest: formatDigest(d), mediaType, source: "cache", stale: false };
+  }
+
+  private async sniffOnce(d: Digest, bytes: Buffer): Promise<string> {
+    const mediaType = sniffManifestType(bytes);
+    // Cached by a version that did not check bodies: served, but as no manifest type.
+    if (mediaType === undefined) return "application/octet-stream";
+    await this.deps.store.recordType(d, mediaType).catch((err: Error) =>
+      this.deps.log.error("could not record a manifest's media type", {
+        digest: formatDigest(d),
+        error: err.message,
+      }),
+    );
+    return mediaType;
   }
 
   /**
