@@ -1,4 +1,10 @@
-import { DEFAULT_MANIFEST_ACCEPT, DOCKER_MANIFEST_LIST, OCI_INDEX, accepts } from "../oci/media-types.ts";
+import {
+  DEFAULT_MANIFEST_ACCEPT,
+  DOCKER_MANIFEST_LIST,
+  MANIFEST_TYPES,
+  OCI_INDEX,
+  accepts,
+} from "../oci/media-types.ts";
 import type { TagEntry, TagRecord } from "../storage/manifest-store.ts";
 
 // Tag freshness, pure: what to do with a tag request given what we know and the clock.
@@ -57,10 +63,14 @@ function isNative(e: TagEntry): boolean {
 }
 
 /**
- * A stable key for "the same question" about a tag: the exact set of types the client sent
- * (order and duplicates aside). Not their meaning: `application/*` and the full list are
- * different questions to a registry that matches types literally, as distribution does.
+ * A stable key for "the same question" about a tag: the set of manifest types (and wildcards)
+ * the client sent, order and duplicates aside. Literal, not their meaning: `application/*` and
+ * the full list are different questions to a registry that matches types literally, as
+ * distribution does. Other types change no registry's answer and are left out, which also keeps
+ * a client sending ever new Accept headers from growing tag records (and memory) with them.
  */
 export function acceptKey(accept: readonly string[]): string {
-  return [...new Set(accept)].sort().join(",");
+  return [...new Set(accept.filter((t) => MANIFEST_TYPES.has(t) || WILDCARDS.has(t)))].sort().join(",");
 }
+
+const WILDCARDS: ReadonlySet<string> = new Set(["*/*", "application/*"]);

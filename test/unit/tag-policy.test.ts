@@ -60,6 +60,9 @@ describe("decideTag", () => {
     const rec: TagRecord = { entries: [entry(USUAL, "a", LIST)] };
     const d = decideTag(rec, [V2, LIST, OCI, OCI_INDEX, V2], T + 1, TTL, STALE);
     assert.equal(d.action, "serve");
+    // Types that are not manifest types change no registry's answer, and make no new key.
+    assert.equal(decideTag(rec, [...USUAL, "application/json", "x/y"], T + 1, TTL, STALE).action, "serve");
+    assert.equal(acceptKey(["text/html", "x/y"]), "");
     // A wildcard is not the list it stands for: registries match Accept literally.
     assert.equal(decideTag(rec, ["application/*"], T + 1, TTL, STALE).action, "probe");
   });
