@@ -1,6 +1,7 @@
-// Manifests against a hostile or slow upstream, and what a hit costs: the type a manifest is
-// served as comes from what was recorded at fill time, never from its body; a hit by digest
-// parses nothing.
+// Manifests against a hostile or slow upstream, and what a cheap request costs: the type a
+// manifest is served as comes from what was recorded at fill time, never from its body; a hit
+// by digest parses nothing; the catalog answers from an index; a revalidation that gets no
+// answer gives way to the stale copy after upstream.revalidateTimeout.
 import assert from "node:assert/strict";
 import { cp, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
