@@ -189,6 +189,9 @@ export class BlobService {
         log.error("cannot write to the cache; serving straight from the upstream", {
           error: (err as Error).message,
         });
+        // Out of the map at once: the clients already waiting fall back to the upstream, but the
+        // next request must try the cache afresh (the fault may have been brief).
+        this.forget(d, started);
         return new BlobFill(undefined, size, store.path(d), fallback, new StorageError(err));
       }
       const fill = new BlobFill(writer, size, store.path(d), fallback);
