@@ -189,9 +189,6 @@ export class BlobService {
         log.error("cannot write to the cache; serving straight from the upstream", {
           error: (err as Error).message,
         });
-        // Out of the map at once: the clients already waiting fall back to the upstream, but the
-        // next request must try the cache afresh (the fault may have been brief).
-        this.forget(d, started);
         return new BlobFill(undefined, size, store.path(d), fallback, new StorageError(err));
       }
       const fill = new BlobFill(writer, size, store.path(d), fallback);
@@ -228,7 +225,13 @@ export class BlobService {
     // Until the upstream has answered, latecomers wait on the same promise; if it fails, they
     // all get the same error and the next request tries afresh.
     this.fills.set(d.hex, started);
-    started.catch(() => this.forget(d, started));
+    // A fill that could not even start its cache file leaves the map at once too: the clients
+    // already waiting fall back to the upstream, but the next request must try the cache afresh
+    // (the fault may have been brief).
+    started.then(
+      (fill) => fill.state === "failed" && this.forget(d, started),
+      () => this.forget(d, started),
+    );
     return started;
   }
 
