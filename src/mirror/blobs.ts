@@ -24,7 +24,11 @@ export interface BlobAnswer {
   /** undefined only while a fill runs for an upstream that sent no Content-Length. */
   size: number | undefined;
   source: "cache" | "upstream";
-  /** Writes bytes [start, end] (inclusive) to `out` and ends it; destroys it on failure. Call once, or release(). */
+  /**
+   * Writes bytes [start, end] (inclusive) to `out` and ends it; destroys it on failure. Call once,
+   * or release(). Whatever the outcome — `out` already closed by a client that hung up included —
+   * everything the answer holds (file descriptors, fill readers) is let go once `out` is done.
+   */
   send(out: Writable, start: number, end: number | undefined): void;
   release(): void;
 }
@@ -149,11 +153,21 @@ export class BlobService {
       this.memory.set(d.hex, { bytes, touchedAt });
       return bufferAnswer(bytes);
     }
+    // The descriptor goes to exactly one of send() and release(): closing it twice could close a
+    // number the process has reused meanwhile.
+    let owned = true;
     return {
       size: st.size,
       source: "cache",
-      send: (out, start, end) => sendFile(fd, start, end ?? st.size - 1, out, this.deps.sendfile),
-      release: () => close(fd, () => undefined),
+      send: (out, start, end) => {
+        if (!owned) return void out.destroy();
+        owned = false;
+        sendFile(fd, start, end ?? st.size - 1, out, this.deps.sendfile);
+      },
+      release: () => {
+        if (owned) close(fd, () => undefined);
+        owned = false;
+      },
     };
   }
 

@@ -1,6 +1,6 @@
 import { read, close } from "node:fs";
 import type { ServerResponse } from "node:http";
-import type { Writable } from "node:stream";
+import { finished, type Writable } from "node:stream";
 import { sendfileAddon, type SendfileAddon } from "./native.ts";
 
 // Sends bytes [start, end] of an open file to a writable (an HTTP response) and ends it.
@@ -62,7 +62,8 @@ function sendWithKernel(
     else res.end();
   };
   // The client hung up (or the server is closing): stop the kernel's copy, or never start it.
-  res.once("close", () => {
+  // finished(), not once("close"): it also calls back for a response that closed already.
+  finished(res, () => {
     if (handle !== undefined) addon.cancel(handle);
     else finish();
   });
@@ -91,19 +92,21 @@ function sendWithBuffers(fd: number, start: number, end: number, out: Writable):
   const free: Buffer[] = [Buffer.allocUnsafeSlow(Math.min(CHUNK, stop - start))];
   if (stop - start > CHUNK) free.push(Buffer.allocUnsafeSlow(CHUNK));
   let reading = false;
-  let finished = false;
+  let done = false;
 
   const finish = (err?: Error) => {
-    if (finished) return;
-    finished = true;
+    if (done) return;
+    done = true;
     close(fd, () => undefined);
     if (err) out.destroy(err);
   };
-  // The client hung up: stop reading. (After a normal end, 'close' comes too; finish is idempotent.)
-  out.once("close", () => finish());
+  // Ended, or the client hung up (even before we started): stop reading. A destroyed response
+  // calls neither end()'s callback nor 'close' again, so only finished() sees every outcome.
+  finished(out, { readable: false }, () => finish());
+  if (out.destroyed) return finish();
 
   const next = (): void => {
-    if (finished || reading || pos >= stop) return;
+    if (done || reading || pos >= stop) return;
     const buf = free.pop();
     if (!buf) return; // both buffers are on their way to the socket
     reading = true;
@@ -112,14 +115,15 @@ function sendWithBuffers(fd: number, start: number, end: number, out: Writable):
     pos += want;
     read(fd, buf, 0, want, at, (err, got) => {
       reading = false;
-      if (finished) return;
+      if (done) return;
       if (err || got !== want) return finish(err ?? new Error("cached blob shorter than its size"));
       const chunk = got === buf.length ? buf : buf.subarray(0, got);
       if (pos >= stop) {
-        out.end(chunk, () => finish());
+        out.end(chunk);
         return;
       }
-      out.write(chunk, () => {
+      out.write(chunk, (werr) => {
+        if (werr) return finish(werr);
         free.push(buf);
         next();
       });

@@ -3,6 +3,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { readdir } from "node:fs/promises";
+import { connect } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { BlobStore, type BlobWriter } from "../../src/storage/blob-store.ts";
@@ -53,4 +56,56 @@ describe("a storage error at the start of a fill", () => {
       await fake.stop();
     }
   });
+});
+
+const openFds = async (): Promise<number> => (await readdir("/proc/self/fd")).length;
+
+/** Sends a GET and resets the connection at once, before any answer can come. */
+function connectAndReset(url: string): Promise<void> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const sock = connect(Number(u.port), u.hostname, () => {
+      sock.write(`GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\n\r\n`, () => {
+        sock.resetAndDestroy();
+        resolve();
+      });
+    });
+    sock.on("error", () => resolve());
+  });
+}
+
+/** Waits for the process's open descriptors to come back to `baseline` (or fails with the count). */
+async function fdsBackTo(baseline: number): Promise<number> {
+  let now = await openFds();
+  for (let i = 0; i < 50 && now > baseline; i++) {
+    await sleep(100);
+    now = await openFds();
+  }
+  return now;
+}
+
+describe("clients that hang up while a cached blob is being opened", () => {
+  for (const size of [200 * 1024, 3 * MiB]) {
+    for (const sendfile of [true, false]) {
+      it(`leave no file open (${size} bytes, sendfile ${sendfile})`, async () => {
+        const fake = await startFakeUpstream();
+        const mirror = await startTestMirror(fake.url, { cache: { sendfile } });
+        try {
+          const digest = fake.addBlob(randomBytes(size));
+          const url = `${mirror.url}/v2/library/reset/blobs/${digest}`;
+          assert.equal((await get(url)).digest, digest); // cached now
+          const baseline = await openFds();
+          for (let round = 0; round < 6; round++) {
+            await Promise.all(Array.from({ length: 25 }, () => connectAndReset(url)));
+          }
+          const left = await fdsBackTo(baseline);
+          assert.ok(left <= baseline, `${left - baseline} descriptors left open`);
+          assert.equal((await get(url)).digest, digest, "later requests are still served");
+        } finally {
+          await mirror.stop();
+          await fake.stop();
+        }
+      });
+    }
+  }
 });
