@@ -9,7 +9,7 @@ import type { BlobStore, BlobWriter } from "../storage/blob-store.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import { upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { BlobFill, StorageError } from "./fill.ts";
+import { BlobFill, StorageError, type FillFile } from "./fill.ts";
 import type { Evictor } from "./eviction.ts";
 import { sendFile } from "../storage/send-file.ts";
 
@@ -188,24 +188,28 @@ export class BlobService {
   private startFill(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobFill> {
     const { store, metrics, log, evictor, fillTimeoutMs } = this.deps;
     const fallback = (start: number, end: number | undefined) => this.direct(upstream, repo, d, start, end);
+    const finalPath = store.path(d);
     const started = (async () => {
       // The fill's own limit, not the client's: it must outlive a client that hangs up.
       const signal = AbortSignal.any([AbortSignal.timeout(fillTimeoutMs), this.shutdown.signal]);
       const res = await upstream.fetch({ method: "GET", repo, path: blobPath(repo, d), signal });
       if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
       const size = contentLength(res.headers["content-length"]);
-      let writer: BlobWriter;
+      let writer: BlobWriter | undefined;
+      let file: FillFile;
       try {
         writer = await store.beginWrite(d, size);
+        file = await writer.openReader();
       } catch (err) {
         res.body.destroy();
+        await writer?.abort();
         metrics.fillFailures.inc({ reason: "storage" });
         log.error("cannot write to the cache; serving straight from the upstream", {
           error: (err as Error).message,
         });
-        return new BlobFill(undefined, size, store.path(d), fallback, new StorageError(err));
+        return new BlobFill({ size, finalPath, fallback, startError: new StorageError(err) });
       }
-      const fill = new BlobFill(writer, size, store.path(d), fallback);
+      const fill = new BlobFill({ writer, file, size, finalPath, fallback });
       metrics.fillsInFlight.inc();
       const pump = fill.pump(res.body).then(
         () => {
@@ -305,11 +309,14 @@ function fillAnswer(fill: BlobFill): BlobAnswer {
   if (fill.state === "failed" && !(fill.error instanceof StorageError)) {
     throw new RegistryError("UNAVAILABLE", "the upstream transfer of this blob failed");
   }
+  // Joined now, not at send(): the fill's file must stay open (and the fill count as followed)
+  // from the moment this client has it.
+  const leave = fill.join();
   return {
     size: fill.size,
     source: "upstream",
-    send: (out, start, end) => pipeline(fill.stream(start, end), out, () => undefined),
-    release: () => undefined,
+    send: (out, start, end) => pipeline(fill.stream(start, end), out, () => leave()),
+    release: leave,
   };
 }
 

@@ -12,6 +12,11 @@ import type { BlobWriter } from "../storage/blob-store.ts";
 // already there at disk speed, and a client that hangs up only stops its own reader: the fill
 // goes on under its own time limit.
 //
+// Readers read back through one descriptor of the temp file, opened before the first byte and
+// shared by all of them; it is closed when the fill is over and its last reader has gone. A
+// reader must never have to open the file by name: at commit the temp name is renamed away, and
+// the published name may already be evicted (a blob larger than cache.maxSize goes at once).
+//
 // Writes to the file are batched: while one write is on its way, whatever arrives queues and goes
 // in the next (one writev). The body is paused while too much waits, so memory stays bounded.
 //
@@ -35,6 +40,28 @@ export class StorageError extends Error {
 /** Bytes [start, end] (inclusive; end undefined = to the end) straight from the upstream. */
 export type Fallback = (start: number, end: number | undefined) => AsyncIterable<Buffer>;
 
+/** What a fill needs of the cache file being written (a BlobWriter; a fake in unit tests). */
+export type FillWriter = Pick<BlobWriter, "written" | "writev" | "commit" | "abort">;
+
+/** A read descriptor of that same file (a FileHandle; a fake in unit tests). */
+export interface FillFile {
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  close(): Promise<void>;
+}
+
+export interface BlobFillOptions {
+  /** undefined when the cache could not even start the file: every reader falls back. */
+  writer?: FillWriter;
+  /** The read side of `writer`'s file; the fill owns it from now on. */
+  file?: FillFile;
+  /** From the upstream's Content-Length; undefined when it sent none. */
+  size: number | undefined;
+  /** The published blob: only for a reader that joins after the fill has let its file go. */
+  finalPath: string;
+  fallback: Fallback;
+  startError?: StorageError;
+}
+
 const READ_CHUNK = 256 * 1024;
 /** Received bytes kept in memory after they are written, for readers that keep up. */
 const TAIL_BYTES = 4 * 1024 * 1024;
@@ -44,6 +71,7 @@ const MAX_UNWRITTEN = 8 * 1024 * 1024;
 export class BlobFill {
   state: FillState = "running";
   error: Error | undefined;
+  readonly size: number | undefined;
   /** Size and digest checked and the file published: every byte may go to clients. */
   private verified = false;
   /** Bytes received from the upstream, and of those, written to the temp file. */
@@ -54,27 +82,38 @@ export class BlobFill {
   private readonly tail: Buffer[] = [];
   private readonly tailOffsets: number[] = [];
   private tailBytes = 0;
+  private file: FillFile | undefined;
+  /** Who still needs `file`: the pump until it settles, and every reader that joined. */
+  private holders = 1;
 
-  constructor(
-    /** undefined when the cache could not even start the file: every reader falls back. */
-    private readonly writer: BlobWriter | undefined,
-    /** From the upstream's Content-Length; undefined when it sent none. */
-    readonly size: number | undefined,
-    /** Where the blob lives once committed (a reader that starts after the rename opens this). */
-    private readonly finalPath: string,
-    private readonly fallback: Fallback,
-    startError?: StorageError,
-  ) {
+  constructor(private readonly opts: BlobFillOptions) {
     this.events.setMaxListeners(0);
-    if (!writer) {
+    this.size = opts.size;
+    this.file = opts.file;
+    if (!opts.writer) {
       this.state = "failed";
-      this.error = startError ?? new StorageError(new Error("no cache file"));
+      this.error = opts.startError ?? new StorageError(new Error("no cache file"));
+      this.holders = 0;
     }
+  }
+
+  /**
+   * A client follows this fill. Until it calls the returned function (once; later calls do
+   * nothing), the fill's file stays open for it.
+   */
+  join(): () => void {
+    this.holders++;
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      this.let();
+    };
   }
 
   /** Copies `body` into the cache. Resolves when committed; rejects (after cleanup) otherwise. */
   async pump(body: Readable): Promise<void> {
-    const writer = this.writer;
+    const writer = this.opts.writer;
     if (!writer) throw this.error;
     try {
       await this.copy(body, writer);
@@ -84,7 +123,7 @@ export class BlobFill {
       this.verified = true;
       this.state = "done";
       // Everything is in the file now: let the memory go at once rather than at the next full
-      // GC (readers still on their way read the rest back from the file).
+      // GC (readers still on their way read the rest back through the shared descriptor).
       this.tail.length = 0;
       this.tailOffsets.length = 0;
       this.tailBytes = 0;
@@ -93,13 +132,23 @@ export class BlobFill {
       await writer.abort();
       this.error = err as Error;
       this.state = "failed";
-      throw err;
+      throw this.error;
     } finally {
+      this.let();
       this.events.emit("change");
     }
   }
 
-  private copy(body: Readable, writer: BlobWriter): Promise<void> {
+  /** One holder of the file is done with it; the last one closes it. */
+  private let(): void {
+    if (--this.holders > 0 || !this.file) return;
+    const file = this.file;
+    this.file = undefined;
+    // A read descriptor has nothing left to flush: an error closing it changes nothing for anyone.
+    void file.close().catch(() => undefined);
+  }
+
+  private copy(body: Readable, writer: FillWriter): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const queue: Buffer[] = [];
       let writing = false;
@@ -160,7 +209,10 @@ export class BlobFill {
     }
   }
 
-  /** A stream of bytes [start, end] (inclusive) of the blob, following the fill as it grows. */
+  /**
+   * A stream of bytes [start, end] (inclusive) of the blob, following the fill as it grows.
+   * Call between join() and its leave: the stream reads through the fill's shared file.
+   */
   stream(start: number, end: number | undefined): Readable {
     return Readable.from(this.read(start, end), { objectMode: false });
   }
@@ -189,10 +241,11 @@ export class BlobFill {
   private async *read(start: number, end: number | undefined): AsyncGenerator<Buffer> {
     const stop = end === undefined ? Infinity : end + 1;
     let pos = start;
-    let fh: FileHandle | undefined;
+    /** Only for a reader that joined after the fill let its file go (the fill was just done). */
+    let own: FileHandle | undefined;
     let buf: Buffer | undefined;
     try {
-      while (pos < stop) {
+      while (pos < stop && this.state !== "failed") {
         const avail = Math.min(this.readable(), stop);
         if (pos < avail) {
           const mem = this.fromTail(pos, avail);
@@ -202,44 +255,24 @@ export class BlobFill {
             continue;
           }
           // Older than the tail: it was written, so the file has it.
-          fh ??= await this.openFile();
-          if (!fh) break;
+          const file = this.file ?? (own ??= await open(this.opts.finalPath, "r"));
           buf ??= Buffer.allocUnsafe(READ_CHUNK);
-          const { bytesRead } = await fh.read(buf, 0, Math.min(READ_CHUNK, avail - pos), pos);
+          const { bytesRead } = await file.read(buf, 0, Math.min(READ_CHUNK, avail - pos), pos);
           if (bytesRead === 0) throw new Error("cache file shorter than what landed");
           pos += bytesRead;
           // Copy: the buffer is reused for the next read while this chunk may still be queued.
           yield Buffer.from(buf.subarray(0, bytesRead));
         } else if (this.verified) {
           return;
-        } else if (this.state === "failed") {
-          break;
         } else {
           await this.changed();
         }
       }
     } finally {
-      await fh?.close();
+      await own?.close();
     }
     if (pos >= stop) return;
     if (!(this.error instanceof StorageError)) throw this.error ?? new Error("fill failed");
-    yield* this.fallback(pos, end);
-  }
-
-  /** The file to read back from, or undefined when the cache has already given up on this blob. */
-  private async openFile(): Promise<FileHandle | undefined> {
-    if (!this.writer || this.error instanceof StorageError) return undefined;
-    try {
-      return await open(this.writer.tmpPath, "r");
-    } catch (err) {
-      // Committed (renamed) between our look and this open.
-      if ((err as NodeJS.ErrnoException).code === "ENOENT" && this.state === "done")
-        return open(this.finalPath, "r");
-      if (this.state === "failed") {
-        if (this.error instanceof StorageError) return undefined;
-        throw this.error ?? err;
-      }
-      throw err;
-    }
+    yield* this.opts.fallback(pos, end);
   }
 }

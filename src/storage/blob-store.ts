@@ -108,7 +108,7 @@ export class BlobStore {
 /**
  * One blob being written: bytes are hashed as they are appended, and commit() publishes the file
  * only when size and digest match. Until then it lives under tmp/ (readers of a fill in progress
- * open `tmpPath` directly; their descriptor stays valid across the rename).
+ * read through openReader()).
  */
 export class BlobWriter {
   private readonly hash: Hash = sha256Hasher();
@@ -125,6 +125,14 @@ export class BlobWriter {
 
   get written(): number {
     return this.offset;
+  }
+
+  /**
+   * A read descriptor of the file being written, for readers that follow the write. It stays
+   * valid across commit's rename and a later unlink (eviction), which a path would not.
+   */
+  openReader(): Promise<FileHandle> {
+    return open(this.tmpPath, "r");
   }
 
   /** Appends several chunks with as few system calls as the kernel allows. */

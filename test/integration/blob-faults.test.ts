@@ -5,6 +5,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { connect } from "node:net";
+import { createHash } from "node:crypto";
+import { request } from "undici";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -108,4 +110,39 @@ describe("clients that hang up while a cached blob is being opened", () => {
       });
     }
   }
+});
+
+describe("a blob evicted the moment its fill commits", () => {
+  it("still reaches every concurrent reader whole (cache.maxSize below the blob size)", async () => {
+    const fake = await startFakeUpstream();
+    const mirror = await startTestMirror(fake.url, { cache: { maxSize: "2MiB" } });
+    try {
+      const bytes = randomBytes(6 * MiB);
+      const digest = fake.addBlob(bytes);
+      fake.behave(digest, { slowBytesPerSec: 6 * MiB, times: 1 }); // ~1 s
+      const url = `${mirror.url}/v2/library/evicted/blobs/${digest}`;
+      // Some readers keep up; some stop reading until after the commit and eviction, so they
+      // still need bytes that only the (renamed, then unlinked) file holds.
+      const reader = async (lateMs: number) => {
+        await sleep(lateMs % 400);
+        const res = await request(url);
+        const hash = createHash("sha256");
+        let length = 0;
+        if (lateMs >= 400) await sleep(1500);
+        for await (const c of res.body) {
+          hash.update(c as Buffer);
+          length += (c as Buffer).length;
+        }
+        return { length, digest: "sha256:" + hash.digest("hex") };
+      };
+      const results = await Promise.all([0, 100, 200, 300, 400, 500, 600, 700].map(reader));
+      for (const r of results) {
+        assert.equal(r.length, bytes.length);
+        assert.equal(r.digest, digest);
+      }
+    } finally {
+      await mirror.stop();
+      await fake.stop();
+    }
+  });
 });
