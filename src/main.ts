@@ -73,6 +73,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     metrics,
     log,
     fillTimeoutMs: config.cache.fillTimeout,
+    abandonedFillTimeoutMs: config.cache.abandonedFillTimeout,
     memoryBytes: config.cache.blobMemory,
     sendfile: config.cache.sendfile,
   });

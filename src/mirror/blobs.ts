@@ -10,6 +10,7 @@ import type { UpstreamClient } from "../upstream/client.ts";
 import { upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { BlobFill, StorageError, type FillFile } from "./fill.ts";
+import { FillWatch } from "./fill-watch.ts";
 import type { Evictor } from "./eviction.ts";
 import { sendFile } from "../storage/send-file.ts";
 
@@ -43,7 +44,10 @@ export interface BlobServiceDeps {
   evictor: Evictor;
   metrics: Metrics;
   log: Logger;
+  /** A fill that receives no byte from the upstream for this long is given up (cache.fillTimeout). */
   fillTimeoutMs: number;
+  /** A fill goes on for at most this long after its last reader left (cache.abandonedFillTimeout). */
+  abandonedFillTimeoutMs: number;
   /** Bytes of small blobs kept in memory; 0 turns it off. */
   memoryBytes: number;
   /** Send cached blobs with sendfile(2) where the addon is built (cache.sendfile). */
@@ -186,14 +190,24 @@ export class BlobService {
   }
 
   private startFill(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobFill> {
-    const { store, metrics, log, evictor, fillTimeoutMs } = this.deps;
+    const { store, metrics, log, evictor, fillTimeoutMs, abandonedFillTimeoutMs } = this.deps;
     const fallback = (start: number, end: number | undefined) => this.direct(upstream, repo, d, start, end);
     const finalPath = store.path(d);
     const started = (async () => {
-      // The fill's own limit, not the client's: it must outlive a client that hangs up.
-      const signal = AbortSignal.any([AbortSignal.timeout(fillTimeoutMs), this.shutdown.signal]);
-      const res = await upstream.fetch({ method: "GET", repo, path: blobPath(repo, d), signal });
-      if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
+      // The fill's own limits, not the client's: it must outlive a client that hangs up.
+      const watch = new FillWatch({
+        stallMs: fillTimeoutMs,
+        abandonedMs: abandonedFillTimeoutMs,
+        shutdown: this.shutdown.signal,
+      });
+      let res: Awaited<ReturnType<UpstreamClient["fetch"]>>;
+      try {
+        res = await upstream.fetch({ method: "GET", repo, path: blobPath(repo, d), signal: watch.signal });
+        if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
+      } catch (err) {
+        watch.dispose();
+        throw watch.signal.aborted ? watch.signal.reason : err;
+      }
       const size = contentLength(res.headers["content-length"]);
       let writer: BlobWriter | undefined;
       let file: FillFile;
@@ -201,6 +215,7 @@ export class BlobService {
         writer = await store.beginWrite(d, size);
         file = await writer.openReader();
       } catch (err) {
+        watch.dispose();
         res.body.destroy();
         await writer?.abort();
         metrics.fillFailures.inc({ reason: "storage" });
@@ -209,7 +224,7 @@ export class BlobService {
         });
         return new BlobFill({ size, finalPath, fallback, startError: new StorageError(err) });
       }
-      const fill = new BlobFill({ writer, file, size, finalPath, fallback });
+      const fill = new BlobFill({ writer, file, size, finalPath, fallback, watch });
       metrics.fillsInFlight.inc();
       const pump = fill.pump(res.body).then(
         () => {

@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import { open, type FileHandle } from "node:fs/promises";
 import { Readable } from "node:stream";
 import type { BlobWriter } from "../storage/blob-store.ts";
+import type { FillWatch } from "./fill-watch.ts";
 
 // One blob coming from the upstream into the cache, readable while it lands.
 //
@@ -10,7 +11,7 @@ import type { BlobWriter } from "../storage/blob-store.ts";
 // the newest bytes from memory as soon as they arrive, and older ones back from the file. So
 // there is exactly one upstream transfer however many clients ask, a latecomer gets what is
 // already there at disk speed, and a client that hangs up only stops its own reader: the fill
-// goes on under its own time limit.
+// goes on under its own limits (FillWatch: no stall, and not for long once nobody follows it).
 //
 // Readers read back through one descriptor of the temp file, opened before the first byte and
 // shared by all of them; it is closed when the fill is over and its last reader has gone. A
@@ -59,6 +60,8 @@ export interface BlobFillOptions {
   /** The published blob: only for a reader that joins after the fill has let its file go. */
   finalPath: string;
   fallback: Fallback;
+  /** The fill's limits; told of every byte and every reader. */
+  watch?: FillWatch;
   startError?: StorageError;
 }
 
@@ -99,14 +102,16 @@ export class BlobFill {
 
   /**
    * A client follows this fill. Until it calls the returned function (once; later calls do
-   * nothing), the fill's file stays open for it.
+   * nothing), the fill's file stays open for it and the fill does not count as abandoned.
    */
   join(): () => void {
     this.holders++;
+    this.opts.watch?.joined();
     let left = false;
     return () => {
       if (left) return;
       left = true;
+      this.opts.watch?.left();
       this.let();
     };
   }
@@ -115,6 +120,10 @@ export class BlobFill {
   async pump(body: Readable): Promise<void> {
     const writer = this.opts.writer;
     if (!writer) throw this.error;
+    const signal = this.opts.watch?.signal;
+    const onAbort = () => body.destroy(signal?.reason as Error);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
     try {
       await this.copy(body, writer);
       // Verified, durable and published before the last byte goes out: a client that has its
@@ -130,10 +139,13 @@ export class BlobFill {
     } catch (err) {
       body.destroy();
       await writer.abort();
-      this.error = err as Error;
+      // The watch's reason names the limit; the body's own error would only say "aborted".
+      this.error = signal?.aborted ? (signal.reason as Error) : (err as Error);
       this.state = "failed";
       throw this.error;
     } finally {
+      signal?.removeEventListener("abort", onAbort);
+      this.opts.watch?.dispose();
       this.let();
       this.events.emit("change");
     }
@@ -177,6 +189,7 @@ export class BlobFill {
         if (ended && !failed) resolve();
       };
       body.on("data", (chunk: Buffer) => {
+        this.opts.watch?.progress();
         this.tail.push(chunk);
         this.tailOffsets.push(this.received);
         this.tailBytes += chunk.length;

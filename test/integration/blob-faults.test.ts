@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
-import { connect } from "node:net";
+import { createServer, type Server } from "node:http";
+import { connect, type AddressInfo } from "node:net";
 import { createHash } from "node:crypto";
 import { request } from "undici";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -110,6 +111,90 @@ describe("clients that hang up while a cached blob is being opened", () => {
       });
     }
   }
+});
+
+/** Blob file and temp files of a cache, for "nothing was cached" checks. */
+async function tmpFiles(cacheDir: string): Promise<string[]> {
+  return readdir(join(cacheDir, "tmp")).catch(() => []);
+}
+
+async function until(what: string, check: () => Promise<boolean> | boolean, ms = 8000): Promise<void> {
+  for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (await check()) return;
+  assert.fail(`still not ${what} after ${ms} ms`);
+}
+
+/** A registry that sends the first half of one blob and then nothing, holding the connection. */
+async function startStallingUpstream(
+  bytes: Buffer,
+): Promise<{ url: string; digest: string; stop(): Promise<void> }> {
+  const digest = "sha256:" + createHash("sha256").update(bytes).digest("hex");
+  const server: Server = createServer((req, res) => {
+    if (!req.url?.includes("/blobs/"))
+      return void res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    res.writeHead(200, { "content-length": bytes.length, "docker-content-digest": digest });
+    if (req.method === "HEAD") return void res.end();
+    res.write(bytes.subarray(0, bytes.length >> 1));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    digest,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe("cache.fillTimeout is a limit on stalls", () => {
+  it("lets a fill that takes longer than fillTimeout but never stalls complete and cache", async () => {
+    const fake = await startFakeUpstream();
+    const mirror = await startTestMirror(fake.url, { cache: { fillTimeout: "1s" } });
+    try {
+      const digest = fake.addBlob(randomBytes(5 * MiB));
+      fake.behave(digest, { slowBytesPerSec: 2 * MiB }); // ~2.5 s
+      const got = await get(`${mirror.url}/v2/library/steady/blobs/${digest}`);
+      assert.ok(got.complete, "the body was not cut");
+      assert.equal(got.digest, digest);
+      assert.ok(existsSync(blobFile(mirror.cacheDir, digest)), "cached");
+    } finally {
+      await mirror.stop();
+      await fake.stop();
+    }
+  });
+
+  it("gives up a fill whose upstream stops sending mid-body, and caches nothing", async () => {
+    const up = await startStallingUpstream(randomBytes(2 * MiB));
+    const mirror = await startTestMirror(up.url, { cache: { fillTimeout: "1s" } });
+    try {
+      const got = await get(`${mirror.url}/v2/library/stall/blobs/${up.digest}`);
+      assert.equal(got.status, 200);
+      assert.ok(!got.complete, "the client sees the transfer aborted");
+      assert.ok(got.length < 2 * MiB);
+      await until("cleaned up", async () => (await tmpFiles(mirror.cacheDir)).length === 0);
+      assert.ok(!existsSync(blobFile(mirror.cacheDir, up.digest)), "nothing cached");
+    } finally {
+      await mirror.stop();
+      await up.stop();
+    }
+  });
+
+  it("gives up a fill nobody follows any more after abandonedFillTimeout", async () => {
+    const fake = await startFakeUpstream();
+    const mirror = await startTestMirror(fake.url, { cache: { abandonedFillTimeout: "1s" } });
+    try {
+      const digest = fake.addBlob(randomBytes(8 * MiB));
+      fake.behave(digest, { slowBytesPerSec: MiB }); // ~8 s if it ran to the end
+      const res = await request(`${mirror.url}/v2/library/left/blobs/${digest}`);
+      await new Promise((r) => res.body.once("data", r));
+      res.body.destroy();
+      await until("given up", async () => (await tmpFiles(mirror.cacheDir)).length === 0, 5000);
+      assert.ok(!existsSync(blobFile(mirror.cacheDir, digest)), "nothing cached");
+    } finally {
+      await mirror.stop();
+      await fake.stop();
+    }
+  });
 });
 
 describe("a blob evicted the moment its fill commits", () => {

@@ -1,0 +1,153 @@
+// BlobFill and FillWatch without a registry or a disk: the upstream body is a PassThrough, the
+// cache file lives in memory.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { PassThrough } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { describe, it } from "node:test";
+import { BlobFill, type FillFile, type FillWriter } from "../../src/mirror/fill.ts";
+import { FillAbortedError, FillWatch } from "../../src/mirror/fill-watch.ts";
+
+/** The cache file in memory: what writev appends, read() reads back. */
+class MemFile implements FillWriter, FillFile {
+  private data = Buffer.alloc(0);
+  committed = false;
+  aborted = false;
+  closed = false;
+  get written(): number {
+    return this.data.length;
+  }
+  async writev(chunks: Buffer[]): Promise<void> {
+    this.data = Buffer.concat([this.data, ...chunks]);
+  }
+  async commit(): Promise<void> {
+    this.committed = true;
+  }
+  async abort(): Promise<void> {
+    this.aborted = true;
+  }
+  async read(buffer: Buffer, offset: number, length: number, position: number) {
+    if (this.closed) throw new Error("read after close");
+    const bytesRead = this.data.copy(buffer, offset, position, position + length);
+    return { bytesRead };
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+function newFill(file: MemFile, size: number, watch?: FillWatch): BlobFill {
+  return new BlobFill({
+    writer: file,
+    file,
+    size,
+    finalPath: "/nonexistent/never-opened",
+    fallback: () => {
+      throw new Error("no fallback in these tests");
+    },
+    watch,
+  });
+}
+
+async function readAll(fill: BlobFill, start = 0, end?: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of fill.stream(start, end)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Writes `bytes` to `body` in `parts` pieces, `everyMs` apart; ends it unless `stallAfter` parts. */
+async function feed(body: PassThrough, bytes: Buffer, parts: number, everyMs: number, stallAfter = parts) {
+  const step = Math.ceil(bytes.length / parts);
+  for (let i = 0; i < stallAfter; i++) {
+    body.write(bytes.subarray(i * step, (i + 1) * step));
+    await sleep(everyMs);
+  }
+  if (stallAfter === parts) body.end();
+}
+
+describe("BlobFill", () => {
+  it("keeps its shared file open until the fill is done and its last reader has left", async () => {
+    const bytes = randomBytes(9 * 1024 * 1024); // more than the in-memory tail
+    const file = new MemFile();
+    const fill = newFill(file, bytes.length);
+    const body = new PassThrough();
+    const early = fill.join();
+    const late = fill.join();
+    const pumped = fill.pump(body);
+    const first = readAll(fill);
+    await feed(body, bytes, 18, 5);
+    await pumped;
+    assert.ok(file.committed);
+    assert.deepEqual(await first, bytes);
+    early();
+    assert.ok(!file.closed, "a reader still holds the file after the commit");
+    // This reader starts after the commit, when the tail is gone: only the file has the bytes.
+    assert.deepEqual(await readAll(fill, 5, 2 * 1024 * 1024), bytes.subarray(5, 2 * 1024 * 1024 + 1));
+    late();
+    late(); // a second leave is a no-op
+    assert.ok(file.closed, "the last one out closes it");
+  });
+});
+
+describe("FillWatch", () => {
+  it("lets a fill that never stalls run longer than the stall limit", async () => {
+    const bytes = randomBytes(64 * 1024);
+    const file = new MemFile();
+    const watch = new FillWatch({ stallMs: 300, abandonedMs: 60_000 });
+    const fill = newFill(file, bytes.length, watch);
+    const leave = fill.join();
+    const body = new PassThrough();
+    const pumped = fill.pump(body);
+    const got = readAll(fill);
+    await feed(body, bytes, 12, 100); // ~1.2 s, never 300 ms without a byte
+    await pumped;
+    assert.deepEqual(await got, bytes);
+    leave();
+  });
+
+  it("gives up a fill whose upstream stops sending, and its readers see an error", async () => {
+    const bytes = randomBytes(64 * 1024);
+    const file = new MemFile();
+    const watch = new FillWatch({ stallMs: 300, abandonedMs: 60_000 });
+    const fill = newFill(file, bytes.length, watch);
+    const leave = fill.join();
+    const body = new PassThrough();
+    const pumped = fill.pump(body);
+    const got = readAll(fill);
+    void feed(body, bytes, 4, 10, 2);
+    await assert.rejects(pumped, FillAbortedError);
+    await assert.rejects(got, FillAbortedError);
+    assert.ok(file.aborted && !file.committed, "nothing cached");
+    assert.ok(body.destroyed);
+    leave();
+    assert.ok(file.closed);
+  });
+
+  it("gives up a fill nobody follows for abandonedMs, and not while someone does", async () => {
+    const bytes = randomBytes(64 * 1024);
+    const file = new MemFile();
+    const watch = new FillWatch({ stallMs: 60_000, abandonedMs: 300 });
+    const fill = newFill(file, bytes.length, watch);
+    const leave = fill.join();
+    const body = new PassThrough();
+    const pumped = fill.pump(body);
+    let settled = false;
+    pumped.catch(() => undefined).finally(() => (settled = true));
+    void feed(body, bytes, 100, 10, 80); // ~0.8 s of bytes, then a stall (past stallMs only later)
+    await sleep(600);
+    assert.ok(!settled, "followed: the fill goes on");
+    leave();
+    await assert.rejects(pumped, /no client followed the fill/);
+    assert.ok(file.aborted);
+  });
+
+  it("stops a fill at shutdown", async () => {
+    const shutdown = new AbortController();
+    const file = new MemFile();
+    const watch = new FillWatch({ stallMs: 60_000, abandonedMs: 60_000, shutdown: shutdown.signal });
+    const fill = newFill(file, 10, watch);
+    const pumped = fill.pump(new PassThrough());
+    shutdown.abort();
+    await assert.rejects(pumped, /shutting down/);
+  });
+});
