@@ -2,7 +2,12 @@
 // blob costs neither a read into user space nor a write out of it (see docs/performance.md).
 //
 // Each transfer runs on a thread of its own, not libuv's pool: a slow client would otherwise hold
-// one of its four threads and stall every file operation of the process. The thread works on a
+// one of its four threads and stall every file operation of the process. The JavaScript side
+// bounds how many run at once (cache.sendfileThreads), and the poll timeout (limits.stallTimeout)
+// ends a transfer whose client takes nothing. Running out of threads or descriptors (a pids
+// limit, EMFILE) is an answer, not an abort: start() returns undefined and JavaScript sends the
+// bytes itself. Hence pthread_create, which returns an error, and not std::thread, which throws
+// (std::terminate under -fno-exceptions). The thread works on a
 // dup() of the socket, so if Node closes its descriptor meanwhile the number cannot be reused
 // under us; cancel() shuts the socket down, which wakes the thread at once. The job and its dup
 // are released on the main thread, after the callback, so cancel() never touches either late.
@@ -11,9 +16,10 @@
 
 #include <atomic>
 #include <cerrno>
-#include <thread>
+#include <new>
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -67,6 +73,29 @@ void Run(Job* job) {
   napi_release_threadsafe_function(done, napi_tsfn_release);
 }
 
+void* RunThread(void* job) {
+  Run(static_cast<Job*>(job));
+  return nullptr;
+}
+
+/** A detached thread with a small stack (it only loops over sendfile and poll); false if none. */
+bool StartThread(Job* job) {
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return false;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 128 * 1024);
+  pthread_t thread;
+  int rc = pthread_create(&thread, &attr, RunThread, job);
+  pthread_attr_destroy(&attr);
+  return rc == 0;
+}
+
+napi_value Undefined(napi_env env) {
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  return undefined;
+}
+
 void CallJs(napi_env env, napi_value callback, void* /*context*/, void* data) {
   Job* job = static_cast<Job*>(data);
   // Closed here, on the main thread, not in Run: cancel() (also main thread) may shutdown() the
@@ -87,7 +116,8 @@ napi_value Throw(napi_env env, const char* message) {
   return nullptr;
 }
 
-// start(socketFd, fileFd, offset, count, timeoutMs, callback(errno, sent)) -> handle
+// start(socketFd, fileFd, offset, count, timeoutMs, callback(errno, sent)) -> handle, or
+// undefined when no descriptor or thread could be had (the callback is then never called).
 napi_value Start(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -101,8 +131,12 @@ napi_value Start(napi_env env, napi_callback_info info) {
     return Throw(env, "bad arguments");
   }
   int out = dup(sock);
-  if (out < 0) return Throw(env, "dup failed");
-  Job* job = new Job();
+  if (out < 0) return Undefined(env);
+  Job* job = new (std::nothrow) Job();
+  if (job == nullptr) {
+    close(out);
+    return Undefined(env);
+  }
   job->out = out;
   job->in = file;
   job->offset = static_cast<off_t>(offset);
@@ -114,11 +148,17 @@ napi_value Start(napi_env env, napi_callback_info info) {
                                       &job->done) != napi_ok) {
     close(out);
     delete job;
-    return Throw(env, "cannot create the completion callback");
+    return Undefined(env);
+  }
+  if (!StartThread(job)) {
+    // Nothing was queued, so releasing the last reference just finalizes the callback.
+    napi_release_threadsafe_function(job->done, napi_tsfn_release);
+    close(out);
+    delete job;
+    return Undefined(env);
   }
   napi_value handle;
   napi_create_external(env, job, nullptr, nullptr, &handle);
-  std::thread(Run, job).detach();
   return handle;
 }
 

@@ -76,6 +76,8 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     abandonedFillTimeoutMs: config.cache.abandonedFillTimeout,
     memoryBytes: config.cache.blobMemory,
     sendfile: config.cache.sendfile,
+    sendfileThreads: config.cache.sendfileThreads,
+    stallTimeoutMs: config.limits.stallTimeout,
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {

@@ -1,5 +1,5 @@
 import { close, fstat, open, read } from "node:fs";
-import { pipeline, type Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import { promisify } from "node:util";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "winston";
@@ -12,7 +12,7 @@ import type { Metrics } from "../metrics/metrics.ts";
 import { BlobFill, StorageError, type FillFile } from "./fill.ts";
 import { FillWatch } from "./fill-watch.ts";
 import type { Evictor } from "./eviction.ts";
-import { sendFile } from "../storage/send-file.ts";
+import { sendBuffer, sendFile, sendStream } from "../storage/send-file.ts";
 
 const openAsync = promisify(open);
 const fstatAsync = promisify(fstat);
@@ -52,6 +52,10 @@ export interface BlobServiceDeps {
   memoryBytes: number;
   /** Send cached blobs with sendfile(2) where the addon is built (cache.sendfile). */
   sendfile: boolean;
+  /** Most sendfile(2) transfers at once; more take the JavaScript path (cache.sendfileThreads). */
+  sendfileThreads: number;
+  /** A client that takes no bytes for this long is cut off, on every path (limits.stallTimeout). */
+  stallTimeoutMs: number;
 }
 
 interface InMemory {
@@ -107,10 +111,10 @@ export class BlobService {
     const inflight = this.fills.get(d.hex);
     if (inflight) {
       metrics.coalesced.inc({ kind: "blob" });
-      return fillAnswer(await inflight);
+      return fillAnswer(await inflight, this.deps.stallTimeoutMs);
     }
     if (method === "HEAD") return this.headUpstream(upstream, repo, d);
-    return fillAnswer(await this.startFill(upstream, repo, d));
+    return fillAnswer(await this.startFill(upstream, repo, d), this.deps.stallTimeoutMs);
   }
 
   /** Stops every fill (their temp files are removed) and waits for them. */
@@ -129,7 +133,7 @@ export class BlobService {
         // Removed by `regmirror purge`/`gc`/`verify` meanwhile: stop serving it from memory too.
         void store.touch(d).then((there) => there || this.memory?.delete(d.hex));
       }
-      return bufferAnswer(mem.bytes);
+      return bufferAnswer(mem.bytes, this.deps.stallTimeoutMs);
     }
     let fd: number;
     try {
@@ -155,7 +159,7 @@ export class BlobService {
         close(fd, () => undefined);
       }
       this.memory.set(d.hex, { bytes, touchedAt });
-      return bufferAnswer(bytes);
+      return bufferAnswer(bytes, this.deps.stallTimeoutMs);
     }
     // The descriptor goes to exactly one of send() and release(): closing it twice could close a
     // number the process has reused meanwhile.
@@ -166,7 +170,11 @@ export class BlobService {
       send: (out, start, end) => {
         if (!owned) return void out.destroy();
         owned = false;
-        sendFile(fd, start, end ?? st.size - 1, out, this.deps.sendfile);
+        sendFile(fd, start, end ?? st.size - 1, out, {
+          kernel: this.deps.sendfile,
+          maxKernelTransfers: this.deps.sendfileThreads,
+          stallMs: this.deps.stallTimeoutMs,
+        });
       },
       release: () => {
         if (owned) close(fd, () => undefined);
@@ -319,7 +327,7 @@ function contentLength(h: string | string[] | undefined): number | undefined {
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
-function fillAnswer(fill: BlobFill): BlobAnswer {
+function fillAnswer(fill: BlobFill, stallMs: number): BlobAnswer {
   // A fill that died of an upstream fault is about to be forgotten; the next request retries.
   if (fill.state === "failed" && !(fill.error instanceof StorageError)) {
     throw new RegistryError("UNAVAILABLE", "the upstream transfer of this blob failed");
@@ -330,20 +338,22 @@ function fillAnswer(fill: BlobFill): BlobAnswer {
   return {
     size: fill.size,
     source: "upstream",
-    send: (out, start, end) => pipeline(fill.stream(start, end), out, () => leave()),
+    send: (out, start, end) => sendStream(fill.stream(start, end), out, stallMs, leave),
     release: leave,
   };
 }
 
-function bufferAnswer(bytes: Buffer): BlobAnswer {
+function bufferAnswer(bytes: Buffer, stallMs: number): BlobAnswer {
   return {
     size: bytes.length,
     source: "cache",
     send: (out, start, end) =>
-      void out.end(
+      sendBuffer(
         start === 0 && end === bytes.length - 1
           ? bytes
           : bytes.subarray(start, (end ?? bytes.length - 1) + 1),
+        out,
+        stallMs,
       ),
     release: () => undefined,
   };

@@ -5,7 +5,11 @@ import { createRequire } from "node:module";
 // JavaScript path in send-file.ts, slower but the same bytes.
 
 export interface SendfileAddon {
-  /** Sends `count` bytes of `fileFd` from `offset` to the socket; calls back once with (errno, sent). */
+  /**
+   * Sends `count` bytes of `fileFd` from `offset` to the socket on a thread of its own; calls back
+   * once with (errno, sent). Returns undefined, and never calls back, when no thread (or no
+   * descriptor) could be had: the caller sends the bytes another way.
+   */
   start(
     socketFd: number,
     fileFd: number,

@@ -3,9 +3,13 @@ import type { ServerResponse } from "node:http";
 import { finished, type Writable } from "node:stream";
 import { sendfileAddon, type SendfileAddon } from "./native.ts";
 
-// Sends bytes [start, end] of an open file to a writable (an HTTP response) and ends it.
+// Sends bytes to a writable (an HTTP response) and ends it: a range of an open file (sendFile),
+// a buffer held in memory (sendBuffer), or chunks as they come (sendStream, a fill in progress).
 //
-// The hot path for cached blobs, written without streams on purpose: createReadStream allocates
+// Every path gives up on a client that takes no bytes for `stallMs` (limits.stallTimeout): its
+// response is destroyed and what it held (a file descriptor, buffers, a thread) is let go.
+//
+// The hot path for cached blobs is written without streams on purpose: createReadStream allocates
 // a fresh buffer per read and pipeline() sets up abort signals per response, and both showed in
 // the profile (bench/). Here each response owns two buffers that take turns: one is being read
 // into while the other waits for its write to reach the socket; a buffer is reused only after its
@@ -13,8 +17,26 @@ import { sendfileAddon, type SendfileAddon } from "./native.ts";
 
 const CHUNK = 512 * 1024;
 
-/** A client that takes no bytes for this long is given up on. */
-const STALL_MS = 60_000;
+export interface SendOptions {
+  /** Use sendfile(2) where the addon is built (cache.sendfile). */
+  kernel: boolean;
+  /** Most sendfile(2) transfers at once, each on a thread of its own (cache.sendfileThreads). */
+  maxKernelTransfers: number;
+  /** A client that takes no bytes for this long is cut off (limits.stallTimeout). */
+  stallMs: number;
+}
+
+const DEFAULTS: SendOptions = { kernel: true, maxKernelTransfers: 64, stallMs: 60_000 };
+
+/** sendfile(2) transfers under way in this process: each holds an OS thread. */
+let kernelTransfers = 0;
+
+export class StallError extends Error {
+  constructor(ms: number) {
+    super(`the client took no bytes for ${ms} ms`);
+    this.name = "StallError";
+  }
+}
 
 /**
  * An HTTP response on a plain TCP socket, whose file descriptor sendfile(2) can write to. TLS
@@ -27,21 +49,89 @@ function socketFd(out: Writable): number | undefined {
 }
 
 /**
- * Takes ownership of `fd`: it is closed when the transfer ends, however it ends. `kernel: false`
- * (cache.sendfile) keeps to the JavaScript path even where the addon is there.
+ * Sends bytes [start, end] of `fd`. Takes ownership of `fd`: it is closed when the transfer ends,
+ * however it ends. With every sendfile thread taken (or none to be had), the JavaScript path
+ * sends the same bytes.
  */
-export function sendFile(fd: number, start: number, end: number, out: Writable, kernel = true): void {
-  const sock = kernel && sendfileAddon ? socketFd(out) : undefined;
-  if (sendfileAddon && sock !== undefined)
-    return sendWithKernel(sendfileAddon, sock, fd, start, end, out as ServerResponse);
-  sendWithBuffers(fd, start, end, out);
+export function sendFile(
+  fd: number,
+  start: number,
+  end: number,
+  out: Writable,
+  opts: Partial<SendOptions> = {},
+): void {
+  const o = { ...DEFAULTS, ...opts };
+  const sock = o.kernel && sendfileAddon ? socketFd(out) : undefined;
+  if (sendfileAddon && sock !== undefined && kernelTransfers < o.maxKernelTransfers)
+    return sendWithKernel(sendfileAddon, sock, fd, start, end, out as ServerResponse, o.stallMs);
+  sendWithBuffers(fd, start, end, out, o.stallMs);
+}
+
+/** Ends `out` with `bytes`; cuts a client that does not take them within `stallMs`. */
+export function sendBuffer(bytes: Buffer, out: Writable, stallMs: number): void {
+  if (out.destroyed) return;
+  out.end(bytes);
+  whenFinished(out, stallMs);
+}
+
+/**
+ * Writes every chunk of `source` to `out` and ends it, waiting for the client between chunks (at
+ * most `stallMs` each time). A failing source destroys `out`. `done` runs once, when `out` is
+ * over however it ended; a client that left stops the source (its return() is called).
+ */
+export function sendStream(
+  source: AsyncIterable<Buffer>,
+  out: Writable,
+  stallMs: number,
+  done: () => void,
+): void {
+  finished(out, { readable: false }, () => done());
+  if (out.destroyed) return;
+  void (async () => {
+    try {
+      for await (const chunk of source) {
+        if (out.destroyed) return;
+        if (!out.write(chunk)) await drained(out, stallMs);
+      }
+      if (out.destroyed) return;
+      out.end();
+      whenFinished(out, stallMs);
+    } catch (err) {
+      out.destroy(err as Error);
+    }
+  })();
+}
+
+/** Resolves at 'drain'; rejects when `out` closes first or stays full for `stallMs`. */
+function drained(out: Writable, stallMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const settle = (err?: Error) => {
+      clearTimeout(timer);
+      out.off("drain", onDrain);
+      out.off("close", onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => settle();
+    const onClose = () => settle(new Error("the client went away"));
+    const timer = setTimeout(() => settle(new StallError(stallMs)), stallMs);
+    out.on("drain", onDrain);
+    out.on("close", onClose);
+  });
+}
+
+/** After end(): what is still queued must reach the client within `stallMs` of its last write. */
+function whenFinished(out: Writable, stallMs: number): void {
+  if (out.writableFinished || out.destroyed) return;
+  const timer = setTimeout(() => out.destroy(new StallError(stallMs)), stallMs);
+  finished(out, { readable: false }, () => clearTimeout(timer));
 }
 
 /**
  * The kernel copies the file into the socket. Node's own queue for the socket must be empty first
  * (the response headers have to be on the wire before the body), and nothing else writes to the
  * socket until the transfer is over: Node keeps a pipelined request's response waiting for this
- * one's end().
+ * one's end(). The thread gives up by itself on a client that takes nothing for `stallMs`.
  */
 function sendWithKernel(
   addon: SendfileAddon,
@@ -50,10 +140,18 @@ function sendWithKernel(
   start: number,
   end: number,
   res: ServerResponse,
+  stallMs: number,
 ): void {
+  kernelTransfers++;
+  let slot = true;
+  const freeSlot = () => {
+    if (slot) kernelTransfers--;
+    slot = false;
+  };
   let handle: unknown;
   let done = false;
   const finish = (err?: Error) => {
+    freeSlot();
     if (done) return;
     done = true;
     close(fd, () => undefined);
@@ -69,34 +167,49 @@ function sendWithKernel(
   });
   const go = () => {
     if (done || res.destroyed) return finish();
-    handle = addon.start(sock, fd, start, end - start + 1, STALL_MS, (errno) => {
+    const started = addon.start(sock, fd, start, end - start + 1, stallMs, (errno) => {
       handle = undefined;
       finish(errno === 0 ? undefined : new Error(`sendfile failed: errno ${errno}`));
     });
+    if (started !== undefined) {
+      handle = started;
+      return;
+    }
+    // No thread to be had (a pids limit) or no descriptor to spare: the JavaScript path takes
+    // the transfer, and the descriptor with it.
+    freeSlot();
+    done = true;
+    sendWithBuffers(fd, start, end, res, stallMs);
   };
   res.flushHeaders();
   // The headers usually go out at once. When the socket's kernel buffer is full (a keep-alive
   // client still reading the previous blob) they wait in Node's queue, and no 'drain' comes for
-  // so small a write: look again shortly until the queue is empty.
+  // so small a write: look again shortly until the queue is empty, or the client has stalled.
   const socket = res.socket!;
+  const since = performance.now();
   const whenFlushed = () => {
     if (res.destroyed || socket.writableLength === 0) go();
+    else if (performance.now() - since >= stallMs) finish(new StallError(stallMs));
     else setTimeout(whenFlushed, 2);
   };
   whenFlushed();
 }
 
-function sendWithBuffers(fd: number, start: number, end: number, out: Writable): void {
+function sendWithBuffers(fd: number, start: number, end: number, out: Writable, stallMs: number): void {
   let pos = start;
   const stop = end + 1;
   const free: Buffer[] = [Buffer.allocUnsafeSlow(Math.min(CHUNK, stop - start))];
   if (stop - start > CHUNK) free.push(Buffer.allocUnsafeSlow(CHUNK));
   let reading = false;
   let done = false;
+  // Refreshed by every write that reaches the socket (and every read): it fires only when the
+  // client has taken nothing for stallMs, with both buffers still waiting for it.
+  const stall = setTimeout(() => finish(new StallError(stallMs)), stallMs);
 
   const finish = (err?: Error) => {
     if (done) return;
     done = true;
+    clearTimeout(stall);
     close(fd, () => undefined);
     if (err) out.destroy(err);
   };
@@ -117,13 +230,16 @@ function sendWithBuffers(fd: number, start: number, end: number, out: Writable):
       reading = false;
       if (done) return;
       if (err || got !== want) return finish(err ?? new Error("cached blob shorter than its size"));
+      stall.refresh();
       const chunk = got === buf.length ? buf : buf.subarray(0, got);
       if (pos >= stop) {
+        // finished() above closes the file once the last bytes are out; the stall timer runs on.
         out.end(chunk);
         return;
       }
       out.write(chunk, (werr) => {
         if (werr) return finish(werr);
+        stall.refresh();
         free.push(buf);
         next();
       });

@@ -231,3 +231,73 @@ describe("a blob evicted the moment its fill commits", () => {
     }
   });
 });
+
+/** GETs `url` on a raw socket and reads nothing until resume(); `closed` resolves when it ends. */
+function pausedGet(url: string) {
+  const u = new URL(url);
+  const chunks: Buffer[] = [];
+  const sock = connect(Number(u.port), u.hostname, () =>
+    sock.write(`GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n\r\n`),
+  );
+  sock.pause();
+  sock.on("data", (c: Buffer) => chunks.push(c));
+  const closed = new Promise<Buffer>((resolve) =>
+    sock.on("close", () => {
+      const all = Buffer.concat(chunks);
+      resolve(all.subarray(all.indexOf("\r\n\r\n") + 4));
+    }),
+  );
+  sock.on("error", () => undefined);
+  return { closed, resume: () => sock.resume() };
+}
+
+describe("send limits through the mirror", () => {
+  it("with cache.sendfileThreads 1, concurrent slow readers of a cached blob all get it whole", async () => {
+    const fake = await startFakeUpstream();
+    const mirror = await startTestMirror(fake.url, { cache: { sendfileThreads: 1 } });
+    try {
+      const bytes = randomBytes(24 * MiB);
+      const digest = fake.addBlob(bytes);
+      const url = `${mirror.url}/v2/library/threads/blobs/${digest}`;
+      assert.equal((await get(url)).digest, digest);
+      const clients = [1, 2, 3, 4].map(() => pausedGet(url));
+      await sleep(500);
+      clients.forEach((c) => c.resume());
+      for (const c of clients) assert.deepEqual(await c.closed, bytes);
+    } finally {
+      await mirror.stop();
+      await fake.stop();
+    }
+  });
+
+  for (const [what, cached] of [
+    ["a cached blob", true],
+    ["a fill in progress", false],
+  ] as const) {
+    it(`limits.stallTimeout cuts a reader of ${what} that stops reading (sendfile off)`, async () => {
+      const fake = await startFakeUpstream();
+      const mirror = await startTestMirror(fake.url, {
+        cache: { sendfile: false },
+        limits: { stallTimeout: "1s" },
+      });
+      try {
+        const bytes = randomBytes(32 * MiB);
+        const digest = fake.addBlob(bytes);
+        const url = `${mirror.url}/v2/library/stalled/blobs/${digest}`;
+        if (cached) assert.equal((await get(url)).digest, digest);
+        const baseline = await openFds();
+        const client = pausedGet(url);
+        await sleep(3000); // well past the stall timeout
+        // The client's own socket stays open (+1) until it reads: it is paused.
+        if (cached) assert.ok((await fdsBackTo(baseline + 1)) <= baseline + 1, "the blob's file is closed");
+        // A paused socket sees no end of stream: read now what the mirror sent before it hung up.
+        client.resume();
+        const body = await client.closed;
+        assert.ok(body.length < bytes.length, "the mirror hung up on it");
+      } finally {
+        await mirror.stop();
+        await fake.stop();
+      }
+    });
+  }
+});

@@ -1,16 +1,17 @@
-// Both ways a cached blob leaves: sendfile(2) on a plain socket, two reused buffers elsewhere.
+// Both ways a cached blob leaves: sendfile(2) on a plain socket, two reused buffers elsewhere;
+// and the limits every send path keeps (threads, stalled readers).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
-import { mkdtemp, rm, writeFile, readdir } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile, readdir } from "node:fs/promises";
 import { openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { connect } from "node:net";
 import { Agent, request } from "undici";
-import { sendFile } from "../../src/storage/send-file.ts";
+import { sendFile, sendStream } from "../../src/storage/send-file.ts";
 import { sendfileAddon } from "../../src/storage/native.ts";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -132,4 +133,111 @@ test("two pipelined responses on one connection, read late, arrive whole and in 
       await new Promise((r) => server.close(r));
     }
   });
+});
+
+/** A server that sends the file at `path` whole to every request with these options. */
+async function fileServer(path: string, size: number, opts: Parameters<typeof sendFile>[4]) {
+  const closed: Array<Promise<void>> = [];
+  const server = createServer((_req, res) => {
+    closed.push(new Promise((r) => res.once("close", r)));
+    res.writeHead(200, { "content-length": size });
+    sendFile(openSync(path, "r"), 0, size - 1, res, opts);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    port,
+    closed,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+/** Asks for / on a raw socket and reads nothing until `resume()`; `body` resolves with the body. */
+function pausedClient(port: number) {
+  const chunks: Buffer[] = [];
+  const sock = connect(port, "127.0.0.1", () =>
+    sock.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+  );
+  sock.pause();
+  sock.on("data", (c: Buffer) => chunks.push(c));
+  const body = new Promise<Buffer>((resolve, reject) => {
+    sock.on("end", () => {
+      const all = Buffer.concat(chunks);
+      resolve(all.subarray(all.indexOf("\r\n\r\n") + 4));
+    });
+    sock.on("error", reject);
+  });
+  return { sock, body, resume: () => sock.resume() };
+}
+
+const threads = async () => (await readdir("/proc/self/task")).length;
+
+test("sendfile threads are bounded: readers beyond cache.sendfileThreads take the JavaScript path", async () => {
+  const bytes = randomBytes(24 * 1024 * 1024); // more than the socket buffers hold: transfers wait
+  await withFile(bytes, async (path) => {
+    await readFile(path); // libuv's pool starts its threads now, not during the count
+    const server = await fileServer(path, bytes.length, { maxKernelTransfers: 1 });
+    try {
+      const before = await threads();
+      const clients = [1, 2, 3, 4].map(() => pausedClient(server.port));
+      await new Promise((r) => setTimeout(r, 500)); // every transfer is under way and blocked
+      const during = await threads();
+      clients.forEach((c) => c.resume());
+      for (const c of clients) assert.equal(sha(await c.body), sha(bytes));
+      assert.ok(during <= before + 1, `${during - before} sendfile threads for a limit of 1`);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+for (const kernel of [true, false]) {
+  test(`a reader that stops reading is cut after the stall timeout, and its file closed (sendfile ${kernel})`, async () => {
+    const bytes = randomBytes(32 * 1024 * 1024);
+    await withFile(bytes, async (path) => {
+      const server = await fileServer(path, bytes.length, { kernel, stallMs: 500 });
+      try {
+        const fdsBefore = await openFds();
+        const client = pausedClient(server.port);
+        client.body.catch(() => undefined);
+        while (server.closed.length === 0) await new Promise((r) => setTimeout(r, 20));
+        await server.closed[0]; // the test runner's own timeout fails this if it never comes
+        await new Promise((r) => setTimeout(r, 100));
+        assert.ok((await openFds()) <= fdsBefore + 1, "the blob's descriptor is closed"); // +1: the client socket
+        client.sock.destroy();
+      } finally {
+        await server.stop();
+      }
+    });
+  });
+}
+
+test("a stream (a fill in progress) to a reader that stops reading is cut after the stall timeout", async () => {
+  let stopped = false;
+  async function* endless(): AsyncGenerator<Buffer> {
+    const chunk = randomBytes(256 * 1024);
+    try {
+      for (;;) yield chunk;
+    } finally {
+      stopped = true;
+    }
+  }
+  let done = false;
+  const server = createServer((_req, res) => {
+    res.writeHead(200);
+    sendStream(endless(), res, 500, () => (done = true));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const client = pausedClient((server.address() as { port: number }).port);
+    client.body.catch(() => undefined);
+    while (!done || !stopped) await new Promise((r) => setTimeout(r, 20));
+    client.sock.destroy();
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
 });
