@@ -131,7 +131,10 @@ export class BlobService {
       if (Date.now() - mem.touchedAt > TOUCH_EVERY_MS) {
         mem.touchedAt = Date.now();
         // Removed by `regmirror purge`/`gc`/`verify` meanwhile: stop serving it from memory too.
-        void store.touch(d).then((there) => there || this.memory?.delete(d.hex));
+        store.touch(d).then(
+          (there) => there || this.memory?.delete(d.hex),
+          (err: Error) => this.touchFailed(err),
+        );
       }
       return bufferAnswer(mem.bytes, this.deps.stallTimeoutMs);
     }
@@ -149,7 +152,7 @@ export class BlobService {
     });
     evictor.read(d.hex);
     const touchedAt = Date.now() - st.mtimeMs > TOUCH_EVERY_MS ? Date.now() : st.mtimeMs;
-    if (touchedAt !== st.mtimeMs) void store.touch(d);
+    if (touchedAt !== st.mtimeMs) store.touch(d).catch((err: Error) => this.touchFailed(err));
     if (this.memory && st.size <= SMALL_BLOB) {
       const bytes = Buffer.allocUnsafe(st.size);
       try {
@@ -181,6 +184,11 @@ export class BlobService {
         owned = false;
       },
     };
+  }
+
+  /** The read could not be recorded: eviction may take this blob early; worth knowing why. */
+  private touchFailed(err: Error): void {
+    this.deps.log.warn("could not record a blob read", { error: err.message });
   }
 
   private async headUpstream(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobAnswer> {

@@ -51,7 +51,10 @@ export class Evictor {
   /** Loads what is on disk (least recently read first), then sweeps periodically. */
   async start(): Promise<void> {
     const entries: Array<{ hex: string; size: number; lastRead: number }> = [];
-    for await (const e of this.opts.store.list()) entries.push(e);
+    // An unreadable folder is reported and skipped: the rest of the cache is still kept in bounds.
+    const skipped = (err: Error) =>
+      this.opts.log.error("cannot index part of the cache", { error: err.message });
+    for await (const e of this.opts.store.list(skipped)) entries.push(e);
     entries.sort((a, b) => a.lastRead - b.lastRead);
     for (const e of entries) {
       // A blob committed since start() began is already in, and newer than what disk said.

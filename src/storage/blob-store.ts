@@ -29,6 +29,10 @@ export class SizeMismatchError extends Error {
   }
 }
 
+function isNotFound(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+}
+
 export interface BlobStat {
   size: number;
   /** Last read, in ms since the epoch (kept in the file's mtime so it survives a restart). */
@@ -62,13 +66,19 @@ export class BlobStore {
     }
   }
 
-  /** Records a read; eviction orders blobs by this. False when the file is gone (purged from outside). */
+  /**
+   * Records a read; eviction orders blobs by this. False when the file is gone (purged from
+   * outside); any other failure (EACCES, EMFILE) rejects: it is not an answer about the blob.
+   */
   async touch(d: Digest, when = Date.now()): Promise<boolean> {
     const t = new Date(when);
-    return utimes(this.paths.blob(d), t, t).then(
-      () => true,
-      () => false,
-    );
+    try {
+      await utimes(this.paths.blob(d), t, t);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
   }
 
   async remove(d: Digest): Promise<void> {
@@ -81,23 +91,29 @@ export class BlobStore {
     return new BlobWriter(d, tmp, this.paths.blob(d), fh, expectedSize);
   }
 
-  /** Every cached blob with its size and last read; for the eviction index at start. */
-  async *list(): AsyncGenerator<{ hex: string; size: number; lastRead: number }> {
-    let prefixes: string[];
-    try {
-      prefixes = await readdir(this.paths.blobsDir);
-    } catch {
-      return;
-    }
+  /**
+   * Every cached blob with its size and last read; for the eviction index at start. Files and
+   * folders removed meanwhile (ENOENT) are skipped. Any other error goes to `onError` and the
+   * listing goes on without that entry, so one unreadable folder does not hide the whole cache;
+   * without `onError` it is thrown.
+   */
+  async *list(
+    onError: (err: Error) => void = (err) => {
+      throw err;
+    },
+  ): AsyncGenerator<{ hex: string; size: number; lastRead: number }> {
+    const settle = <T>(p: Promise<T>): Promise<T | undefined> =>
+      p.catch((err: unknown) => {
+        if (!isNotFound(err)) onError(err as Error);
+        return undefined;
+      });
+    const prefixes = (await settle(readdir(this.paths.blobsDir))) ?? [];
     for (const p of prefixes) {
       const dir = `${this.paths.blobsDir}/${p}`;
-      const names = await readdir(dir).catch(() => [] as string[]);
+      const names = (await settle(readdir(dir))) ?? [];
       const stats = await Promise.all(
         names.map((n) =>
-          stat(`${dir}/${n}`).then(
-            (s) => ({ hex: n, size: s.size, lastRead: s.mtimeMs }),
-            () => undefined,
-          ),
+          settle(stat(`${dir}/${n}`).then((s) => ({ hex: n, size: s.size, lastRead: s.mtimeMs }))),
         ),
       );
       for (const s of stats) if (s) yield s;
@@ -196,6 +212,8 @@ export class BlobWriter {
   async abort(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      // The file is being thrown away: a failure to close it cannot lose anything, and must not
+      // hide the error that made us abort.
       await this.fh.close().catch(() => undefined);
     }
     await rm(this.tmpPath, { force: true });
