@@ -1,10 +1,8 @@
 import { close, fstat, open, read } from "node:fs";
-import type { Writable } from "node:stream";
 import { promisify } from "node:util";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "winston";
 import { formatDigest, type Digest } from "../oci/digest.ts";
-import { RegistryError } from "../oci/errors.ts";
 import type { BlobStore, BlobWriter } from "../storage/blob-store.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import { upstreamError } from "../upstream/errors.ts";
@@ -12,7 +10,8 @@ import type { Metrics } from "../metrics/metrics.ts";
 import { BlobFill, StorageError, type FillFile } from "./fill.ts";
 import { FillWatch } from "./fill-watch.ts";
 import type { Evictor } from "./eviction.ts";
-import { sendBuffer, sendFile, sendStream } from "../storage/send-file.ts";
+import type { SendOptions } from "../storage/send-file.ts";
+import { bufferAnswer, fileAnswer, fillAnswer, type BlobAnswer } from "./blob-answers.ts";
 
 const openAsync = promisify(open);
 const fstatAsync = promisify(fstat);
@@ -21,18 +20,7 @@ const readAsync = promisify(read);
 // Blobs: local-first and immutable. A cached blob is served from its file; a missing one is
 // fetched once (however many clients ask) and followed by every client while it lands.
 
-export interface BlobAnswer {
-  /** undefined only while a fill runs for an upstream that sent no Content-Length. */
-  size: number | undefined;
-  source: "cache" | "upstream";
-  /**
-   * Writes bytes [start, end] (inclusive) to `out` and ends it; destroys it on failure. Call once,
-   * or release(). Whatever the outcome — `out` already closed by a client that hung up included —
-   * everything the answer holds (file descriptors, fill readers) is let go once `out` is done.
-   */
-  send(out: Writable, start: number, end: number | undefined): void;
-  release(): void;
-}
+export type { BlobAnswer } from "./blob-answers.ts";
 
 /** Blobs up to this size are also kept in memory (cache.blobMemory): no syscall at all to serve them. */
 const SMALL_BLOB = 1024 * 1024;
@@ -71,8 +59,14 @@ export class BlobService {
   private readonly shutdown = new AbortController();
   private readonly memory: LRUCache<string, InMemory> | undefined;
   private readonly counters = new Map<string, { hit: { inc(): void }; miss: { inc(): void } }>();
+  private readonly sendOptions: SendOptions;
 
   constructor(private readonly deps: BlobServiceDeps) {
+    this.sendOptions = {
+      kernel: deps.sendfile,
+      maxKernelTransfers: deps.sendfileThreads,
+      stallMs: deps.stallTimeoutMs,
+    };
     this.memory =
       deps.memoryBytes > 0
         ? new LRUCache<string, InMemory>({
@@ -164,26 +158,7 @@ export class BlobService {
       this.memory.set(d.hex, { bytes, touchedAt });
       return bufferAnswer(bytes, this.deps.stallTimeoutMs);
     }
-    // The descriptor goes to exactly one of send() and release(): closing it twice could close a
-    // number the process has reused meanwhile.
-    let owned = true;
-    return {
-      size: st.size,
-      source: "cache",
-      send: (out, start, end) => {
-        if (!owned) return void out.destroy();
-        owned = false;
-        sendFile(fd, start, end ?? st.size - 1, out, {
-          kernel: this.deps.sendfile,
-          maxKernelTransfers: this.deps.sendfileThreads,
-          stallMs: this.deps.stallTimeoutMs,
-        });
-      },
-      release: () => {
-        if (owned) close(fd, () => undefined);
-        owned = false;
-      },
-    };
+    return fileAnswer(fd, st.size, this.sendOptions);
   }
 
   /** The read could not be recorded: eviction may take this blob early; worth knowing why. */
@@ -333,36 +308,4 @@ function blobPath(repo: string, d: Digest): string {
 function contentLength(h: string | string[] | undefined): number | undefined {
   const n = typeof h === "string" ? Number(h) : NaN;
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-}
-
-function fillAnswer(fill: BlobFill, stallMs: number): BlobAnswer {
-  // A fill that died of an upstream fault is about to be forgotten; the next request retries.
-  if (fill.state === "failed" && !(fill.error instanceof StorageError)) {
-    throw new RegistryError("UNAVAILABLE", "the upstream transfer of this blob failed");
-  }
-  // Joined now, not at send(): the fill's file must stay open (and the fill count as followed)
-  // from the moment this client has it.
-  const leave = fill.join();
-  return {
-    size: fill.size,
-    source: "upstream",
-    send: (out, start, end) => sendStream(fill.stream(start, end), out, stallMs, leave),
-    release: leave,
-  };
-}
-
-function bufferAnswer(bytes: Buffer, stallMs: number): BlobAnswer {
-  return {
-    size: bytes.length,
-    source: "cache",
-    send: (out, start, end) =>
-      sendBuffer(
-        start === 0 && end === bytes.length - 1
-          ? bytes
-          : bytes.subarray(start, (end ?? bytes.length - 1) + 1),
-        out,
-        stallMs,
-      ),
-    release: () => undefined,
-  };
 }
