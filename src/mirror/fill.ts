@@ -182,6 +182,8 @@ export class BlobFill {
             return fail(new StorageError(err));
           }
           this.written = writer.written;
+          // The body may be paused for a slow disk: progress there is not an upstream stall.
+          this.opts.watch?.progress();
           this.trim();
           this.events.emit("change");
         }
