@@ -76,8 +76,9 @@ export function sendBuffer(bytes: Buffer, out: Writable, stallMs: number): void 
 
 /**
  * Writes every chunk of `source` to `out` and ends it, waiting for the client between chunks (at
- * most `stallMs` each time). A failing source destroys `out`. `done` runs once, when `out` is
- * over however it ended; a client that left stops the source (its return() is called).
+ * most `stallMs` each time). A failing source destroys `out`. A client that left stops the source
+ * (its return() is called at its next chunk). `done` runs once, when `out` is over and the source
+ * is no longer being read, however it ended.
  */
 export function sendStream(
   source: AsyncIterable<Buffer>,
@@ -85,10 +86,12 @@ export function sendStream(
   stallMs: number,
   done: () => void,
 ): void {
-  finished(out, { readable: false }, () => done());
-  if (out.destroyed) return;
+  let left = 2; // `out` over, and the loop out of the source
+  const half = () => --left === 0 && done();
+  finished(out, { readable: false }, half);
   void (async () => {
     try {
+      if (out.destroyed) return;
       for await (const chunk of source) {
         if (out.destroyed) return;
         if (!out.write(chunk)) await drained(out, stallMs);
@@ -98,6 +101,8 @@ export function sendStream(
       whenFinished(out, stallMs);
     } catch (err) {
       out.destroy(err as Error);
+    } finally {
+      half();
     }
   })();
 }
