@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import { mkdtemp, readFile, rm, writeFile, readdir } from "node:fs/promises";
-import { openSync } from "node:fs";
+import { openSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -239,5 +240,76 @@ test("a stream (a fill in progress) to a reader that stops reading is cut after 
   } finally {
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
+  }
+});
+
+// A pthread_create that refuses the sendfile addon's threads (the only ones made with a 128 KiB
+// stack), as a pids limit would: preloaded into a child process, which must still send the bytes.
+const REFUSING_SHIM = `
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
+typedef int (*create_fn)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+int pthread_create(pthread_t* t, const pthread_attr_t* attr, void* (*fn)(void*), void* arg) {
+  size_t stack = 0;
+  if (attr != NULL && pthread_attr_getstacksize(attr, &stack) == 0 && stack == 128 * 1024) {
+    write(2, "shim: refused\\n", 14);
+    return EAGAIN;
+  }
+  static create_fn real;
+  if (real == NULL) real = (create_fn)dlsym(RTLD_NEXT, "pthread_create");
+  return real(t, attr, fn, arg);
+}
+`;
+
+const CHILD = (sendFileUrl: string) => `
+import { createHash, randomBytes } from "node:crypto";
+import { createServer, get } from "node:http";
+import { openSync, writeFileSync } from "node:fs";
+const { sendFile } = await import(${JSON.stringify(sendFileUrl)});
+const bytes = randomBytes(8 * 1024 * 1024);
+const path = process.argv[2];
+writeFileSync(path, bytes);
+const server = createServer((_req, res) => {
+  res.writeHead(200, { "content-length": bytes.length });
+  sendFile(openSync(path, "r"), 0, bytes.length - 1, res, { kernel: true });
+});
+server.listen(0, "127.0.0.1", () => {
+  get({ host: "127.0.0.1", port: server.address().port, path: "/" }, (res) => {
+    const hash = createHash("sha256");
+    res.on("data", (c) => hash.update(c));
+    res.on("end", () => {
+      const same = hash.digest("hex") === createHash("sha256").update(bytes).digest("hex");
+      console.log(same ? "same bytes" : "different bytes");
+      server.close();
+    });
+  });
+});
+`;
+
+test("with no thread to be had, sendfile falls back to the JavaScript path instead of aborting", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "regmirror-nothread-"));
+  try {
+    writeFileSync(join(dir, "shim.c"), REFUSING_SHIM);
+    try {
+      execFileSync("cc", ["-shared", "-fPIC", "-o", join(dir, "shim.so"), join(dir, "shim.c"), "-ldl"]);
+    } catch {
+      t.skip("no C compiler");
+      return;
+    }
+    const script = join(dir, "child.mts");
+    writeFileSync(script, CHILD(new URL("../../src/storage/send-file.ts", import.meta.url).href));
+    const child = spawnSync(process.execPath, ["--import", "tsx", script, join(dir, "blob")], {
+      env: { ...process.env, LD_PRELOAD: join(dir, "shim.so") },
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+    assert.match(child.stderr, /shim: refused/, "the addon asked for a thread and was refused");
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout.trim(), "same bytes");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
