@@ -62,7 +62,8 @@ export function sendFile(
 ): void {
   const o = { ...DEFAULTS, ...opts };
   const sock = o.kernel && sendfileAddon ? socketFd(out) : undefined;
-  if (sendfileAddon && sock !== undefined && kernelTransfers < o.maxKernelTransfers)
+  // One byte is too little for a thread (and the kernel path keeps the last byte back, below).
+  if (sendfileAddon && sock !== undefined && end > start && kernelTransfers < o.maxKernelTransfers)
     return sendWithKernel(sendfileAddon, sock, fd, start, end, out as ServerResponse, o.stallMs);
   sendWithBuffers(fd, start, end, out, o.stallMs);
 }
@@ -155,14 +156,25 @@ function sendWithKernel(
   };
   let handle: unknown;
   let done = false;
-  const finish = (err?: Error) => {
+  const finish = (err?: Error, last?: Buffer) => {
     freeSlot();
     if (done) return;
     done = true;
     close(fd, () => undefined);
     if (res.destroyed) return;
-    if (err) res.destroy(err);
-    else res.end();
+    if (err) return void res.destroy(err);
+    res.end(last);
+    whenFinished(res, stallMs);
+  };
+  // The kernel sends all but the last byte, which goes with end(): a client can only have its
+  // whole body once the response is finished in Node's eyes too. Otherwise a keep-alive client
+  // is done (and idle) while the server still counts the response as running, and a graceful
+  // shutdown waits out its whole timeout for it.
+  const sendLast = () => {
+    const last = Buffer.allocUnsafe(1);
+    read(fd, last, 0, 1, end, (err, got) => {
+      finish(err ?? (got === 1 ? undefined : new Error("cached blob shorter than its size")), last);
+    });
   };
   // The client hung up (or the server is closing): stop the kernel's copy, or never start it.
   // finished(), not once("close"): it also calls back for a response that closed already.
@@ -172,9 +184,10 @@ function sendWithKernel(
   });
   const go = () => {
     if (done || res.destroyed) return finish();
-    const started = addon.start(sock, fd, start, end - start + 1, stallMs, (errno) => {
+    const started = addon.start(sock, fd, start, end - start, stallMs, (errno) => {
       handle = undefined;
-      finish(errno === 0 ? undefined : new Error(`sendfile failed: errno ${errno}`));
+      if (errno === 0) sendLast();
+      else finish(new Error(`sendfile failed: errno ${errno}`));
     });
     if (started !== undefined) {
       handle = started;

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { createServer } from "node:http";
+import { createServer, type ServerResponse } from "node:http";
 import { mkdtemp, readFile, rm, writeFile, readdir } from "node:fs/promises";
 import { openSync, writeFileSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -312,4 +312,33 @@ test("with no thread to be had, sendfile falls back to the JavaScript path inste
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test("a sendfile response is ended before its client can have the whole body (keep-alive, shutdown)", async () => {
+  // Otherwise the client is done and its connection idle while the server still counts the
+  // response as running: closeIdleConnections() skips it and a graceful shutdown waits it out.
+  const bytes = randomBytes(2 * 1024 * 1024);
+  await withFile(bytes, async (path) => {
+    let last: ServerResponse | undefined;
+    const server = createServer((_req, res) => {
+      last = res;
+      res.writeHead(200, { "content-length": bytes.length });
+      sendFile(openSync(path, "r"), 0, bytes.length - 1, res);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    const agent = new Agent({ connections: 1 });
+    try {
+      for (let i = 0; i < 10; i++) {
+        const res = await request(`http://127.0.0.1:${port}/`, { dispatcher: agent });
+        const got = Buffer.from(await res.body.arrayBuffer());
+        assert.equal(got.length, bytes.length);
+        assert.ok(last?.writableEnded, `response ${i} still running when its client had it all`);
+      }
+    } finally {
+      await agent.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
 });
