@@ -3,6 +3,7 @@ import { promisify } from "node:util";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "winston";
 import { formatDigest, type Digest } from "../oci/digest.ts";
+import { RegistryError } from "../oci/errors.ts";
 import type { BlobStore, BlobWriter } from "../storage/blob-store.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import { upstreamError } from "../upstream/errors.ts";
@@ -197,7 +198,14 @@ export class BlobService {
         if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
       } catch (err) {
         watch.dispose();
-        throw watch.signal.aborted ? watch.signal.reason : err;
+        if (!watch.signal.aborted) throw err;
+        // The stall limit (or shutdown) struck before the upstream answered: a registry error,
+        // not the bare abort, is what the client must see.
+        const reason = watch.signal.reason as Error;
+        throw new RegistryError("UNAVAILABLE", "the upstream did not answer", {
+          detail: { reason: reason.message },
+          cause: reason,
+        });
       }
       const size = contentLength(res.headers["content-length"]);
       let writer: BlobWriter | undefined;

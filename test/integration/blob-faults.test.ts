@@ -179,6 +179,22 @@ describe("cache.fillTimeout is a limit on stalls", () => {
     }
   });
 
+  it("answers UNAVAILABLE when the upstream sends no headers within fillTimeout", async () => {
+    const fake = await startFakeUpstream();
+    const mirror = await startTestMirror(fake.url, { cache: { fillTimeout: "1s" } });
+    try {
+      const digest = fake.addBlob(randomBytes(1000));
+      fake.behave(digest, { hang: true, method: "GET" });
+      const res = await request(`${mirror.url}/v2/library/silent/blobs/${digest}`);
+      const body = (await res.body.json()) as { errors: Array<{ code: string }> };
+      assert.equal(res.statusCode, 503);
+      assert.equal(body.errors[0]?.code, "UNAVAILABLE");
+    } finally {
+      await mirror.stop();
+      await fake.stop();
+    }
+  });
+
   it("gives up a fill nobody follows any more after abandonedFillTimeout", async () => {
     const fake = await startFakeUpstream();
     const mirror = await startTestMirror(fake.url, { cache: { abandonedFillTimeout: "1s" } });
