@@ -13,6 +13,7 @@ import { FillWatch } from "./fill-watch.ts";
 import type { Evictor } from "./eviction.ts";
 import type { SendOptions } from "../storage/send-file.ts";
 import { bufferAnswer, fileAnswer, fillAnswer, type BlobAnswer } from "./blob-answers.ts";
+import { blobPath, contentLength, directRange } from "./upstream-blob.ts";
 
 const openAsync = promisify(open);
 const fstatAsync = promisify(fstat);
@@ -183,7 +184,7 @@ export class BlobService {
 
   private startFill(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobFill> {
     const { store, metrics, log, evictor, fillTimeoutMs, abandonedFillTimeoutMs } = this.deps;
-    const fallback = (start: number, end: number | undefined) => this.direct(upstream, repo, d, start, end);
+    const fallback = (start: number, end: number | undefined) => directRange(upstream, repo, d, start, end);
     const finalPath = store.path(d);
     const started = (async () => {
       // The fill's own limits, not the client's: it must outlive a client that hangs up.
@@ -270,50 +271,4 @@ export class BlobService {
   private forget(d: Digest, fill: Promise<BlobFill>): void {
     if (this.fills.get(d.hex) === fill) this.fills.delete(d.hex);
   }
-
-  /** Bytes [start, end] straight from the upstream, for a reader the cache had to let down. */
-  private async *direct(
-    upstream: UpstreamClient,
-    repo: string,
-    d: Digest,
-    start: number,
-    end: number | undefined,
-  ): AsyncGenerator<Buffer> {
-    const range = `bytes=${start}-${end ?? ""}`;
-    const res = await upstream.fetch({
-      method: "GET",
-      repo,
-      path: blobPath(repo, d),
-      headers: { range },
-    });
-    if (res.status !== 200 && res.status !== 206) throw await upstreamError(res, "BLOB_UNKNOWN");
-    // An upstream that ignores Range sends everything: skip to where the reader is.
-    let skip = res.status === 200 ? start : 0;
-    let left = end === undefined ? Infinity : end - start + 1;
-    try {
-      for await (const raw of res.body) {
-        let chunk = raw as Buffer;
-        if (skip > 0) {
-          const n = Math.min(skip, chunk.length);
-          skip -= n;
-          chunk = chunk.subarray(n);
-        }
-        if (chunk.length > left) chunk = chunk.subarray(0, left);
-        left -= chunk.length;
-        if (chunk.length) yield chunk;
-        if (left <= 0) break;
-      }
-    } finally {
-      res.body.destroy();
-    }
-  }
-}
-
-function blobPath(repo: string, d: Digest): string {
-  return `/v2/${repo}/blobs/${formatDigest(d)}`;
-}
-
-function contentLength(h: string | string[] | undefined): number | undefined {
-  const n = typeof h === "string" ? Number(h) : NaN;
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
