@@ -29,6 +29,8 @@ export class FillWatch {
   private abandoned: NodeJS.Timeout | undefined;
   private readers = 0;
   private disposed = false;
+  /** The upstream has answered: from now on, nobody following means abandoned. */
+  private answered = false;
   private readonly onShutdown = () => this.abort(new FillAbortedError("the mirror is shutting down"));
 
   constructor(private readonly opts: FillWatchOptions) {
@@ -36,7 +38,6 @@ export class FillWatch {
       () => this.abort(new FillAbortedError(`no byte from the upstream for ${opts.stallMs} ms`)),
       opts.stallMs,
     );
-    this.startAbandoned();
     if (opts.shutdown?.aborted) this.onShutdown();
     else opts.shutdown?.addEventListener("abort", this.onShutdown, { once: true });
   }
@@ -49,6 +50,15 @@ export class FillWatch {
   /** Bytes arrived from the upstream. */
   progress(): void {
     if (!this.signal.aborted) this.stall.refresh();
+  }
+
+  /**
+   * The upstream answered and the fill begins. Until then the clients wait for the headers (and
+   * only the stall limit applies); from now on they must join, or the fill is abandoned.
+   */
+  answer(): void {
+    this.answered = true;
+    if (this.readers === 0) this.startAbandoned();
   }
 
   /** A client started following the fill. */
@@ -74,7 +84,7 @@ export class FillWatch {
   }
 
   private startAbandoned(): void {
-    if (this.disposed || this.signal.aborted) return;
+    if (!this.answered || this.disposed || this.signal.aborted) return;
     this.abandoned = setTimeout(
       () => this.abort(new FillAbortedError(`no client followed the fill for ${this.opts.abandonedMs} ms`)),
       this.opts.abandonedMs,

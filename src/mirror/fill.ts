@@ -93,6 +93,7 @@ export class BlobFill {
     this.events.setMaxListeners(0);
     this.size = opts.size;
     this.file = opts.file;
+    opts.watch?.answer();
     if (!opts.writer) {
       this.state = "failed";
       this.error = opts.startError ?? new StorageError(new Error("no cache file"));

@@ -141,6 +141,15 @@ describe("FillWatch", () => {
     assert.ok(file.aborted);
   });
 
+  it("counts nobody as gone while the clients still wait for the upstream's headers", async () => {
+    const watch = new FillWatch({ stallMs: 60_000, abandonedMs: 100 });
+    await sleep(300);
+    assert.ok(!watch.signal.aborted, "before the answer, only the stall limit applies");
+    watch.answer();
+    await sleep(300);
+    assert.match(String((watch.signal.reason as Error).message), /no client followed/);
+  });
+
   it("stops a fill at shutdown", async () => {
     const shutdown = new AbortController();
     const file = new MemFile();
