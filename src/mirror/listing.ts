@@ -29,7 +29,10 @@ export async function cachedTags(paths: CachePaths, at: Routed): Promise<string[
   let names: string[];
   try {
     names = await readdir(dirname(paths.tag(at.upstream, at.repo, "x")));
-  } catch {
+  } catch (err) {
+    // No directory: no tags. Anything else (EMFILE, EACCES) is a fault, not a 404.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "ENOTDIR") throw err;
     names = [];
   }
   const tags = names.filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -".json".length));
