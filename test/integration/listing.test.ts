@@ -1,5 +1,7 @@
 // _catalog and tags/list answer from the cache, with the spec's n/last pagination and Link.
 import assert from "node:assert/strict";
+import { mkdir, rm, symlink } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
@@ -86,6 +88,19 @@ describe("listing the cache over the API", () => {
       ((await bad.json()) as { errors: Array<{ code: string }> }).errors[0]!.code,
       "PAGINATION_NUMBER_INVALID",
     );
+  });
+
+  it("tells a tag directory it cannot read from one that is not there", async () => {
+    // A symlink loop: readdir fails with ELOOP, an error root cannot bypass (as it can EACCES).
+    const dir = join(mirror.cacheDir, "repos", "docker.io", "library", "loop", "_tags");
+    await mkdir(join(dir, ".."), { recursive: true });
+    await symlink(dir, dir);
+    try {
+      const res = await fetch(`${mirror.url}/v2/library/loop/tags/list`);
+      assert.equal(res.status, 500, "a fault, not NAME_UNKNOWN");
+    } finally {
+      await rm(join(dir, ".."), { recursive: true, force: true });
+    }
   });
 
   it("paginates by the spec's rules (pure)", () => {
