@@ -5,7 +5,7 @@ import { z } from "zod";
 import type { CacheOperations } from "../maintenance/operations.ts";
 import { parseDuration } from "../config/units.ts";
 import { RegistryError } from "../oci/errors.ts";
-import { sendError } from "./respond.ts";
+import { logFailure, sendError } from "./respond.ts";
 
 // The admin API: what `regmirror purge`, `gc` and `warm` do, against this running mirror.
 // Mounted only when admin.token is set (else /admin/* is the generic 404), and every request,
@@ -121,7 +121,7 @@ export function adminRouter(deps: AdminDeps): express.Router {
     res.json(r);
   });
 
-  router.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+  router.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const status = (err as { status?: unknown; type?: unknown }).status;
     // body-parser's own errors: malformed JSON (400) or too large (413).
     if (!(err instanceof RegistryError) && (status === 400 || status === 413)) {
@@ -131,9 +131,7 @@ export function adminRouter(deps: AdminDeps): express.Router {
       );
       return;
     }
-    const e = sendError(res, err);
-    if (e.status >= 500)
-      deps.log.warn("admin request failed", { code: e.code, error: (err as Error).message });
+    logFailure(deps.log, sendError(res, err), { path: req.originalUrl });
   });
   return router;
 }

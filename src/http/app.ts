@@ -1,9 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:https";
-import express from "express";
+import express, { type NextFunction, type Request, type Response } from "express";
+import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { registryHandler, type RegistryDeps } from "./registry.ts";
-import { API_VERSION, sendError } from "./respond.ts";
+import { API_VERSION, logFailure, sendError } from "./respond.ts";
 import type { Readiness } from "./health.ts";
 import type { Stats } from "../metrics/stats.ts";
 import type { History } from "../metrics/history.ts";
@@ -95,6 +96,13 @@ export function createHandler(deps: HandlerDeps): Handler {
       .set(API_VERSION)
       .json({ errors: [{ code: "UNSUPPORTED", message: "no such endpoint" }] });
   });
+  // Every error of the express side, thrown or rejected (express 5 passes both here), in the
+  // registry's JSON shape; express's own handler would answer HTML, with the stack outside
+  // production.
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = sendError(res, fromExpress(err));
+    logFailure(deps.log, e, { path: req.originalUrl });
+  });
 
   return (req, res) => {
     const url = req.url ?? "/";
@@ -134,4 +142,11 @@ export function createHttpsServer(
   );
   harden(server, limits);
   return server;
+}
+
+/** express's and body-parser's own errors carry a 4xx status: the client's fault, said so. */
+function fromExpress(err: unknown): unknown {
+  const status = (err as { status?: unknown } | undefined)?.status;
+  if (err instanceof RegistryError || typeof status !== "number" || status < 400 || status >= 500) return err;
+  return new RegistryError("UNSUPPORTED", (err as Error).message, { status });
 }

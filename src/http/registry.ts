@@ -11,7 +11,7 @@ import type { Gate } from "../access/gate.ts";
 import type { RepoPolicy } from "../access/policy.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { API_VERSION, sendError, sendJson } from "./respond.ts";
+import { API_VERSION, logFailure, sendError, sendJson } from "./respond.ts";
 import { parseRange } from "./range.ts";
 import { route } from "./route.ts";
 
@@ -39,7 +39,7 @@ export function registryHandler(deps: RegistryDeps) {
   const inFlight = new Map<string, number>();
   // winston builds and pipes the entry before it looks at the level: ask first, once.
   const logRequests = deps.log.isInfoEnabled();
-  return (req: IncomingMessage, res: ServerResponse): void => {
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const started = performance.now();
     const outcome: Outcome = { bytes: 0 };
     // One id per request, in the response and in the log line, so a user's report can be found.
@@ -76,10 +76,24 @@ export function registryHandler(deps: RegistryDeps) {
       return;
     }
     handle(deps, req, res, outcome).catch((err: unknown) => {
-      const e = sendError(res, err);
-      if (e.status >= 500)
-        deps.log.warn("request failed", { id, path: req.url, code: e.code, error: e.message });
+      try {
+        logFailure(deps.log, sendError(res, err), { id, path: req.url });
+      } catch {
+        // Only the log could have thrown (sendError cannot); the answer is out or cut.
+      }
     });
+  };
+  // Nothing a request does may end the process: a throw here would be an uncaught exception.
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    try {
+      serve(req, res);
+    } catch (err) {
+      try {
+        logFailure(deps.log, sendError(res, err), { path: req.url });
+      } catch {
+        res.destroy();
+      }
+    }
   };
 }
 

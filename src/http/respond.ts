@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import type { Logger } from "winston";
 import { RegistryError } from "../oci/errors.ts";
 
 // Writing registry answers: the API version header on everything, and errors in the one JSON
@@ -22,16 +23,40 @@ export function sendJson(
   res.end(text);
 }
 
+/** Anything thrown, as the registry error the client gets: a non-RegistryError is our bug. */
+export function toRegistryError(err: unknown): RegistryError {
+  return err instanceof RegistryError ? err : new RegistryError("UNKNOWN", "internal error", { cause: err });
+}
+
+/**
+ * Writes `err` as the registry error body, and never throws: it runs in every catch, where a
+ * throw would become an unhandled rejection and end the process. A header value that Node
+ * refuses (a control character from client input) degrades to a plain 500; if even that
+ * cannot be written, the connection is cut.
+ */
 export function sendError(res: ServerResponse, err: unknown): RegistryError {
-  const e =
-    err instanceof RegistryError
-      ? err
-      : new RegistryError("UNAVAILABLE", "internal error", { status: 500, cause: err });
+  const e = toRegistryError(err);
   if (res.headersSent) {
     // Too late for a status: cut the connection so the client cannot take a short body as whole.
     res.destroy(e);
     return e;
   }
+  try {
+    write(res, e);
+    return e;
+  } catch (bad) {
+    const fallback = new RegistryError("UNKNOWN", "internal error", { cause: bad });
+    try {
+      for (const name of Object.keys(e.headers)) res.removeHeader(name);
+      write(res, fallback);
+    } catch {
+      res.destroy();
+    }
+    return fallback;
+  }
+}
+
+function write(res: ServerResponse, e: RegistryError): void {
   const body = e.body();
   res.writeHead(e.status, {
     ...API_VERSION,
@@ -41,5 +66,17 @@ export function sendError(res: ServerResponse, err: unknown): RegistryError {
   });
   // Node itself drops the body of an answer to HEAD.
   res.end(body);
-  return e;
+}
+
+/**
+ * The log line for a failed request: UNKNOWN is a bug of ours and is logged with its stack;
+ * other 5xx (an upstream down, a full disk) are expected in operation and get a warning.
+ */
+export function logFailure(log: Logger, e: RegistryError, fields: Record<string, unknown>): void {
+  if (e.code === "UNKNOWN") {
+    const cause = e.cause instanceof Error ? e.cause : e;
+    log.error("request failed: internal error", { ...fields, error: cause.message, stack: cause.stack });
+  } else if (e.status >= 500) {
+    log.warn("request failed", { ...fields, code: e.code, error: e.message });
+  }
 }

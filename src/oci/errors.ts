@@ -1,5 +1,5 @@
 // The registry error vocabulary (OCI distribution-spec, "Error Codes", plus distribution's
-// UNAVAILABLE and TOOMANYREQUESTS). Every failure a client can see is a RegistryError, and one
+// UNAVAILABLE, TOOMANYREQUESTS and UNKNOWN). Every failure a client can see is a RegistryError, and one
 // function renders it, so the JSON shape and the status for each code live in exactly one place.
 
 export const ERROR_STATUS = {
@@ -22,6 +22,8 @@ export const ERROR_STATUS = {
   TOOMANYREQUESTS: 429,
   UNAVAILABLE: 503,
   UPSTREAM_ERROR: 502,
+  /** A fault of ours (a bug), not of the client or an upstream: distribution's errcode UNKNOWN. */
+  UNKNOWN: 500,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
