@@ -26,9 +26,9 @@ export class Gate {
     }
     const basic = parseBasic(header);
     if (basic && this.users.check(basic.username, basic.password)) return basic.username;
-    const realm = `${isTls(req) ? "https" : "http"}://${req.headers.host ?? "localhost"}/auth/token`;
-    const params = [`realm="${realm}"`, `service="${SERVICE}"`];
-    if (scope) params.push(`scope="${scope}"`);
+    const params = [`realm="${realm(req)}"`, `service="${SERVICE}"`];
+    // Only a name that passed the spec's grammar may be given: it goes into a header verbatim.
+    if (scope && /^[a-z0-9._/:-]+$/.test(scope)) params.push(`scope="${scope}"`);
     throw new RegistryError("UNAUTHORIZED", "authentication required", {
       headers: { "www-authenticate": `Bearer ${params.join(",")}` },
     });
@@ -60,6 +60,14 @@ export function parseBasic(header: string): { username: string; password: string
   return i > 0 ? { username: text.slice(0, i), password: text.slice(i + 1) } : undefined;
 }
 
-function isTls(req: IncomingMessage): boolean {
-  return (req.socket as { encrypted?: boolean }).encrypted === true;
+/**
+ * Our token endpoint as the client addressed us. The Host header is the client's to write: one
+ * that is not a plain host[:port] (a quote, a control character) would break the challenge
+ * header or inject parameters into it, so it is replaced rather than echoed.
+ */
+export function realm(req: IncomingMessage): string {
+  const scheme = (req.socket as { encrypted?: boolean }).encrypted === true ? "https" : "http";
+  const host = req.headers.host ?? "";
+  const safe = /^[A-Za-z0-9._-]{1,253}(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](?::\d{1,5})?$/.test(host);
+  return `${scheme}://${safe ? host : "localhost"}/auth/token`;
 }

@@ -1,0 +1,116 @@
+// Hardening of client access: hostile names and headers never end the process.
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import bcrypt from "bcryptjs";
+import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
+import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
+
+const HEX = "a".repeat(64);
+const TYPE = "application/vnd.oci.image.manifest.v1+json";
+const basic = (user: string, password: string) =>
+  "Basic " + Buffer.from(`${user}:${password}`).toString("base64");
+type Body = { errors: Array<{ code: string }> };
+
+/** One request written byte for byte: fetch and undici refuse to send most of these. */
+function raw(url: string, head: string): Promise<{ status: number; head: string; body: string }> {
+  const port = Number(new URL(url).port);
+  return new Promise((resolve, reject) => {
+    const s = connect(port, "127.0.0.1", () => s.write(`${head}\r\nConnection: close\r\n\r\n`, "latin1"));
+    const chunks: Buffer[] = [];
+    s.on("data", (c: Buffer) => chunks.push(c));
+    s.on("error", reject);
+    s.on("close", () => {
+      const text = Buffer.concat(chunks).toString("latin1");
+      const end = text.indexOf("\r\n\r\n");
+      resolve({
+        status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0),
+        head: text.slice(0, end),
+        body: text.slice(end + 4),
+      });
+    });
+  });
+}
+
+function addImage(fake: FakeUpstream, repo: string): void {
+  fake.addManifest(
+    repo,
+    "1",
+    Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: TYPE, layers: [] })),
+    TYPE,
+  );
+}
+
+describe("a mirror process with logins on", () => {
+  let fake: FakeUpstream;
+  let mirror: MirrorProcess;
+  let work: string;
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "regmirror-access-"));
+    fake = await startFakeUpstream();
+    addImage(fake, "library/good");
+    await writeFile(join(work, "htpasswd"), `alice:${bcrypt.hashSync("wonderland", 10)}\n`);
+    mirror = await spawnMirror({
+      REGMIRROR_UPSTREAM: fake.url,
+      REGMIRROR_CACHE_DIR: join(work, "cache"),
+      REGMIRROR_AUTH_HTPASSWD: join(work, "htpasswd"),
+      // The failed-login limit is tested below; here bad logins must all be checked.
+      REGMIRROR_AUTH_MAX_FAILED_LOGINS: "1000",
+    });
+  });
+  after(async () => {
+    mirror?.kill("SIGKILL");
+    await mirror?.exited;
+    await fake?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("answers hostile names and Host headers with registry errors and stays up", async () => {
+    const names = [
+      "a%01b",
+      "%C4%80",
+      "a%C4%80b/c",
+      'a"b',
+      "a%22b",
+      "a%22%2C%20scope%3D%22x",
+      "a%0D%0Ab",
+      "a%7Fb",
+    ];
+    const kinds = ["manifests/latest", `blobs/sha256:${HEX}`, "tags/list"];
+    const requests: string[] = [];
+    for (const name of names) {
+      for (const kind of kinds) {
+        for (const method of ["GET", "HEAD"])
+          requests.push(`${method} /v2/${name}/${kind} HTTP/1.1\r\nHost: x`);
+      }
+    }
+    // Written as Latin-1, as Node reads header bytes: "\u00c4\u0080" is the UTF-8 of "\u0100".
+    const hosts = ['a"b', 'h", scope="repository:x:push', "\u00c4\u0080", "h\u00e9st", "h\tst", ""];
+    for (const host of hosts) {
+      for (const method of ["GET", "HEAD"]) {
+        requests.push(`${method} /v2/ HTTP/1.1\r\nHost: ${host}`);
+        requests.push(`${method} /v2/library/good/manifests/1 HTTP/1.1\r\nHost: ${host}`);
+      }
+    }
+    for (const head of requests) {
+      const res = await raw(mirror.url, head);
+      assert.ok(res.status >= 400 && res.status < 500, `${JSON.stringify(head)} → ${res.status}`);
+      if (head.startsWith("GET")) {
+        const body = JSON.parse(res.body) as Body;
+        assert.ok(body.errors[0]!.code, `${JSON.stringify(head)}: a registry error body`);
+      }
+      const challenge = /^www-authenticate: (.*)$/im.exec(res.head)?.[1];
+      if (challenge !== undefined) {
+        assert.match(challenge, /^Bearer realm="http:\/\/[A-Za-z0-9.:-]+\/auth\/token",service="regmirror"/);
+      }
+    }
+    assert.equal(mirror.child.exitCode, null, `the process is up: ${mirror.stderr()}`);
+    const good = await fetch(`${mirror.url}/v2/library/good/manifests/1`, {
+      headers: { authorization: basic("alice", "wonderland") },
+    });
+    assert.equal(good.status, 200);
+  });
+});
