@@ -4,7 +4,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { registryHandler, type RegistryDeps } from "./registry.ts";
-import { API_VERSION, logFailure, sendError } from "./respond.ts";
+import { API_VERSION, logFailure, NOSNIFF, sendError } from "./respond.ts";
 import type { Readiness } from "./health.ts";
 import type { Stats } from "../metrics/stats.ts";
 import type { History } from "../metrics/history.ts";
@@ -105,6 +105,7 @@ export function createHandler(deps: HandlerDeps): Handler {
   });
 
   return (req, res) => {
+    res.setHeader("x-content-type-options", NOSNIFF["x-content-type-options"]);
     const url = req.url ?? "/";
     if (url === "/v2" || url.startsWith("/v2/") || url.startsWith("/v2?")) registry(req, res);
     else app(req, res);

@@ -7,6 +7,9 @@ import { RegistryError } from "../oci/errors.ts";
 
 export const API_VERSION = { "docker-distribution-api-version": "registry/2.0" } as const;
 
+/** On every response: browsers must not guess an HTML type for a blob or an error body. */
+export const NOSNIFF = { "x-content-type-options": "nosniff" } as const;
+
 export function sendJson(
   res: ServerResponse,
   status: number,
@@ -16,6 +19,7 @@ export function sendJson(
   const text = JSON.stringify(body);
   res.writeHead(status, {
     ...API_VERSION,
+    ...NOSNIFF,
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(text),
     ...headers,
@@ -60,6 +64,7 @@ function write(res: ServerResponse, e: RegistryError): void {
   const body = e.body();
   res.writeHead(e.status, {
     ...API_VERSION,
+    ...NOSNIFF,
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(body),
     ...e.headers,

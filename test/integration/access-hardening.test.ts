@@ -1,4 +1,5 @@
-// Hardening of client access: hostile names and headers never end the process.
+// Hardening of client access: hostile names and headers never end the process, and every
+// answer carries nosniff.
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
@@ -112,5 +113,41 @@ describe("a mirror process with logins on", () => {
       headers: { authorization: basic("alice", "wonderland") },
     });
     assert.equal(good.status, 200);
+    assert.equal(good.headers.get("x-content-type-options"), "nosniff");
+  });
+
+  it("sends X-Content-Type-Options: nosniff on every response", async () => {
+    const auth = { authorization: basic("alice", "wonderland") };
+    const blob = fake.addBlob(Buffer.from("a blob, served from the upstream and then the cache"));
+    const samples: Array<[string, Record<string, string>]> = [
+      [`/v2/library/good/blobs/${blob}`, auth],
+      [`/v2/library/good/blobs/${blob}`, auth],
+      ["/v2/", {}],
+      ["/v2/", auth],
+      ["/v2/library/good/manifests/1", auth],
+      [`/v2/library/good/blobs/sha256:${HEX}`, auth],
+      ["/v2/Bad/manifests/1", auth],
+      ["/auth/token", auth],
+      ["/auth/token", {}],
+      ["/", auth],
+      ["/", {}],
+      ["/healthz", {}],
+      ["/readyz", {}],
+      ["/metrics", {}],
+      ["/stats", {}],
+      ["/admin/gc", {}],
+      ["/nowhere", {}],
+    ];
+    for (const [path, headers] of samples) {
+      for (const method of ["GET", "HEAD"]) {
+        const res = await fetch(mirror.url + path, { method, headers });
+        await res.arrayBuffer();
+        assert.equal(
+          res.headers.get("x-content-type-options"),
+          "nosniff",
+          `${method} ${path} → ${res.status}`,
+        );
+      }
+    }
   });
 });
