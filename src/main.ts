@@ -150,6 +150,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     gate,
     policy: new RepoPolicy(config.access.allow, config.access.deny),
     perClient: config.limits.perClient,
+    trustedProxies: config.trustedProxies,
   });
   const limits = { headersTimeoutMs: config.limits.headersTimeout };
   const servers: Array<Server | TlsServer> = [];

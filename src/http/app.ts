@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:https";
 import express, { type NextFunction, type Request, type Response } from "express";
+import { ClientAddresses } from "../access/client-address.ts";
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { registryHandler, type RegistryDeps } from "./registry.ts";
@@ -42,7 +43,9 @@ export interface HandlerDeps extends RegistryDeps {
 }
 
 export function createHandler(deps: HandlerDeps): Handler {
-  const registry = registryHandler(deps);
+  const clients = new ClientAddresses(deps.trustedProxies ?? []);
+  const clientOf = (req: IncomingMessage) => clients.of(req.socket.remoteAddress, req.headers);
+  const registry = registryHandler(deps, clients);
   const repositories = new Repositories(() => deps.ops.listCache(), deps.pulls);
   const app = express();
   app.disable("x-powered-by");
@@ -101,7 +104,7 @@ export function createHandler(deps: HandlerDeps): Handler {
   // production.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = sendError(res, fromExpress(err));
-    logFailure(deps.log, e, { path: req.originalUrl });
+    logFailure(deps.log, e, { client: clientOf(req), path: req.originalUrl });
   });
 
   return (req, res) => {

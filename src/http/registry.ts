@@ -7,6 +7,7 @@ import { assertName, parseReference, requireDigest } from "../oci/reference.ts";
 import type { BlobAnswer } from "../mirror/blobs.ts";
 import type { Mirror } from "../mirror/mirror.ts";
 import type { Routed } from "../mirror/routing.ts";
+import { ClientAddresses } from "../access/client-address.ts";
 import type { Gate } from "../access/gate.ts";
 import type { RepoPolicy } from "../access/policy.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
@@ -27,6 +28,8 @@ export interface RegistryDeps {
   policy: RepoPolicy;
   /** Most requests one client address may have in flight. */
   perClient: number;
+  /** Proxies whose X-Forwarded-For / Forwarded name the client (see client-address.ts). */
+  trustedProxies?: readonly string[];
   /** When each repository was last pulled, for the status page. */
   pulls?: PullLog;
   metrics: Metrics;
@@ -35,7 +38,10 @@ export interface RegistryDeps {
 
 type Outcome = { cache?: "hit" | "miss" | "stale"; bytes: number };
 
-export function registryHandler(deps: RegistryDeps) {
+export function registryHandler(
+  deps: RegistryDeps,
+  clients = new ClientAddresses(deps.trustedProxies ?? []),
+) {
   const inFlight = new Map<string, number>();
   // winston builds and pipes the entry before it looks at the level: ask first, once.
   const logRequests = deps.log.isInfoEnabled();
@@ -48,7 +54,7 @@ export function registryHandler(deps: RegistryDeps) {
     res.setHeader("x-request-id", id);
     res.setHeader("x-content-type-options", NOSNIFF["x-content-type-options"]);
     // One client cannot take every connection to the upstream or every file descriptor.
-    const client = req.socket.remoteAddress ?? "";
+    const client = clients.of(req.socket.remoteAddress, req.headers);
     const mine = (inFlight.get(client) ?? 0) + 1;
     inFlight.set(client, mine);
     res.once("close", () => {
@@ -58,6 +64,7 @@ export function registryHandler(deps: RegistryDeps) {
       if (!logRequests) return;
       deps.log.info("request", {
         id,
+        client,
         method: req.method,
         path: req.url,
         status: res.statusCode,
@@ -78,7 +85,7 @@ export function registryHandler(deps: RegistryDeps) {
     }
     handle(deps, req, res, outcome).catch((err: unknown) => {
       try {
-        logFailure(deps.log, sendError(res, err), { id, path: req.url });
+        logFailure(deps.log, sendError(res, err), { id, client, path: req.url });
       } catch {
         // Only the log could have thrown (sendError cannot); the answer is out or cut.
       }

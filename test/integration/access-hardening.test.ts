@@ -1,5 +1,5 @@
-// Hardening of client access: hostile names and headers never end the process, and every
-// answer carries nosniff.
+// Hardening of client access: hostile names and headers never end the process, forwarded
+// addresses count only from trusted proxies, and every answer carries nosniff.
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
@@ -7,8 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import bcrypt from "bcryptjs";
+import { request } from "undici";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
+import { startMirror, type Running } from "../../src/main.ts";
+import { validateConfig } from "../../src/config/validate.ts";
 
 const HEX = "a".repeat(64);
 const TYPE = "application/vnd.oci.image.manifest.v1+json";
@@ -43,6 +46,26 @@ function addImage(fake: FakeUpstream, repo: string): void {
     Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: TYPE, layers: [] })),
     TYPE,
   );
+}
+
+/** An in-process mirror with the top-level and auth settings startTestMirror does not take. */
+async function startWith(
+  upstreamUrl: string,
+  settings: { auth?: Record<string, unknown>; trustedProxies?: string[]; limits?: Record<string, unknown> },
+): Promise<Running & { dir: string }> {
+  const dir = await mkdtemp(join(tmpdir(), "regmirror-access-"));
+  const config = validateConfig({
+    listen: "127.0.0.1:0",
+    upstream: { url: upstreamUrl },
+    cache: { dir },
+    auth: settings.auth ?? {},
+    trustedProxies: settings.trustedProxies ?? [],
+    limits: settings.limits ?? {},
+    log: { level: "error", format: "text" },
+    // Requests left hanging on purpose must not hold up close().
+    shutdownTimeout: "1s",
+  });
+  return { ...(await startMirror(config, { processMetrics: false })), dir };
 }
 
 describe("a mirror process with logins on", () => {
@@ -149,5 +172,52 @@ describe("a mirror process with logins on", () => {
         );
       }
     }
+  });
+});
+
+describe("trustedProxies and limits.perClient", () => {
+  let fake: FakeUpstream;
+  before(async () => {
+    fake = await startFakeUpstream();
+  });
+  after(async () => {
+    await fake?.stop();
+  });
+
+  /** Hangs `perClient` requests from `xff`, then returns the status of one more from each of `then`. */
+  async function budget(trusted: string[], xff: string, then: string[]): Promise<number[]> {
+    const mirror = await startWith(fake.url, { trustedProxies: trusted, limits: { perClient: 2 } });
+    fake.behave("*", { hang: true });
+    const hanging = [1, 2].map(() =>
+      request(`${mirror.url}/v2/library/h/manifests/1`, { headers: { "x-forwarded-for": xff } }).catch(
+        () => undefined,
+      ),
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      const statuses: number[] = [];
+      for (const ip of then) {
+        const res = await fetch(`${mirror.url}/v2/`, { headers: { "x-forwarded-for": ip } });
+        await res.arrayBuffer();
+        statuses.push(res.status);
+      }
+      return statuses;
+    } finally {
+      fake.clearBehaviours();
+      await mirror.close();
+      await Promise.all(hanging);
+    }
+  }
+
+  it("gives each forwarded client its own budget behind a trusted proxy", async () => {
+    assert.deepEqual(
+      await budget(["127.0.0.1"], "198.51.100.1", ["198.51.100.2", "198.51.100.1"]),
+      [200, 429],
+    );
+  });
+
+  it("ignores X-Forwarded-For from a peer that is not a trusted proxy", async () => {
+    assert.deepEqual(await budget([], "198.51.100.1", ["198.51.100.2"]), [429]);
+    assert.deepEqual(await budget(["10.0.0.0/8"], "198.51.100.1", ["198.51.100.2"]), [429]);
   });
 });
