@@ -123,7 +123,12 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       }),
   };
   const tokens = new TokenIssuer(config.auth.tokenTTL);
-  const gate = config.auth.htpasswd ? new Gate(readHtpasswd(config.auth.htpasswd), tokens) : undefined;
+  const gate = config.auth.htpasswd
+    ? new Gate(readHtpasswd(config.auth.htpasswd), tokens, {
+        maxFailedLogins: config.auth.maxFailedLogins,
+        failedLoginWindowMs: config.auth.failedLoginWindow,
+      })
+    : undefined;
   // The admin API's warm pulls through this mirror's own listener, known once it listens.
   let selfUrl = "";
   const admin = config.admin.token

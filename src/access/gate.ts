@@ -1,23 +1,42 @@
+import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { RegistryError } from "../oci/errors.ts";
 import type { Htpasswd } from "./htpasswd.ts";
+import { FailedLogins } from "./login-limit.ts";
 import type { TokenIssuer } from "./tokens.ts";
 
 // Who the client is, when client authentication is on. Clients follow the standard challenge:
 // a 401 with `WWW-Authenticate: Bearer realm=<our /auth/token>`, Basic credentials to the realm,
 // a token back, then `Authorization: Bearer <token>`. Basic on /v2/ itself is accepted too
 // (some clients send it up front).
+//
+// Password checks are asynchronous (bcrypt runs on worker threads) and limited per client
+// address: past `maxFailedLogins` failures within `failedLoginWindowMs`, a client gets 429 with
+// Retry-After instead of another check. Tokens are cheap to verify and are never limited, so a
+// blocked address's users who already hold a token keep pulling.
 
 export const SERVICE = "regmirror";
 
+export interface LoginLimits {
+  maxFailedLogins: number;
+  failedLoginWindowMs: number;
+}
+
 export class Gate {
+  private readonly failures: FailedLogins;
+  /** Checks in flight, by client and credentials: parallel requests of one client share one. */
+  private readonly checking = new Map<string, Promise<boolean>>();
+
   constructor(
     private readonly users: Htpasswd,
     private readonly tokens: TokenIssuer,
-  ) {}
+    limits: LoginLimits = { maxFailedLogins: 10, failedLoginWindowMs: 60_000 },
+  ) {
+    this.failures = new FailedLogins(limits.maxFailedLogins, limits.failedLoginWindowMs);
+  }
 
-  /** The user behind a request, or a RegistryError 401 carrying the challenge. */
-  authenticate(req: IncomingMessage, scope: string | undefined): string {
+  /** The user behind a request from `client`, or a RegistryError: 401 with the challenge, or 429. */
+  async authenticate(req: IncomingMessage, scope: string | undefined, client: string): Promise<string> {
     const header = req.headers.authorization ?? "";
     const bearer = /^Bearer\s+(\S+)$/i.exec(header);
     if (bearer) {
@@ -25,7 +44,7 @@ export class Gate {
       if (sub !== undefined) return sub;
     }
     const basic = parseBasic(header);
-    if (basic && this.users.check(basic.username, basic.password)) return basic.username;
+    if (basic && (await this.checkPassword(basic, client))) return basic.username;
     const params = [`realm="${realm(req)}"`, `service="${SERVICE}"`];
     // Only a name that passed the spec's grammar may be given: it goes into a header verbatim.
     if (scope && /^[a-z0-9._/:-]+$/.test(scope)) params.push(`scope="${scope}"`);
@@ -35,20 +54,47 @@ export class Gate {
   }
 
   /** GET /auth/token: Basic credentials in, a token out. */
-  issue(req: IncomingMessage): {
-    token: string;
-    access_token: string;
-    expires_in: number;
-    issued_at: string;
-  } {
+  async issue(
+    req: IncomingMessage,
+    client: string,
+  ): Promise<{ token: string; access_token: string; expires_in: number; issued_at: string }> {
     const basic = parseBasic(req.headers.authorization ?? "");
-    if (!basic || !this.users.check(basic.username, basic.password)) {
+    if (!basic || !(await this.checkPassword(basic, client))) {
       throw new RegistryError("UNAUTHORIZED", "incorrect username or password", {
         headers: { "www-authenticate": `Basic realm="${SERVICE}"` },
       });
     }
     const { token, expiresIn } = this.tokens.issue(basic.username);
     return { token, access_token: token, expires_in: expiresIn, issued_at: new Date().toISOString() };
+  }
+
+  private checkPassword(basic: { username: string; password: string }, client: string): Promise<boolean> {
+    if (this.users.remembered(basic.username, basic.password)) return Promise.resolve(true);
+    const key = createHash("sha256").update(`${client}\0${basic.username}\0${basic.password}`).digest("hex");
+    const running = this.checking.get(key);
+    if (running) return running;
+    const wait = this.failures.begin(client);
+    if (wait !== undefined) {
+      return Promise.reject(
+        new RegistryError("TOOMANYREQUESTS", "too many failed logins from this address; try again later", {
+          headers: { "retry-after": String(wait) },
+        }),
+      );
+    }
+    const check = this.users.check(basic.username, basic.password).then(
+      (ok) => {
+        this.failures.end(client, ok);
+        return ok;
+      },
+      (err: unknown) => {
+        // Not the client's failure (the check itself could not run): not counted against it.
+        this.failures.end(client, true);
+        throw err;
+      },
+    );
+    const shared = check.finally(() => this.checking.delete(key));
+    this.checking.set(key, shared);
+    return shared;
   }
 }
 

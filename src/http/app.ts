@@ -69,7 +69,7 @@ export function createHandler(deps: HandlerDeps): Handler {
       ...(req.query.history !== undefined ? { history: deps.ops.history.list() } : {}),
     });
   });
-  app.use(statusRoutes({ ops: deps.ops, repositories, gate: deps.gate }));
+  app.use(statusRoutes({ ops: deps.ops, repositories, gate: deps.gate, clientOf }));
   if (deps.admin) {
     app.use(
       "/admin",
@@ -85,12 +85,8 @@ export function createHandler(deps: HandlerDeps): Handler {
   }
   const gate = deps.gate;
   if (gate) {
-    app.get("/auth/token", (req, res) => {
-      try {
-        res.set(API_VERSION).json(gate.issue(req));
-      } catch (err) {
-        sendError(res, err);
-      }
+    app.get("/auth/token", async (req, res) => {
+      res.set(API_VERSION).json(await gate.issue(req, clientOf(req)));
     });
   }
   app.use((_req, res) => {

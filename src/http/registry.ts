@@ -83,7 +83,7 @@ export function registryHandler(
       );
       return;
     }
-    handle(deps, req, res, outcome).catch((err: unknown) => {
+    handle(deps, req, res, outcome, client).catch((err: unknown) => {
       try {
         logFailure(deps.log, sendError(res, err), { id, client, path: req.url });
       } catch {
@@ -110,6 +110,7 @@ async function handle(
   req: IncomingMessage,
   res: ServerResponse,
   out: Outcome,
+  client: string,
 ): Promise<void> {
   const url = req.url ?? "/";
   const q = url.indexOf("?");
@@ -122,7 +123,7 @@ async function handle(
   const name = "name" in r ? r.name : undefined;
   // Checked before anything uses it: the name goes into the challenge header, log lines, paths.
   if (name !== undefined) assertName(name);
-  deps.gate?.authenticate(req, name === undefined ? undefined : `repository:${name}:pull`);
+  await deps.gate?.authenticate(req, name === undefined ? undefined : `repository:${name}:pull`, client);
   /** Routes the name to an upstream and checks the repository policy. */
   const locate = (n: string): Routed => {
     const at = deps.mirror.route(ns, n);

@@ -17,14 +17,18 @@ export function statusRoutes(deps: {
   ops: OpsDeps;
   repositories: Repositories;
   gate: Gate | undefined;
+  /** The client's address, for the failed-login limit. */
+  clientOf: (req: express.Request) => string;
 }): express.Router {
   const router = express.Router();
   const { gate } = deps;
-  const login: express.RequestHandler = (req, res, next) => {
+  const login: express.RequestHandler = async (req, res, next) => {
     if (!gate) return next();
     try {
-      gate.authenticate(req, undefined);
-    } catch {
+      await gate.authenticate(req, undefined, deps.clientOf(req));
+    } catch (err) {
+      // A 429 (too many failed logins) or an internal error is said as it is.
+      if (!(err instanceof RegistryError) || err.code !== "UNAUTHORIZED") return next(err);
       sendError(
         res,
         new RegistryError("UNAUTHORIZED", "log in to see the status page", {

@@ -1,5 +1,6 @@
-// Hardening of client access: hostile names and headers never end the process, forwarded
-// addresses count only from trusted proxies, and every answer carries nosniff.
+// Hardening of client access: hostile names and headers never end the process, logins are
+// checked off the event loop and limited per client, forwarded addresses count only from
+// trusted proxies, and every answer carries nosniff.
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
@@ -139,6 +140,28 @@ describe("a mirror process with logins on", () => {
     assert.equal(good.headers.get("x-content-type-options"), "nosniff");
   });
 
+  it("answers /healthz while failed logins are being checked", async () => {
+    const n = 12;
+    let settled = 0;
+    const logins = Array.from({ length: n }, (_, i) =>
+      request(`${mirror.url}/auth/token`, { headers: { authorization: basic("alice", `wrong-${i}`) } }).then(
+        async (res) => {
+          await res.body.dump();
+          settled++;
+          return res.statusCode;
+        },
+      ),
+    );
+    // Once one answer is back, the others are surely in the server: checked on its event loop,
+    // they would all be answered before /healthz is even read.
+    while (settled === 0) await new Promise((r) => setTimeout(r, 5));
+    const health = await fetch(`${mirror.url}/healthz`);
+    const settledAtHealth = settled;
+    assert.equal(health.status, 200);
+    assert.deepEqual(await Promise.all(logins), Array(n).fill(401));
+    assert.ok(settledAtHealth < n / 2, `/healthz answered after ${settledAtHealth} of ${n} logins`);
+  });
+
   it("sends X-Content-Type-Options: nosniff on every response", async () => {
     const auth = { authorization: basic("alice", "wonderland") };
     const blob = fake.addBlob(Buffer.from("a blob, served from the upstream and then the cache"));
@@ -172,6 +195,55 @@ describe("a mirror process with logins on", () => {
         );
       }
     }
+  });
+});
+
+describe("failed-login limit", () => {
+  let fake: FakeUpstream;
+  let mirror: Running & { dir: string };
+  before(async () => {
+    fake = await startFakeUpstream();
+    addImage(fake, "library/good");
+    const dir = await mkdtemp(join(tmpdir(), "regmirror-access-"));
+    await writeFile(join(dir, "htpasswd"), `alice:${bcrypt.hashSync("wonderland", 4)}\n`);
+    // The test client is 127.0.0.1, a trusted proxy: X-Forwarded-For plays other addresses.
+    mirror = await startWith(fake.url, {
+      auth: { htpasswd: join(dir, "htpasswd"), maxFailedLogins: 3, failedLoginWindow: "1m" },
+      trustedProxies: ["127.0.0.1"],
+    });
+  });
+  after(async () => {
+    await mirror?.close();
+    await fake?.stop();
+  });
+
+  it("answers 429 with Retry-After past auth.maxFailedLogins, on /auth/token and on /v2/", async () => {
+    const from = (ip: string, authorization: string) => ({ "x-forwarded-for": ip, authorization });
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${mirror.url}/auth/token`, {
+        headers: from("192.0.2.1", basic("alice", `no${i}`)),
+      });
+      assert.equal(res.status, 401, `failure ${i + 1} is checked`);
+    }
+    for (const path of ["/auth/token", "/v2/library/good/manifests/1", "/v2/", "/"]) {
+      // The right password too: the address is blocked, not the guess.
+      const res = await fetch(mirror.url + path, {
+        headers: from("192.0.2.1", basic("alice", "wonderland")),
+      });
+      assert.equal(res.status, 429, path);
+      const wait = Number(res.headers.get("retry-after"));
+      assert.ok(wait >= 1 && wait <= 60, `Retry-After: ${wait}`);
+      assert.equal(((await res.json()) as Body).errors[0]!.code, "TOOMANYREQUESTS");
+    }
+    const other = await fetch(`${mirror.url}/auth/token`, {
+      headers: from("192.0.2.2", basic("alice", "wonderland")),
+    });
+    assert.equal(other.status, 200, "a good login from another address still works");
+    const { token } = (await other.json()) as { token: string };
+    const pull = await fetch(`${mirror.url}/v2/library/good/manifests/1`, {
+      headers: { "x-forwarded-for": "192.0.2.1", authorization: `Bearer ${token}` },
+    });
+    assert.equal(pull.status, 200, "a token is not a login: it works from a blocked address");
   });
 });
 
