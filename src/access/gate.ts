@@ -69,18 +69,16 @@ export class Gate {
   }
 
   private checkPassword(basic: { username: string; password: string }, client: string): Promise<boolean> {
+    // Blocked first, remembered second: a blocked guesser must not learn that a guess is a
+    // password someone used a moment ago.
+    const blocked = this.failures.retryAfter(client);
+    if (blocked !== undefined) return Promise.reject(tooManyFailures(blocked));
     if (this.users.remembered(basic.username, basic.password)) return Promise.resolve(true);
     const key = createHash("sha256").update(`${client}\0${basic.username}\0${basic.password}`).digest("hex");
     const running = this.checking.get(key);
     if (running) return running;
     const wait = this.failures.begin(client);
-    if (wait !== undefined) {
-      return Promise.reject(
-        new RegistryError("TOOMANYREQUESTS", "too many failed logins from this address; try again later", {
-          headers: { "retry-after": String(wait) },
-        }),
-      );
-    }
+    if (wait !== undefined) return Promise.reject(tooManyFailures(wait));
     const check = this.users.check(basic.username, basic.password).then(
       (ok) => {
         this.failures.end(client, ok);
@@ -96,6 +94,12 @@ export class Gate {
     this.checking.set(key, shared);
     return shared;
   }
+}
+
+function tooManyFailures(retryAfter: number): RegistryError {
+  return new RegistryError("TOOMANYREQUESTS", "too many failed logins from this address; try again later", {
+    headers: { "retry-after": String(retryAfter) },
+  });
 }
 
 export function parseBasic(header: string): { username: string; password: string } | undefined {

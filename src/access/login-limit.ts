@@ -27,17 +27,24 @@ export class FailedLogins {
    * seconds it must wait (for Retry-After). Call `end` with the outcome once the check is done.
    */
   begin(client: string): number | undefined {
+    const wait = this.retryAfter(client);
+    if (wait !== undefined) return wait;
     const entry = this.byClient.get(client) ?? { failures: [], pending: 0 };
-    const now = this.now();
-    while (entry.failures.length > 0 && entry.failures[0]! <= now - this.windowMs) entry.failures.shift();
-    if (entry.failures.length + entry.pending >= this.max) {
-      const oldest = entry.failures[0];
-      // Blocked only by checks still running: those end within a second or so.
-      return oldest === undefined ? 1 : Math.max(1, Math.ceil((oldest + this.windowMs - now) / 1000));
-    }
     entry.pending++;
     this.byClient.set(client, entry);
     return undefined;
+  }
+
+  /** The seconds `client` must wait before its next login, or undefined when it may log in. */
+  retryAfter(client: string): number | undefined {
+    const entry = this.byClient.get(client);
+    if (!entry) return undefined;
+    const now = this.now();
+    while (entry.failures.length > 0 && entry.failures[0]! <= now - this.windowMs) entry.failures.shift();
+    if (entry.failures.length + entry.pending < this.max) return undefined;
+    const oldest = entry.failures[0];
+    // Blocked only by checks still running: those end within a second or so.
+    return oldest === undefined ? 1 : Math.max(1, Math.ceil((oldest + this.windowMs - now) / 1000));
   }
 
   end(client: string, ok: boolean): void {

@@ -244,6 +244,10 @@ describe("failed-login limit", () => {
       headers: { "x-forwarded-for": "192.0.2.1", authorization: `Bearer ${token}` },
     });
     assert.equal(pull.status, 200, "a token is not a login: it works from a blocked address");
+    const again = await fetch(`${mirror.url}/auth/token`, {
+      headers: from("192.0.2.1", basic("alice", "wonderland")),
+    });
+    assert.equal(again.status, 429, "a password verified a moment ago is no way around the block");
   });
 });
 
