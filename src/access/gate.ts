@@ -47,7 +47,7 @@ export class Gate {
     if (basic && (await this.checkPassword(basic, client))) return basic.username;
     const params = [`realm="${realm(req)}"`, `service="${SERVICE}"`];
     // Only a name that passed the spec's grammar may be given: it goes into a header verbatim.
-    if (scope && /^[a-z0-9._/:-]+$/.test(scope)) params.push(`scope="${scope}"`);
+    if (scope && /^[A-Za-z0-9._/:-]+$/.test(scope)) params.push(`scope="${scope}"`);
     throw new RegistryError("UNAUTHORIZED", "authentication required", {
       headers: { "www-authenticate": `Bearer ${params.join(",")}` },
     });

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "winston";
 import { RegistryError } from "../oci/errors.ts";
 import { parseAccept } from "../oci/media-types.ts";
-import { assertName, parseReference, requireDigest } from "../oci/reference.ts";
+import { assertRequestName, parseReference, requireDigest } from "../oci/reference.ts";
 import type { BlobAnswer } from "../mirror/blobs.ts";
 import type { Mirror } from "../mirror/mirror.ts";
 import type { Routed } from "../mirror/routing.ts";
@@ -122,7 +122,7 @@ async function handle(
   const read = method === "GET" || method === "HEAD";
   const name = "name" in r ? r.name : undefined;
   // Checked before anything uses it: the name goes into the challenge header, log lines, paths.
-  if (name !== undefined) assertName(name);
+  if (name !== undefined) assertRequestName(name);
   await deps.gate?.authenticate(req, name === undefined ? undefined : `repository:${name}:pull`, client);
   /** Routes the name to an upstream and checks the repository policy. */
   const locate = (n: string): Routed => {

@@ -23,6 +23,21 @@ export function assertName(name: string): void {
     throw new RegistryError("NAME_INVALID", "invalid repository name", { detail: { name } });
 }
 
+/** A registry host as a path prefix: ghcr.io, registry.local:5000 (routing ignores its case). */
+const REGISTRY_PREFIX = /^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?$/;
+
+/**
+ * A name as it stands in a request path: a repository name, or one behind a registry host
+ * (/v2/registry.local:5000/org/img/..., which routing resolves). Checked before anything uses
+ * the name, a login challenge included; routing checks the repository part again.
+ */
+export function assertRequestName(name: string): void {
+  if (isValidName(name)) return;
+  const slash = name.indexOf("/");
+  if (slash > 0 && REGISTRY_PREFIX.test(name.slice(0, slash)) && isValidName(name.slice(slash + 1))) return;
+  assertName(name);
+}
+
 export type Reference = { kind: "tag"; tag: string } | { kind: "digest"; digest: Digest; text: string };
 
 /** Parses the `<reference>` of a manifest URL: a tag, or a digest. */
