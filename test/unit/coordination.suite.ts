@@ -1,0 +1,281 @@
+// The contract of src/coordination/coordinator.ts, as tests every implementation must pass (as
+// distribution's storage driver testsuites): the in-process coordinator runs it now
+// (coordination.test.ts), the workers' and Redis coordinators will run it the same way.
+//
+// A harness gives members of one scope (two workers, two hosts; in-process, the same
+// coordinator twice) and the scope's clock. Calls alternate between members, so a flight
+// started in one must be joined from the other. Values are JSON, compared by value: a wider
+// scope hands copies across. Nothing here waits on time; lease expiry moves the clock by hand.
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import type { Coordinator } from "../../src/coordination/coordinator.ts";
+
+export interface CoordinationHarness {
+  /** Members of one scope; at least one. */
+  members: Coordinator[];
+  /** Moves the scope's clock (the one leases expire by) on by `ms`. */
+  advance(ms: number): void | Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: Error): void;
+}
+
+function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+export function coordinationSuite(name: string, make: () => Promise<CoordinationHarness>): void {
+  describe(`coordination conformance: ${name}`, () => {
+    let h: CoordinationHarness;
+    const member = (i: number) => h.members[i % h.members.length]!;
+    beforeEach(async () => {
+      h = await make();
+    });
+    afterEach(async () => {
+      await h.close();
+    });
+
+    describe("Flights", () => {
+      it("lets concurrent callers share one run, and says which of them joined", async () => {
+        const gate = deferred();
+        let runs = 0;
+        const calls = [0, 1, 2, 3, 4].map((i) =>
+          member(i)
+            .flights<{ n: number }>("t")
+            .run("k", async () => {
+              runs++;
+              await gate.promise;
+              return { n: 42 };
+            }),
+        );
+        gate.resolve();
+        const values = await Promise.all(calls.map((c) => c.promise));
+        assert.equal(runs, 1);
+        assert.deepEqual(
+          calls.map((c) => c.joined),
+          [false, true, true, true, true],
+        );
+        for (const v of values) assert.deepEqual(v, { n: 42 });
+      });
+
+      it("gives a rejection to every caller that joined, and the next call runs afresh", async () => {
+        const gate = deferred();
+        let runs = 0;
+        const fail = async () => {
+          runs++;
+          await gate.promise;
+          throw new Error("upstream down");
+        };
+        const calls = [0, 1, 2].map((i) => member(i).flights<string>("t").run("k", fail));
+        gate.resolve();
+        for (const c of calls) await assert.rejects(c.promise, /upstream down/);
+        assert.equal(runs, 1);
+        const again = member(1)
+          .flights<string>("t")
+          .run("k", async () => (runs++, "ok"));
+        assert.equal(again.joined, false);
+        assert.equal(await again.promise, "ok");
+        assert.equal(runs, 2);
+      });
+
+      it("lets a caller that retries from its rejection handler start a fresh run", async () => {
+        const flights = member(0).flights<string>("t");
+        const retried = flights
+          .run("k", async () => {
+            throw new Error("once");
+          })
+          .promise.then(
+            () => assert.fail("the first run rejects"),
+            () => flights.run("k", async () => "second"),
+          );
+        const second = await retried;
+        assert.equal(second.joined, false);
+        assert.equal(await second.promise, "second");
+      });
+
+      it("remembers nothing after a flight settles", async () => {
+        const flights = member(0).flights<number>("t");
+        let runs = 0;
+        assert.equal(await flights.run("k", async () => ++runs).promise, 1);
+        assert.equal(flights.join("k"), undefined);
+        const next = member(1)
+          .flights<number>("t")
+          .run("k", async () => ++runs);
+        assert.equal(next.joined, false);
+        assert.equal(await next.promise, 2);
+      });
+
+      it("join() joins a flight in the air and never starts one", async () => {
+        const gate = deferred();
+        assert.equal(member(0).flights<string>("t").join("k"), undefined);
+        const first = member(0)
+          .flights<string>("t")
+          .run("k", async () => (await gate.promise, "v"));
+        const joined = member(1).flights<string>("t").join("k");
+        assert.ok(joined, "a flight is in the air");
+        gate.resolve();
+        assert.equal(await joined, "v");
+        assert.equal(await first.promise, "v");
+      });
+
+      it("keeps a held flight joinable after its value is known, until the hold settles", async () => {
+        for (const outcome of ["fulfilled", "rejected"] as const) {
+          const landed = deferred();
+          const first = member(0)
+            .flights<string>("t")
+            .run("k", async (run) => {
+              run.holdUntil(landed.promise);
+              return "fill";
+            });
+          assert.equal(await first.promise, "fill");
+          const late = member(1).flights<string>("t").join("k");
+          assert.equal(await late, "fill", "joinable while held");
+          if (outcome === "fulfilled") landed.resolve();
+          else landed.reject(new Error("the fill failed"));
+          await landed.promise.catch(() => undefined);
+          await settle();
+          assert.equal(member(1).flights<string>("t").join("k"), undefined, `ended once ${outcome}`);
+        }
+      });
+
+      it("ends a rejected flight at once, held or not", async () => {
+        const never = new Promise<void>(() => undefined);
+        const first = member(0)
+          .flights<string>("t")
+          .run("k", async (run) => {
+            run.holdUntil(never);
+            throw new Error("no answer");
+          });
+        await assert.rejects(first.promise, /no answer/);
+        assert.equal(member(1).flights<string>("t").join("k"), undefined);
+      });
+
+      it("keeps flights of different names apart", async () => {
+        const gate = deferred();
+        const a = member(0)
+          .flights<string>("a")
+          .run("k", async () => (await gate.promise, "a"));
+        const b = member(1)
+          .flights<string>("b")
+          .run("k", async () => (await gate.promise, "b"));
+        assert.equal(b.joined, false);
+        gate.resolve();
+        assert.deepEqual(await Promise.all([a.promise, b.promise]), ["a", "b"]);
+      });
+
+      it("runs each key once per wave with 1,000 callers on 10 keys", async () => {
+        const runs = new Map<string, number>();
+        for (let wave = 1; wave <= 3; wave++) {
+          const gate = deferred();
+          const calls = Array.from({ length: 1000 }, (_, i) => {
+            const key = `k${i % 10}`;
+            return member(i)
+              .flights<string>("t")
+              .run(key, async () => {
+                runs.set(key, (runs.get(key) ?? 0) + 1);
+                await gate.promise;
+                return `${key}@${wave}`;
+              });
+          });
+          gate.resolve();
+          const values = await Promise.all(calls.map((c) => c.promise));
+          values.forEach((v, i) => assert.equal(v, `k${i % 10}@${wave}`));
+          assert.equal(calls.filter((c) => !c.joined).length, 10);
+          for (const [key, n] of runs) assert.equal(n, wave, `${key} in wave ${wave}`);
+          await settle();
+        }
+      });
+    });
+
+    describe("Leases", () => {
+      it("are exclusive until released", async () => {
+        const lease = await member(0).leases("l").acquire("k", 10_000);
+        assert.ok(lease);
+        assert.equal(await member(1).leases("l").acquire("k", 10_000), undefined);
+        assert.ok(await member(1).leases("other").acquire("k", 10_000), "names are apart");
+        await lease.release();
+        const next = await member(1).leases("l").acquire("k", 10_000);
+        assert.ok(next, "free once released");
+        await lease.release(); // a stale release must not free the new owner's lease
+        assert.equal(await member(0).leases("l").acquire("k", 10_000), undefined);
+      });
+
+      it("expire by themselves unless renewed", async () => {
+        const lease = await member(0).leases("l").acquire("k", 1_000);
+        assert.ok(lease);
+        await h.advance(900);
+        assert.equal(await lease.renew(), true);
+        await h.advance(900);
+        assert.equal(await member(1).leases("l").acquire("k", 1_000), undefined, "renewed: still held");
+        await h.advance(200);
+        assert.equal(await lease.renew(), false, "expired: lost");
+        const next = await member(1).leases("l").acquire("k", 1_000);
+        assert.ok(next, "taken once expired");
+        assert.equal(await lease.renew(), false, "the old owner cannot take it back");
+        await lease.release();
+        assert.equal(await member(0).leases("l").acquire("k", 1_000), undefined, "nor free it");
+      });
+
+      it("are given up when their member closes", async () => {
+        assert.ok(await member(0).leases("l").acquire("k", 60_000));
+        await member(0).close();
+        assert.ok(await member(1).leases("l").acquire("k", 60_000));
+      });
+    });
+
+    describe("Events", () => {
+      it("reach every subscriber of every member, never during publish()", async () => {
+        const got: Array<{ who: number; event: { digest: string } }> = [];
+        const all = deferred();
+        const subscribers = Math.max(h.members.length, 2);
+        for (let who = 0; who < subscribers; who++) {
+          member(who)
+            .events<{ digest: string }>("purge")
+            .subscribe((event) => {
+              got.push({ who, event });
+              if (got.length === subscribers) all.resolve();
+            });
+        }
+        const published = member(0).events<{ digest: string }>("purge").publish({ digest: "sha256:ab" });
+        assert.equal(got.length, 0, "not inside publish()");
+        await published;
+        await all.promise;
+        assert.deepEqual(
+          got.map((g) => g.who).sort(),
+          Array.from({ length: subscribers }, (_, i) => i),
+        );
+        for (const g of got) assert.deepEqual(g.event, { digest: "sha256:ab" });
+      });
+
+      it("stop reaching a subscriber that left, and survive a handler that throws", async () => {
+        const events = () => member(0).events<string>("gc");
+        const seen: string[] = [];
+        const leave = events().subscribe((e) => seen.push(`gone:${e}`));
+        events().subscribe(() => {
+          throw new Error("a broken handler");
+        });
+        const second = deferred<string>();
+        events().subscribe((e) => second.resolve(e));
+        member(0)
+          .events<string>("other")
+          .subscribe((e) => seen.push(`other:${e}`));
+        leave();
+        await events().publish("run");
+        assert.equal(await second.promise, "run");
+        assert.deepEqual(seen, []);
+      });
+    });
+  });
+}
+
+/** Lets reactions already queued run (a flight's end is one). */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
