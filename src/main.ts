@@ -16,7 +16,8 @@ import { BlobStore } from "./storage/blob-store.ts";
 import { ManifestStore } from "./storage/manifest-store.ts";
 import { UpstreamClient } from "./upstream/client.ts";
 import { BlobService } from "./mirror/blobs.ts";
-import { ManifestService } from "./mirror/manifests.ts";
+import { ManifestService, type ManifestAnswer } from "./mirror/manifests.ts";
+import { InProcessCoordinator } from "./coordination/in-process.ts";
 import { Evictor } from "./mirror/eviction.ts";
 import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
 import { createHandler, createHttpServer, createHttpsServer } from "./http/app.ts";
@@ -56,6 +57,10 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const log = createLogger(config.log.level, config.log.format);
   const metrics = new Metrics({ processMetrics: opts.processMetrics });
   const paths = new CachePaths(config.cache.dir);
+  // One process, one scope: every "one in flight per key" in the mirror goes through this.
+  const coordinator = new InProcessCoordinator({
+    onError: (err) => log.error("an event handler failed", { error: (err as Error).message }),
+  });
   const blobStore = opts.blobStore?.(paths) ?? new BlobStore(paths);
   await blobStore.init();
   const manifestStore = new ManifestStore(paths, config.cache.manifestMemory);
@@ -100,6 +105,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       maxStaleMs: config.tag.maxStale,
       maxManifestBytes: config.limits.maxManifestSize,
       revalidateTimeoutMs: u.revalidateTimeout,
+      flights: coordinator.flights<ManifestAnswer>(`manifests/${u.name}`),
     });
     upstreams.set(u.name, { client, manifests });
   }
@@ -209,6 +215,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       for (const s of servers) s.closeAllConnections();
       history.stop();
       await mirror.close();
+      await coordinator.close();
       await indexed;
       await evictor.close();
       log.info("regmirror stopped");

@@ -7,7 +7,7 @@ import type { ManifestStore, TagRecord } from "../storage/manifest-store.ts";
 import type { UpstreamClient, UpstreamResponse } from "../upstream/client.ts";
 import { isUpstreamOutage, upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { SingleFlight } from "./single-flight.ts";
+import type { Flights } from "../coordination/coordinator.ts";
 import { acceptKey, decideTag } from "./policy.ts";
 
 // Manifests. By digest: local-first and immutable, never asked upstream once cached. By tag, per
@@ -36,10 +36,11 @@ export interface ManifestServiceDeps {
   maxManifestBytes: number;
   /** Limit for a tag revalidation (HEAD, and the GET it may lead to): upstream.revalidateTimeout. */
   revalidateTimeoutMs: number;
+  /** Merges concurrent fetches of one manifest or tag; its keys are this upstream's alone. */
+  flights: Flights<ManifestAnswer>;
 }
 
 export class ManifestService {
-  private readonly flights = new SingleFlight<ManifestAnswer>();
   // Bound once: prom-client hashes a label object on every inc() otherwise (the hot path).
   private readonly hit;
   private readonly miss;
@@ -249,7 +250,7 @@ export class ManifestService {
   }
 
   private async coalesce(key: string, fn: () => Promise<ManifestAnswer>): Promise<ManifestAnswer> {
-    const { promise, joined } = this.flights.run(key, fn);
+    const { promise, joined } = this.deps.flights.run(key, fn);
     if (joined) this.deps.metrics.coalesced.inc({ kind: "manifest" });
     return promise;
   }
