@@ -16,6 +16,7 @@ import { BlobStore } from "./storage/blob-store.ts";
 import { ManifestStore } from "./storage/manifest-store.ts";
 import { UpstreamClient } from "./upstream/client.ts";
 import { BlobService } from "./mirror/blobs.ts";
+import type { BlobFill } from "./mirror/fill.ts";
 import { ManifestService, type ManifestAnswer } from "./mirror/manifests.ts";
 import { InProcessCoordinator } from "./coordination/in-process.ts";
 import { Evictor } from "./mirror/eviction.ts";
@@ -83,6 +84,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     sendfile: config.cache.sendfile,
     sendfileThreads: config.cache.sendfileThreads,
     stallTimeoutMs: config.limits.stallTimeout,
+    fills: coordinator.flights<BlobFill>("blob-fills"),
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {

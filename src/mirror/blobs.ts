@@ -8,6 +8,7 @@ import type { BlobStore, BlobWriter } from "../storage/blob-store.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import { upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
+import type { FlightRun, Flights } from "../coordination/coordinator.ts";
 import { BlobFill, StorageError, type FillFile } from "./fill.ts";
 import { FillWatch } from "./fill-watch.ts";
 import type { Evictor } from "./eviction.ts";
@@ -46,6 +47,8 @@ export interface BlobServiceDeps {
   sendfileThreads: number;
   /** A client that takes no bytes for this long is cut off, on every path (limits.stallTimeout). */
   stallTimeoutMs: number;
+  /** Fills in flight by digest hex: one upstream GET per blob, however many clients ask. */
+  fills: Flights<BlobFill>;
 }
 
 interface InMemory {
@@ -55,7 +58,6 @@ interface InMemory {
 }
 
 export class BlobService {
-  private readonly fills = new Map<string, Promise<BlobFill>>();
   /** Every fill's pump, so shutdown can wait for them. */
   private readonly pumps = new Set<Promise<void>>();
   private readonly shutdown = new AbortController();
@@ -104,13 +106,16 @@ export class BlobService {
       return cached;
     }
     counters.miss.inc();
-    const inflight = this.fills.get(d.hex);
-    if (inflight) {
+    // A HEAD follows a fill in flight (it knows the size soonest) but never starts one.
+    if (method === "HEAD") {
+      const inflight = this.deps.fills.join(d.hex);
+      if (!inflight) return this.headUpstream(upstream, repo, d);
       metrics.coalesced.inc({ kind: "blob" });
       return fillAnswer(await inflight, this.deps.stallTimeoutMs);
     }
-    if (method === "HEAD") return this.headUpstream(upstream, repo, d);
-    return fillAnswer(await this.startFill(upstream, repo, d), this.deps.stallTimeoutMs);
+    const { promise, joined } = this.deps.fills.run(d.hex, (flight) => this.fill(upstream, repo, d, flight));
+    if (joined) metrics.coalesced.inc({ kind: "blob" });
+    return fillAnswer(await promise, this.deps.stallTimeoutMs);
   }
 
   /** Stops every fill (their temp files are removed) and waits for them. */
@@ -182,93 +187,91 @@ export class BlobService {
     };
   }
 
-  private startFill(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobFill> {
+  /**
+   * Asks the upstream for the blob and starts writing it to the cache. Until the upstream has
+   * answered, latecomers wait on this flight; if that fails, they all get the same error and
+   * the next request tries afresh. Once it answers, the flight is held until the last byte has
+   * landed (or the fill failed), so latecomers follow this fill instead of starting another.
+   * A fill that could not even start its cache file is not held: the clients already waiting
+   * fall back to the upstream, but the next request must try the cache afresh (the fault may
+   * have been brief).
+   */
+  private async fill(
+    upstream: UpstreamClient,
+    repo: string,
+    d: Digest,
+    flight: FlightRun,
+  ): Promise<BlobFill> {
     const { store, metrics, log, evictor, fillTimeoutMs, abandonedFillTimeoutMs } = this.deps;
     const fallback = (start: number, end: number | undefined) => directRange(upstream, repo, d, start, end);
     const finalPath = store.path(d);
-    const started = (async () => {
-      // The fill's own limits, not the client's: it must outlive a client that hangs up.
-      const watch = new FillWatch({
-        stallMs: fillTimeoutMs,
-        abandonedMs: abandonedFillTimeoutMs,
-        shutdown: this.shutdown.signal,
+    // The fill's own limits, not the client's: it must outlive a client that hangs up.
+    const watch = new FillWatch({
+      stallMs: fillTimeoutMs,
+      abandonedMs: abandonedFillTimeoutMs,
+      shutdown: this.shutdown.signal,
+    });
+    let res: Awaited<ReturnType<UpstreamClient["fetch"]>>;
+    try {
+      res = await upstream.fetch({ method: "GET", repo, path: blobPath(repo, d), signal: watch.signal });
+      if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
+    } catch (err) {
+      watch.dispose();
+      if (!watch.signal.aborted) throw err;
+      // The stall limit (or shutdown) struck before the upstream answered: a registry error,
+      // not the bare abort, is what the client must see.
+      const reason = watch.signal.reason as Error;
+      throw new RegistryError("UNAVAILABLE", "the upstream did not answer", {
+        detail: { reason: reason.message },
+        cause: reason,
       });
-      let res: Awaited<ReturnType<UpstreamClient["fetch"]>>;
-      try {
-        res = await upstream.fetch({ method: "GET", repo, path: blobPath(repo, d), signal: watch.signal });
-        if (res.status !== 200) throw await upstreamError(res, "BLOB_UNKNOWN");
-      } catch (err) {
-        watch.dispose();
-        if (!watch.signal.aborted) throw err;
-        // The stall limit (or shutdown) struck before the upstream answered: a registry error,
-        // not the bare abort, is what the client must see.
-        const reason = watch.signal.reason as Error;
-        throw new RegistryError("UNAVAILABLE", "the upstream did not answer", {
-          detail: { reason: reason.message },
-          cause: reason,
-        });
-      }
-      const size = contentLength(res.headers["content-length"]);
-      let writer: BlobWriter | undefined;
-      let file: FillFile;
-      try {
-        writer = await store.beginWrite(d, size);
-        file = await writer.openReader();
-      } catch (err) {
-        watch.dispose();
+    }
+    const size = contentLength(res.headers["content-length"]);
+    let writer: BlobWriter | undefined;
+    let file: FillFile;
+    try {
+      writer = await store.beginWrite(d, size);
+      file = await writer.openReader();
+    } catch (err) {
+      watch.dispose();
+      res.body.destroy();
+      await writer?.abort();
+      metrics.fillFailures.inc({ reason: "storage" });
+      log.error("cannot write to the cache; serving straight from the upstream", {
+        error: (err as Error).message,
+      });
+      return new BlobFill({ size, finalPath, fallback, startError: new StorageError(err) });
+    }
+    const fill = new BlobFill({ writer, file, size, finalPath, fallback, watch });
+    metrics.fillsInFlight.inc();
+    const pump = fill.pump(res.body).then(
+      () => {
+        evictor.added(d.hex, writer.written);
+        log.debug("blob cached", { digest: formatDigest(d), size: writer.written });
+      },
+      (err: Error) => {
         res.body.destroy();
-        await writer?.abort();
-        metrics.fillFailures.inc({ reason: "storage" });
-        log.error("cannot write to the cache; serving straight from the upstream", {
-          error: (err as Error).message,
+        const reason =
+          err instanceof StorageError
+            ? "storage"
+            : err.name === "DigestMismatchError"
+              ? "digest"
+              : "upstream";
+        metrics.fillFailures.inc({ reason });
+        log[reason === "storage" ? "error" : "warn"]("blob fill failed; nothing cached", {
+          digest: formatDigest(d),
+          reason,
+          error: err.message,
         });
-        return new BlobFill({ size, finalPath, fallback, startError: new StorageError(err) });
-      }
-      const fill = new BlobFill({ writer, file, size, finalPath, fallback, watch });
-      metrics.fillsInFlight.inc();
-      const pump = fill.pump(res.body).then(
-        () => {
-          evictor.added(d.hex, writer.written);
-          log.debug("blob cached", { digest: formatDigest(d), size: writer.written });
-        },
-        (err: Error) => {
-          res.body.destroy();
-          const reason =
-            err instanceof StorageError
-              ? "storage"
-              : err.name === "DigestMismatchError"
-                ? "digest"
-                : "upstream";
-          metrics.fillFailures.inc({ reason });
-          log[reason === "storage" ? "error" : "warn"]("blob fill failed; nothing cached", {
-            digest: formatDigest(d),
-            reason,
-            error: err.message,
-          });
-        },
-      );
-      this.pumps.add(pump);
-      void pump.finally(() => {
+      },
+    );
+    this.pumps.add(pump);
+    flight.holdUntil(
+      pump.finally(() => {
         metrics.fillsInFlight.dec();
         this.pumps.delete(pump);
-        this.forget(d, started);
-      });
-      return fill;
-    })();
-    // Until the upstream has answered, latecomers wait on the same promise; if it fails, they
-    // all get the same error and the next request tries afresh.
-    this.fills.set(d.hex, started);
-    // A fill that could not even start its cache file leaves the map at once too: the clients
-    // already waiting fall back to the upstream, but the next request must try the cache afresh
-    // (the fault may have been brief).
-    started.then(
-      (fill) => fill.state === "failed" && this.forget(d, started),
-      () => this.forget(d, started),
+      }),
     );
-    return started;
-  }
-
-  private forget(d: Digest, fill: Promise<BlobFill>): void {
-    if (this.fills.get(d.hex) === fill) this.fills.delete(d.hex);
+    return fill;
   }
 }
