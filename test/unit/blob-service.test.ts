@@ -1,0 +1,191 @@
+// BlobService driven in-process, as distribution's TestProxyStoreServeHighConcurrency: an
+// in-memory upstream that counts its requests, a BlobStore in a temp directory, no HTTP.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough, Writable } from "node:stream";
+import { finished } from "node:stream/promises";
+import { after, before, describe, it } from "node:test";
+import type { Logger } from "winston";
+import { InProcessCoordinator } from "../../src/coordination/in-process.ts";
+import { Metrics } from "../../src/metrics/metrics.ts";
+import { BlobService, type BlobAnswer } from "../../src/mirror/blobs.ts";
+import { Evictor } from "../../src/mirror/eviction.ts";
+import type { BlobFill } from "../../src/mirror/fill.ts";
+import { digestOf, parseDigest, type Digest } from "../../src/oci/digest.ts";
+import { RegistryError } from "../../src/oci/errors.ts";
+import { BlobStore } from "../../src/storage/blob-store.ts";
+import { CachePaths } from "../../src/storage/paths.ts";
+import type { UpstreamClient, UpstreamRequest, UpstreamResponse } from "../../src/upstream/client.ts";
+import { value } from "../fixtures/metrics.ts";
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {} } as unknown as Logger;
+
+/**
+ * The upstream, in memory. Every request waits until `answer()` is called, so the test decides
+ * when the upstream has answered; the body is then written by the test through `bodies`.
+ */
+class FakeUpstream {
+  readonly name = "fake";
+  readonly requests: UpstreamRequest[] = [];
+  readonly bodies: PassThrough[] = [];
+  private waiting: Array<() => void> = [];
+  status = 200;
+
+  constructor(readonly size: number) {}
+
+  count(method: string): number {
+    return this.requests.filter((r) => r.method === method).length;
+  }
+
+  answer(): void {
+    for (const go of this.waiting.splice(0)) go();
+  }
+
+  async fetch(req: UpstreamRequest): Promise<UpstreamResponse> {
+    this.requests.push(req);
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+    const body = new PassThrough();
+    if (req.method === "HEAD" || this.status !== 200) body.end();
+    else this.bodies.push(body);
+    return { status: this.status, headers: { "content-length": String(this.size) }, body };
+  }
+
+  /** Resolves once `n` requests have arrived. */
+  async requested(n: number): Promise<void> {
+    while (this.requests.length < n) await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** A writable that keeps what it is sent. */
+function sink(): { out: Writable; bytes: () => Buffer } {
+  const chunks: Buffer[] = [];
+  const out = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk);
+      cb();
+    },
+  });
+  return { out, bytes: () => Buffer.concat(chunks) };
+}
+
+describe("BlobService", () => {
+  let dir: string;
+  let store: BlobStore;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "regmirror-blobs-"));
+    store = new BlobStore(new CachePaths(dir));
+    await store.init();
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function service(metrics = new Metrics({ processMetrics: false })) {
+    const evictor = new Evictor({ store, metrics, log: quiet, maxSizeBytes: 1 << 30, blobTtlMs: 0 });
+    const blobs = new BlobService({
+      store,
+      evictor,
+      metrics,
+      log: quiet,
+      fillTimeoutMs: 60_000,
+      abandonedFillTimeoutMs: 60_000,
+      memoryBytes: 0,
+      sendfile: false,
+      sendfileThreads: 1,
+      stallTimeoutMs: 60_000,
+      fills: new InProcessCoordinator().flights<BlobFill>("blob-fills"),
+    });
+    return { blobs, metrics, evictor };
+  }
+
+  function cold(size: number): { bytes: Buffer; d: Digest; upstream: FakeUpstream; client: UpstreamClient } {
+    const bytes = randomBytes(size);
+    const upstream = new FakeUpstream(size);
+    return {
+      bytes,
+      d: parseDigest(digestOf(bytes))!,
+      upstream,
+      client: upstream as unknown as UpstreamClient,
+    };
+  }
+
+  it("serves 50 concurrent GETs of one cold blob with one upstream GET and 50 whole bodies", async () => {
+    const { blobs, metrics, evictor } = service();
+    const { bytes, d, upstream, client } = cold(3 * 1024 * 1024 + 17);
+    const answers = Array.from({ length: 50 }, () => blobs.get(client, "library/x", d, "GET"));
+    await upstream.requested(1);
+    upstream.answer();
+    // Every client has its answer before the first byte: all of them are following the fill.
+    const got: BlobAnswer[] = await Promise.all(answers);
+    const sinks = got.map((a) => {
+      const s = sink();
+      a.send(s.out, 0, bytes.length - 1);
+      return s;
+    });
+    const body = upstream.bodies[0]!;
+    for (let at = 0; at < bytes.length; at += 256 * 1024) body.write(bytes.subarray(at, at + 256 * 1024));
+    body.end();
+    await Promise.all(sinks.map((s) => finished(s.out)));
+    for (const s of sinks) assert.ok(s.bytes().equals(bytes), "a whole, correct body");
+    assert.equal(upstream.count("GET"), 1);
+    const text = await metrics.registry.metrics();
+    assert.equal(value(text, "regmirror_coalesced_requests_total", { kind: "blob" }), 49);
+    // The fill is over: the next GET is a hit, and asks the upstream nothing.
+    const hit = await blobs.get(client, "library/x", d, "GET");
+    assert.equal(hit.source, "cache");
+    hit.release();
+    assert.equal(upstream.requests.length, 1);
+    await blobs.close();
+    await evictor.close();
+  });
+
+  it("gives a failed upstream answer to every waiting client, and the next GET asks afresh", async () => {
+    const { blobs, evictor } = service();
+    const { d, upstream, client } = cold(1024);
+    upstream.status = 503;
+    const answers = Array.from({ length: 10 }, () => blobs.get(client, "library/x", d, "GET"));
+    await upstream.requested(1);
+    upstream.answer();
+    for (const a of answers) await assert.rejects(a, RegistryError);
+    assert.equal(upstream.count("GET"), 1, "one upstream GET for all ten");
+    const again = blobs.get(client, "library/x", d, "GET");
+    await upstream.requested(2);
+    upstream.answer();
+    await assert.rejects(again, RegistryError);
+    assert.equal(upstream.count("GET"), 2, "the failed fill was not remembered");
+    await blobs.close();
+    await evictor.close();
+  });
+
+  it("lets a HEAD follow a fill in flight, but never start one", async () => {
+    const { blobs, evictor } = service();
+    const { bytes, d, upstream, client } = cold(4096);
+    const head = blobs.get(client, "library/x", d, "HEAD");
+    await upstream.requested(1);
+    upstream.answer();
+    assert.equal((await head).size, bytes.length);
+    assert.deepEqual(
+      upstream.requests.map((r) => r.method),
+      ["HEAD"],
+      "no fill for a HEAD",
+    );
+    const getting = blobs.get(client, "library/x", d, "GET");
+    await upstream.requested(2);
+    upstream.answer();
+    const answer = await getting;
+    const joined = await blobs.get(client, "library/x", d, "HEAD");
+    assert.equal(joined.size, bytes.length);
+    assert.equal(upstream.requests.length, 2, "the HEAD joined the fill");
+    joined.release();
+    const s = sink();
+    answer.send(s.out, 0, bytes.length - 1);
+    upstream.bodies[0]!.end(bytes);
+    await finished(s.out);
+    assert.ok(s.bytes().equals(bytes));
+    await blobs.close();
+    await evictor.close();
+  });
+});
