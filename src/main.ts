@@ -96,6 +96,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       timeoutMs: u.timeout,
       privateRedirects: u.privateRedirects,
       metrics,
+      tokenFlights: coordinator.flights<string>(`tokens/${u.name}`),
     });
     const manifests = new ManifestService({
       store: manifestStore,

@@ -4,6 +4,7 @@ import { Agent, request, type Dispatcher } from "undici";
 import pLimit from "p-limit";
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
+import type { Flights } from "../coordination/coordinator.ts";
 import { parseChallenges, type Challenge } from "./challenge.ts";
 import { Breaker, errorOutcome, isOutage, type BreakerOptions } from "./breaker.ts";
 import { TokenCache, basic, tokenKey, type Credentials } from "./auth.ts";
@@ -32,6 +33,8 @@ export interface UpstreamOptions {
   /** Threshold and cool-down of the circuit breaker (tests shorten the cool-down). */
   breaker?: Pick<BreakerOptions, "threshold" | "coolDownMs" | "now">;
   metrics: Metrics;
+  /** Merges concurrent negotiations of one token (by tokenKey); its keys are this upstream's alone. */
+  tokenFlights: Flights<string>;
 }
 
 export interface UpstreamRequest {
@@ -69,7 +72,6 @@ export class UpstreamClient {
   private readonly tokens: TokenCache;
   /** The last challenge seen, so later requests can carry a token without a 401 round trip first. */
   private challenge: Challenge | undefined;
-  private readonly pendingTokens = new Map<string, Promise<string>>();
   /** Anonymous tokens for redirect targets that challenge, per origin. */
   private readonly foreignTokens = new Map<string, TokenCache>();
 
@@ -234,13 +236,8 @@ export class UpstreamClient {
     const cached = this.tokens.cached(c, scope);
     if (cached && !force) return `Bearer ${cached}`;
     // Many requests for one repository start together: negotiate its token once.
-    const key = tokenKey(c, scope);
-    let pending = this.pendingTokens.get(key);
-    if (!pending) {
-      pending = this.tokens.fetch(c, scope).finally(() => this.pendingTokens.delete(key));
-      this.pendingTokens.set(key, pending);
-    }
-    return `Bearer ${await pending}`;
+    const { promise } = this.opts.tokenFlights.run(tokenKey(c, scope), () => this.tokens.fetch(c, scope));
+    return `Bearer ${await promise}`;
   }
 
   private async send(
