@@ -1,5 +1,7 @@
 import type { Listing, RepoListing, TagListing } from "../maintenance/ls.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
+import type { Flights } from "../coordination/coordinator.ts";
+import { InProcessCoordinator } from "../coordination/in-process.ts";
 
 // The cached repositories with their tags, sizes and last pull, for GET /api/repositories and the
 // status page. The listing itself is `regmirror ls`'s (read from the cache directory); this adds
@@ -37,12 +39,16 @@ export interface RepositoriesSummary {
 
 export class Repositories {
   private cached: { at: number; listing: Listing } | undefined;
-  private pending: Promise<Listing> | undefined;
 
+  /**
+   * `walks` merges concurrent walks of the cache directory. Its default is a coordinator of its
+   * own only because app.ts builds this object; main.ts's coordinator should be handed down.
+   */
   constructor(
     private readonly list: () => Promise<Listing>,
     private readonly pulls: PullLog,
     private readonly ttlMs = LISTING_TTL_MS,
+    private readonly walks: Flights<Listing> = new InProcessCoordinator().flights("repositories"),
   ) {}
 
   async summary(): Promise<RepositoriesSummary> {
@@ -62,15 +68,11 @@ export class Repositories {
   private async listing(): Promise<Listing> {
     if (this.cached && Date.now() - this.cached.at < this.ttlMs) return this.cached.listing;
     // Concurrent page loads share one walk of the cache directory.
-    this.pending ??= this.list()
-      .then((listing) => {
-        this.cached = { at: Date.now(), listing };
-        return listing;
-      })
-      .finally(() => {
-        this.pending = undefined;
-      });
-    return this.pending;
+    return this.walks.run("listing", async () => {
+      const listing = await this.list();
+      this.cached = { at: Date.now(), listing };
+      return listing;
+    }).promise;
   }
 
   private withPulls(r: RepoListing): RepoSummary {
