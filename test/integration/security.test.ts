@@ -1,7 +1,6 @@
 // Clients' access to the mirror: htpasswd logins through the standard token challenge, HTTPS
 // with certificate reload, repository allow/deny lists, and a per-client bound.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, writeFile, rename } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,33 +13,7 @@ import { startFakeUpstream } from "../fixtures/fake-upstream.ts";
 import { pushImage, type BuiltImage } from "../fixtures/images.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { skopeo } from "../fixtures/skopeo.ts";
-
-function makeCert(dir: string, name: string): { cert: string; key: string } {
-  const cert = join(dir, `${name}.crt`);
-  const key = join(dir, `${name}.key`);
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      `/CN=${name}`,
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-    ],
-    { stdio: "ignore" },
-  );
-  return { cert, key };
-}
+import { makeCert } from "../fixtures/tls.ts";
 
 function peerCommonName(url: string): Promise<string> {
   const u = new URL(url);
