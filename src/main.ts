@@ -31,7 +31,7 @@ import { Htpasswd } from "./access/htpasswd.ts";
 import { TokenIssuer } from "./access/tokens.ts";
 import { RepoPolicy } from "./access/policy.ts";
 import { PullLog } from "./metrics/pull-log.ts";
-import { listCache } from "./maintenance/ls.ts";
+import { listCache, type Listing } from "./maintenance/ls.ts";
 import { cacheOperations } from "./maintenance/operations.ts";
 
 // The composition root: the one place that reads config and the environment, builds every
@@ -123,6 +123,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     stats,
     history,
     listCache: () => listCache(paths),
+    listingWalks: coordinator.flights<Listing>("repositories"),
     ready: () =>
       readiness({
         tmpDir: paths.tmpDir,

@@ -11,6 +11,7 @@ import type { Stats } from "../metrics/stats.ts";
 import type { History } from "../metrics/history.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
 import type { Listing } from "../maintenance/ls.ts";
+import type { Flights } from "../coordination/coordinator.ts";
 import { adminRouter, type AdminDeps } from "./admin.ts";
 import { Repositories } from "./repositories.ts";
 import { statusRoutes } from "./status-routes.ts";
@@ -31,6 +32,8 @@ export interface OpsDeps {
   ready(): Promise<Readiness>;
   /** What the cache holds (`regmirror ls`), for the status page and /api/repositories. */
   listCache(): Promise<Listing>;
+  /** Merges concurrent listCache() walks. */
+  listingWalks: Flights<Listing>;
 }
 
 export interface HandlerDeps extends RegistryDeps {
@@ -46,7 +49,7 @@ export function createHandler(deps: HandlerDeps): Handler {
   const clients = new ClientAddresses(deps.trustedProxies ?? []);
   const clientOf = (req: IncomingMessage) => clients.of(req.socket.remoteAddress, req.headers);
   const registry = registryHandler(deps, clients);
-  const repositories = new Repositories(() => deps.ops.listCache(), deps.pulls);
+  const repositories = new Repositories(() => deps.ops.listCache(), deps.pulls, deps.ops.listingWalks);
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");

@@ -1,7 +1,6 @@
 import type { Listing, RepoListing, TagListing } from "../maintenance/ls.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
 import type { Flights } from "../coordination/coordinator.ts";
-import { InProcessCoordinator } from "../coordination/in-process.ts";
 
 // The cached repositories with their tags, sizes and last pull, for GET /api/repositories and the
 // status page. The listing itself is `regmirror ls`'s (read from the cache directory); this adds
@@ -40,15 +39,12 @@ export interface RepositoriesSummary {
 export class Repositories {
   private cached: { at: number; listing: Listing } | undefined;
 
-  /**
-   * `walks` merges concurrent walks of the cache directory. Its default is a coordinator of its
-   * own only because app.ts builds this object; main.ts's coordinator should be handed down.
-   */
+  /** `walks` merges concurrent walks of the cache directory (main.ts's coordinator). */
   constructor(
     private readonly list: () => Promise<Listing>,
     private readonly pulls: PullLog,
+    private readonly walks: Flights<Listing>,
     private readonly ttlMs = LISTING_TTL_MS,
-    private readonly walks: Flights<Listing> = new InProcessCoordinator().flights("repositories"),
   ) {}
 
   async summary(): Promise<RepositoriesSummary> {

@@ -8,6 +8,9 @@ import { PullLog } from "../../src/metrics/pull-log.ts";
 import type { Stats } from "../../src/metrics/stats.ts";
 import { html } from "../../src/http/html.ts";
 import { Repositories } from "../../src/http/repositories.ts";
+import { InProcessCoordinator } from "../../src/coordination/in-process.ts";
+
+const walks = () => new InProcessCoordinator().flights<Listing>("repositories");
 import { buckets } from "../../src/http/status-chart.ts";
 import { renderStatusPage } from "../../src/http/status-page.ts";
 
@@ -86,7 +89,7 @@ describe("status chart buckets", () => {
 describe("last pull", () => {
   it("is the pull log's time when a client asked, else the tag's latest check upstream", async () => {
     const pulls = new PullLog();
-    const repos = new Repositories(async () => listing(), pulls, 0);
+    const repos = new Repositories(async () => listing(), pulls, walks(), 0);
     const before = (await repos.summary()).repositories[0]!;
     assert.deepEqual(before.lastPull, { at: iso(T0 + 5000), source: "tag-check" });
     assert.deepEqual(before.tags[0]!.lastPull, { at: iso(T0 + 5000), source: "tag-check" });
@@ -110,7 +113,7 @@ describe("last pull", () => {
 
   it("reads the cache once for concurrent requests and again after invalidate()", async () => {
     let reads = 0;
-    const repos = new Repositories(async () => (reads++, listing()), new PullLog(), 60_000);
+    const repos = new Repositories(async () => (reads++, listing()), new PullLog(), walks(), 60_000);
     await Promise.all([repos.summary(), repos.summary(), repos.summary()]);
     await repos.summary();
     assert.equal(reads, 1);
@@ -123,7 +126,7 @@ describe("last pull", () => {
 describe("the status page", () => {
   it("shows hostile names as text", async () => {
     const evil = `<img src=x onerror=alert(1)>`;
-    const repos = new Repositories(async () => listing(evil, `${evil}/x`), new PullLog(), 0);
+    const repos = new Repositories(async () => listing(evil, `${evil}/x`), new PullLog(), walks(), 0);
     const stats = {
       uptimeSeconds: 5,
       hits: { manifest: 1, blob: 3 },
