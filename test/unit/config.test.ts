@@ -218,3 +218,32 @@ test("log lines pass through the same redaction", async () => {
   assert.match(text, /failed/);
   for (const pw of ["pw1", "pw2", "pw3"]) assert.ok(!text.includes(pw), text);
 });
+
+test("upstream and every upstreams[] entry take the same keys, with the same defaults", () => {
+  const c = validateConfig({
+    upstream: { tagTTL: "1m", concurrency: 8 },
+    upstreams: [
+      { name: "ghcr.io", url: "https://ghcr.io" },
+      { name: "quay.io", url: "https://quay.io", concurrency: 4, timeout: "5s", revalidateTimeout: "2s" },
+    ],
+  });
+  assert.deepEqual(
+    Object.keys(c.upstream).sort(),
+    Object.keys(c.upstreams[0]!).sort(),
+    "one set of keys for every upstream",
+  );
+  assert.equal(c.upstream.tagTTL, 60_000);
+  assert.equal(c.upstream.concurrency, 8);
+  assert.equal(c.upstreams[0]!.tagTTL, undefined, '"" means tag.ttl');
+  assert.equal(c.upstreams[0]!.concurrency, 32);
+  assert.equal(c.upstreams[0]!.timeout, 30_000);
+  assert.equal(c.upstreams[1]!.concurrency, 4);
+  assert.equal(c.upstreams[1]!.timeout, 5_000);
+  assert.equal(c.upstreams[1]!.revalidateTimeout, 2_000);
+  assert.match(
+    problems(() =>
+      validateConfig({ upstreams: [{ name: "x.io", url: "https://x.io", tagTTL: "soon" }] }),
+    ).join(),
+    /"upstreams\.0\.tagTTL"/,
+  );
+});
