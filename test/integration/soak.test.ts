@@ -1,0 +1,290 @@
+// The hostile-client soak: for a minute, 200 clients mix normal pulls with connections reset at
+// once, readers that read nothing, readers at 1 KiB/s, hostile names and bad logins, against two
+// mirror processes that between them take every switch that changes the request path: logins
+// on and off, plain HTTP and TLS, sendfile on and off. Afterwards each process is alive, its open
+// descriptors and memory are back to where they were, a normal pull works, and every cached blob
+// still hashes to its name. REGMIRROR_SOAK_SECONDS shortens or lengthens it.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import bcrypt from "bcryptjs";
+import { Agent, request } from "undici";
+import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
+import { pushLargeBlobImage } from "../fixtures/images.ts";
+import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
+import { freePort } from "../fixtures/ports.ts";
+import { makeCert } from "../fixtures/tls.ts";
+import { collectGarbage, inspectorUrl } from "../fixtures/inspector.ts";
+import {
+  badLogin,
+  badName,
+  pull,
+  readNothing,
+  readSlowly,
+  resetAtOnce,
+  Tally,
+  type Image,
+  type Target,
+} from "../fixtures/soak-clients.ts";
+
+const SECONDS = Number(process.env.REGMIRROR_SOAK_SECONDS ?? 60);
+const CLIENTS = 200;
+const STALL = 4_000;
+const USER = "soak";
+const PASSWORD = "soak-password";
+/** The inspector on a loopback port of its own, for a full GC before each measurement. */
+const INSPECT = ["--inspect=127.0.0.1:0"];
+
+interface Mirror {
+  name: string;
+  proc: MirrorProcess;
+  cacheDir: string;
+  targets: Target[];
+}
+
+async function fds(pid: number): Promise<number> {
+  return (await readdir(`/proc/${pid}/fd`)).length;
+}
+
+/** RSS after a full GC (through the inspector): garbage not yet collected is not a leak. */
+async function measure(m: Mirror): Promise<{ fds: number; rss: number }> {
+  await collectGarbage(inspectorUrl(m.proc.stderr())!);
+  await sleep(500);
+  const pid = m.proc.child.pid!;
+  return { fds: await fds(pid), rss: await rss(pid) };
+}
+
+async function rss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) * 1024;
+}
+
+async function token(url: string, dispatcher: Agent): Promise<string> {
+  const basic = Buffer.from(`${USER}:${PASSWORD}`).toString("base64");
+  const res = await request(`${url}/auth/token?service=regmirror`, {
+    headers: { authorization: `Basic ${basic}` },
+    dispatcher,
+  });
+  const body = (await res.body.json()) as { token: string };
+  assert.equal(res.statusCode, 200);
+  return `Bearer ${body.token}`;
+}
+
+/** Every blob file in the cache, hashed: its name must be its sha256. */
+async function verifyCache(dir: string): Promise<number> {
+  const root = join(dir, "blobs", "sha256");
+  let n = 0;
+  for (const prefix of await readdir(root).catch(() => [] as string[])) {
+    for (const hex of await readdir(join(root, prefix))) {
+      const hash = createHash("sha256");
+      for await (const c of createReadStream(join(root, prefix, hex))) hash.update(c as Buffer);
+      assert.equal(hash.digest("hex"), hex, `cached blob ${hex} re-hashes to its name`);
+      n++;
+    }
+  }
+  return n;
+}
+
+describe("hostile-client soak", { timeout: (SECONDS + 180) * 1000 }, () => {
+  let up: Upstream;
+  let work: string;
+  const images: Image[] = [];
+  const mirrors: Mirror[] = [];
+  // For set-up and the first pulls; each run of clients has its own.
+  let agent = new Agent({ connect: { rejectUnauthorized: false }, connections: 64 });
+
+  before(async () => {
+    up = await startUpstream({ auth: "token" });
+    work = await mkdtemp(join(tmpdir(), "regmirror-soak-"));
+    const target = { url: up.url, credentials: up.credentials };
+    // Blobs both sides of the 1 MiB small-blob line; several images, so some pulls are cold
+    // fills while the hostile clients run.
+    // The first image's big layer is larger than what loopback's socket buffers hold, so that a
+    // reader that stops reading really stalls the mirror; hostile readers all ask for it.
+    for (let i = 0; i < 6; i++) {
+      const big = i === 0 ? 24 * 1024 * 1024 : 3 * 1024 * 1024 + i;
+      const img = await pushLargeBlobImage(target, `soak/app${i}`, "1", {
+        layerSizes: [big, 200 * 1024 + i, 1536 * 1024 + i],
+      });
+      const blobs = [img.config.digest, ...img.layers.map((l) => l.digest)];
+      images.push({ repo: `soak/app${i}`, tag: "1", blobs, big: img.layers[0]!.digest, bigSize: big });
+    }
+    const htpasswd = join(work, "htpasswd");
+    await writeFile(htpasswd, `${USER}:${bcrypt.hashSync(PASSWORD, 6)}\n`);
+    const { cert, key } = makeCert(work, "soak");
+    const common = {
+      REGMIRROR_UPSTREAM: up.url,
+      REGMIRROR_UPSTREAM_NAME: up.host,
+      REGMIRROR_UPSTREAM_USERNAME: up.credentials.username,
+      REGMIRROR_UPSTREAM_PASSWORD: up.credentials.password,
+      REGMIRROR_LIMITS_STALL_TIMEOUT: `${STALL / 1000}s`,
+      REGMIRROR_LOG_LEVEL: "error",
+    };
+    // A: logins on, HTTP and HTTPS, sendfile on. B: anonymous, HTTP, sendfile off.
+    const tlsPort = await freePort();
+    const aDir = join(work, "cache-a");
+    const a = await spawnMirror(
+      {
+        ...common,
+        REGMIRROR_CACHE_DIR: aDir,
+        REGMIRROR_AUTH_HTPASSWD: htpasswd,
+        REGMIRROR_TLS_CERT: cert,
+        REGMIRROR_TLS_KEY: key,
+        REGMIRROR_TLS_LISTEN: `127.0.0.1:${tlsPort}`,
+        REGMIRROR_CACHE_SENDFILE: "true",
+      },
+      INSPECT,
+    );
+    const tlsUrl = `https://127.0.0.1:${tlsPort}`;
+    const auth = await token(a.url, agent);
+    mirrors.push({
+      name: "logins+tls+sendfile",
+      proc: a,
+      cacheDir: aDir,
+      targets: [
+        { url: a.url, dispatcher: agent, authorization: auth },
+        { url: tlsUrl, dispatcher: agent, authorization: auth },
+      ],
+    });
+    const bDir = join(work, "cache-b");
+    const b = await spawnMirror(
+      { ...common, REGMIRROR_CACHE_DIR: bDir, REGMIRROR_CACHE_SENDFILE: "false" },
+      INSPECT,
+    );
+    mirrors.push({
+      name: "anonymous+js-send",
+      proc: b,
+      cacheDir: bDir,
+      targets: [{ url: b.url, dispatcher: agent }],
+    });
+  });
+
+  after(async () => {
+    for (const m of mirrors) m.proc.kill("SIGKILL");
+    await agent.close();
+    await up?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it("survives a minute of hostile clients with nothing leaked and nothing corrupted", async (ctx) => {
+    // Warm up every path once, so the baseline includes what a running mirror keeps by design
+    // (loaded code, pools, small-blob memory) and the soak shows only what it leaks.
+    const warm = new Tally();
+    for (const m of mirrors)
+      for (const t of m.targets)
+        for (const img of images) assert.ok(await pull(t, img, warm), warm.failures.join("\n"));
+    await agent.close();
+    // A first round at full strength: memory's high-water mark is part of the baseline.
+    await runClients(mirrors, images, 15_000, CLIENTS);
+    await settle(mirrors);
+    const before_ = await Promise.all(mirrors.map(measure));
+
+    const tallies = await runClients(mirrors, images, SECONDS * 1000, CLIENTS);
+    await settle(mirrors);
+    const after_ = await Promise.all(mirrors.map(measure));
+
+    agent = new Agent({ connect: { rejectUnauthorized: false } });
+    for (const [i, m] of mirrors.entries()) {
+      const t = tallies[i]!;
+      const summary = JSON.stringify(Object.fromEntries(t.counts));
+      assert.equal(m.proc.child.exitCode, null, `${m.name} is alive: ${m.proc.stderr()}`);
+      assert.deepEqual(t.failures, [], `${m.name}: ${summary}`);
+      assert.ok((t.counts.get("pull") ?? 0) > 0, `${m.name}: normal pulls went through: ${summary}`);
+      assert.ok((t.counts.get("stalled-cut-by-server") ?? 0) > 0, `${m.name}: stalled readers: ${summary}`);
+      assert.equal(
+        t.counts.get("stalled-not-cut"),
+        undefined,
+        `${m.name}: every stalled reader was cut: ${summary}`,
+      );
+      const now = after_[i]!;
+      const was = before_[i]!;
+      ctx.diagnostic(
+        `${m.name}: fds ${was.fds} → ${now.fds}, RSS ${(was.rss / 1e6).toFixed(0)} → ${(now.rss / 1e6).toFixed(0)} MB; ${summary}`,
+      );
+      assert.ok(now.fds <= Math.ceil(was.fds * 1.1), `${m.name}: fds ${was.fds} → ${now.fds}`);
+      assert.ok(now.rss <= was.rss * 1.1, `${m.name}: RSS ${was.rss} → ${now.rss} (${summary})`);
+      const good = new Tally();
+      for (const target of m.targets) {
+        target.dispatcher = agent;
+        assert.ok(await pull(target, images[0]!, good), good.failures.join("\n"));
+      }
+      assert.ok(
+        (await verifyCache(m.cacheDir)) >= images.length * 3,
+        `${m.name}: the cache holds every blob`,
+      );
+    }
+  });
+});
+
+/** Runs `n` clients per mirror for `ms`, spread over the kinds; one tally per mirror. */
+async function runClients(mirrors: Mirror[], images: Image[], ms: number, n: number): Promise<Tally[]> {
+  const deadline = Date.now() + ms;
+  const perMirror = Math.ceil(n / mirrors.length);
+  // Connections of this run only, all closed at its end: what stays open afterwards is the mirror's.
+  const agent = new Agent({ connect: { rejectUnauthorized: false }, connections: 64 });
+  const tallies = mirrors.map(() => new Tally());
+  const kinds = [
+    "pull",
+    "pull",
+    "pull",
+    "pull",
+    "reset",
+    "reset",
+    "nothing",
+    "slow",
+    "bad-name",
+    "bad-name",
+    "bad-login",
+  ];
+  const clients: Array<Promise<void>> = [];
+  mirrors.forEach((m, mi) => {
+    for (let c = 0; c < perMirror; c++) {
+      const kind = kinds[c % kinds.length]!;
+      const target = { ...m.targets[c % m.targets.length]!, dispatcher: agent };
+      const tally = tallies[mi]!;
+      clients.push(
+        (async () => {
+          let i = c;
+          while (Date.now() < deadline) {
+            const img = kind === "pull" ? images[i++ % images.length]! : images[0]!;
+            const left = Math.max(0, deadline - Date.now());
+            try {
+              if (kind === "pull") {
+                if (!(await pull(target, img, tally))) await sleep(100);
+              } else if (kind === "reset") await resetAtOnce(target, img, tally);
+              else if (kind === "nothing") await readNothing(target, img, tally, STALL * 2);
+              else if (kind === "slow") await readSlowly(target, img, tally, Math.min(left, 8_000));
+              else if (kind === "bad-name") await badName(target, tally);
+              else await badLogin(target, tally);
+            } catch (err) {
+              // A connection the server cut is what a hostile client earns; a failed good pull is not.
+              if (kind === "pull") tally.fail(`pull ${img.repo}: ${(err as Error).message}`);
+              else tally.add(`error-${kind}`);
+            }
+          }
+        })(),
+      );
+    }
+  });
+  await Promise.all(clients);
+  await agent.close();
+  return tallies;
+}
+
+/**
+ * Lets the mirrors finish with the clients that just left (stall limits, closes) before
+ * measuring. The same wait before both measurements, so idle upstream connections (kept 30 s)
+ * are in the same state each time.
+ */
+async function settle(mirrors: Mirror[]): Promise<void> {
+  await sleep(STALL + 6_000);
+  for (const m of mirrors) {
+    assert.equal(m.proc.child.exitCode, null, `${m.name} is alive: ${m.proc.stderr().slice(-2000)}`);
+    assert.equal((await fetch(`${m.targets[0]!.url}/healthz`)).status, 200);
+  }
+}
