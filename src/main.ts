@@ -277,6 +277,14 @@ async function serve(): Promise<void> {
     process.stderr.write(`regmirror: invalid configuration:\n  ${err.problems.join("\n  ")}\n`);
     process.exit(2);
   }
+  // Every request path answers its own failures (a 500 and a log line). A promise that rejects
+  // with no one to hear it is a lost error, not a broken process: say so, and keep serving
+  // rather than drop every client's transfer. (An uncaught exception still ends the process:
+  // after one, no state can be trusted.)
+  process.on("unhandledRejection", (reason) => {
+    const err = reason instanceof Error ? reason : new Error(String(reason));
+    process.stderr.write(`regmirror: unhandled rejection: ${err.stack ?? err.message}\n`);
+  });
   process.on("SIGHUP", () => {
     try {
       running.reloadTls();
