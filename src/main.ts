@@ -134,7 +134,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   };
   const tokens = new TokenIssuer(config.auth.tokenTTL);
   const gate = config.auth.htpasswd
-    ? new Gate(readHtpasswd(config.auth.htpasswd), tokens, {
+    ? new Gate(readHtpasswd(config.auth.htpasswd), tokens, coordinator.flights<boolean>("logins"), {
         maxFailedLogins: config.auth.maxFailedLogins,
         failedLoginWindowMs: config.auth.failedLoginWindow,
       })

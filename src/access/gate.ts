@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { RegistryError } from "../oci/errors.ts";
+import type { Flights } from "../coordination/coordinator.ts";
 import type { Htpasswd } from "./htpasswd.ts";
 import { FailedLogins } from "./login-limit.ts";
 import type { TokenIssuer } from "./tokens.ts";
@@ -24,12 +25,12 @@ export interface LoginLimits {
 
 export class Gate {
   private readonly failures: FailedLogins;
-  /** Checks in flight, by client and credentials: parallel requests of one client share one. */
-  private readonly checking = new Map<string, Promise<boolean>>();
 
   constructor(
     private readonly users: Htpasswd,
     private readonly tokens: TokenIssuer,
+    /** Checks in flight, by client and credentials: parallel requests of one client share one. */
+    private readonly checks: Flights<boolean>,
     limits: LoginLimits = { maxFailedLogins: 10, failedLoginWindowMs: 60_000 },
   ) {
     this.failures = new FailedLogins(limits.maxFailedLogins, limits.failedLoginWindowMs);
@@ -75,24 +76,20 @@ export class Gate {
     if (blocked !== undefined) return Promise.reject(tooManyFailures(blocked));
     if (this.users.remembered(basic.username, basic.password)) return Promise.resolve(true);
     const key = createHash("sha256").update(`${client}\0${basic.username}\0${basic.password}`).digest("hex");
-    const running = this.checking.get(key);
-    if (running) return running;
-    const wait = this.failures.begin(client);
-    if (wait !== undefined) return Promise.reject(tooManyFailures(wait));
-    const check = this.users.check(basic.username, basic.password).then(
-      (ok) => {
+    // Joining a check in flight takes no slot of the limit: only the one that runs counts.
+    return this.checks.run(key, async () => {
+      const wait = this.failures.begin(client);
+      if (wait !== undefined) throw tooManyFailures(wait);
+      try {
+        const ok = await this.users.check(basic.username, basic.password);
         this.failures.end(client, ok);
         return ok;
-      },
-      (err: unknown) => {
+      } catch (err) {
         // Not the client's failure (the check itself could not run): not counted against it.
         this.failures.end(client, true);
         throw err;
-      },
-    );
-    const shared = check.finally(() => this.checking.delete(key));
-    this.checking.set(key, shared);
-    return shared;
+      }
+    }).promise;
   }
 }
 
