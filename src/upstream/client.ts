@@ -62,6 +62,8 @@ const MAX_REDIRECTS = 5;
 export class UpstreamClient {
   readonly url: string;
   readonly name: string;
+  /** The upstream's own origin: credentials and the plain agent stay on it. */
+  private readonly origin: URL;
   private readonly agent: Agent;
   /** For hops to other hosts: its sockets connect only to addresses the redirect policy allows. */
   private readonly redirectAgent: Agent;
@@ -78,6 +80,7 @@ export class UpstreamClient {
   constructor(private readonly opts: UpstreamOptions) {
     this.url = opts.url;
     this.name = opts.name;
+    this.origin = new URL(opts.url);
     this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.concurrency * 2 });
     this.allowPrivateRedirects = privateTargetsAllowed(opts.url, opts.privateRedirects ?? false);
     this.redirectAgent = new Agent({
@@ -95,11 +98,6 @@ export class UpstreamClient {
 
   async close(): Promise<void> {
     await Promise.all([this.agent.close(), this.redirectAgent.close()]);
-  }
-
-  /** Whether the upstream counts as down (the breaker is open or waiting for its probe); for readiness. */
-  breakerOpen(): boolean {
-    return this.breaker.isOpen();
   }
 
   /** Sends a request, negotiating auth and following redirects; any answer is returned, errors thrown. */
@@ -187,8 +185,8 @@ export class UpstreamClient {
         throw new RegistryError("UPSTREAM_ERROR", "upstream redirected to a non-http(s) URL");
       }
       // Credentials go to the upstream's own origin only; storage URLs are pre-signed.
-      const sameOrigin = next.origin === new URL(this.url).origin;
-      const sameHost = next.hostname === new URL(this.url).hostname;
+      const sameOrigin = next.origin === this.origin.origin;
+      const sameHost = next.hostname === this.origin.hostname;
       // A name is checked by what it resolves to, when redirectAgent connects; a literal here.
       if (!sameHost) {
         const why = literalRefusal(next.hostname, await this.allowPrivateRedirects());
