@@ -126,9 +126,13 @@ function drained(out: Writable, stallMs: number): Promise<void> {
   });
 }
 
-/** After end(): what is still queued must reach the client within `stallMs` of its last write. */
+/**
+ * After end(): what is still queued must reach the client within `stallMs` of its last write.
+ * Nothing queued (the kernel took it all, as it does for most small blobs) holds nothing of
+ * ours, so no timer: this runs for every response.
+ */
 function whenFinished(out: Writable, stallMs: number): void {
-  if (out.writableFinished || out.destroyed) return;
+  if (out.writableFinished || out.destroyed || out.writableLength === 0) return;
   const timer = setTimeout(() => out.destroy(new StallError(stallMs)), stallMs);
   finished(out, { readable: false }, () => clearTimeout(timer));
 }
