@@ -12,7 +12,7 @@ import type { Gate } from "../access/gate.ts";
 import type { RepoPolicy } from "../access/policy.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { API_VERSION, logFailure, NOSNIFF, sendError, sendJson } from "./respond.ts";
+import { API_VERSION, logFailure, sendError, sendJson } from "./respond.ts";
 import { parseRange } from "./range.ts";
 import { route } from "./route.ts";
 
@@ -52,7 +52,6 @@ export function registryHandler(
     const given = req.headers["x-request-id"];
     const id = typeof given === "string" && /^[\w.-]{1,64}$/.test(given) ? given : randomUUID();
     res.setHeader("x-request-id", id);
-    res.setHeader("x-content-type-options", NOSNIFF["x-content-type-options"]);
     // One client cannot take every connection to the upstream or every file descriptor.
     const client = clients.of(req.socket.remoteAddress, req.headers);
     const mine = (inFlight.get(client) ?? 0) + 1;

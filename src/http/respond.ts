@@ -7,7 +7,10 @@ import { RegistryError } from "../oci/errors.ts";
 
 export const API_VERSION = { "docker-distribution-api-version": "registry/2.0" } as const;
 
-/** On every response: browsers must not guess an HTML type for a blob or an error body. */
+/**
+ * On every response (set once, where createHandler takes each request): browsers must not guess
+ * an HTML type for a blob or an error body.
+ */
 export const NOSNIFF = { "x-content-type-options": "nosniff" } as const;
 
 export function sendJson(
@@ -19,7 +22,6 @@ export function sendJson(
   const text = JSON.stringify(body);
   res.writeHead(status, {
     ...API_VERSION,
-    ...NOSNIFF,
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(text),
     ...headers,
@@ -64,7 +66,6 @@ function write(res: ServerResponse, e: RegistryError): void {
   const body = e.body();
   res.writeHead(e.status, {
     ...API_VERSION,
-    ...NOSNIFF,
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(body),
     ...e.headers,
