@@ -38,6 +38,10 @@ export class ClientAddresses {
 
   /** The client behind a request whose socket peer is `peer`. */
   of(peer: string | undefined, headers: IncomingHttpHeaders): string {
+    // The usual case, on every request: no proxies to look through, and the peer is an address
+    // Node wrote itself. Only its IPv4-mapped form (a dual-stack listener) needs folding.
+    if (!this.trusted)
+      return peer?.startsWith("::ffff:") && peer.includes(".") ? peer.slice(7) : (peer ?? "");
     const direct = normalize(peer ?? "");
     if (direct === undefined) return peer ?? "";
     if (!this.isTrusted(direct)) return direct;
