@@ -2,6 +2,7 @@ import { readdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { RegistryError } from "../oci/errors.ts";
 import type { CachePaths } from "../storage/paths.ts";
+import { isNotFound } from "../storage/cache-walk.ts";
 import type { Routed } from "./routing.ts";
 
 // /v2/_catalog and /v2/<name>/tags/list, answered from what the cache holds: a mirror lists
@@ -31,8 +32,7 @@ export async function cachedTags(paths: CachePaths, at: Routed): Promise<string[
     names = await readdir(dirname(paths.tag(at.upstream, at.repo, "x")));
   } catch (err) {
     // No directory: no tags. Anything else (EMFILE, EACCES) is a fault, not a 404.
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== "ENOENT" && code !== "ENOTDIR") throw err;
+    if (!isNotFound(err)) throw err;
     names = [];
   }
   const tags = names.filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -".json".length));
