@@ -6,15 +6,28 @@
 // The contracts below are what every implementation must keep; coordination.suite.ts (test/unit)
 // checks them, and each implementation runs it.
 //
-// Values and events that cross the scope must survive JSON (strings, numbers, plain objects):
-// a wider scope hands them to another process. The in-process implementation hands out the very
-// object, which is also allowed; callers must not rely on either.
+// Values and events that cross the scope must survive v8's structured serialization (what Node's
+// IPC does with `serialization: "advanced"`): plain objects, arrays, strings, numbers, booleans
+// and Buffers (a manifest answer carries its bytes as a Buffer) — no class instances, functions
+// or symbols. A wider scope hands them to another process as copies; the in-process
+// implementation hands out the very object, which is also allowed; callers must not rely on either.
 
 /** A call to Flights.run: the shared promise, and whether this caller joined a flight already in the air. */
 export interface Flight<T> {
   promise: Promise<T>;
-  /** True for callers that did not start the run (for the coalesced metrics). */
-  joined: boolean;
+  /**
+   * True for callers that did not start the run (for the coalesced metrics). In a wider scope
+   * whether another member runs it is known only once the scope has answered: read it after
+   * `promise` settles to be exact (before, the first caller of a member reads false).
+   */
+  readonly joined: boolean;
+  /**
+   * Resolves when the flight has ended — after its value and every hold — with "done", or with
+   * "failed" when the run or a hold rejected or (wider scopes) the member running it went away.
+   * Never rejects. A follower of held work (a blob fill landing in another worker) learns here
+   * whether the work really finished.
+   */
+  ended: Promise<"done" | "failed">;
 }
 
 /** Handed to the run of a flight. */
@@ -38,13 +51,17 @@ export interface FlightRun {
  *   and the next call (even one made from a rejection handler) runs afresh.
  * - No caller can abort a flight, because others may have joined it: a caller that gives up
  *   just stops waiting. A run bounds its own time (a blob fill has FillWatch); in a wider scope
- *   a run whose process dies ends with its lease (see Leases).
+ *   a run whose member goes away (its process died) ends then: callers still waiting reject,
+ *   and `ended` says "failed" to those that had the value.
  */
 export interface Flights<T> {
   /** Joins the flight for `key`, or starts one with `fn`. */
   run(key: string, fn: (run: FlightRun) => Promise<T>): Flight<T>;
-  /** Joins the flight for `key` if there is one; never starts one (a blob HEAD). */
-  join(key: string): Promise<T> | undefined;
+  /**
+   * Joins the flight for `key` if there is one; never starts one (a blob HEAD). Asynchronous
+   * because in a wider scope only the scope knows which flights are in the air.
+   */
+  join(key: string): Promise<Flight<T> | undefined>;
 }
 
 /** Exclusive ownership of a key, for a while (zot's redis_lock: TryLock, Refresh, Unlock). */

@@ -17,7 +17,7 @@ export interface InProcessOptions {
 }
 
 export class InProcessCoordinator implements Coordinator {
-  private readonly flightMaps = new Map<string, Map<string, Promise<unknown>>>();
+  private readonly flightMaps = new Map<string, Map<string, Entry<unknown>>>();
   private readonly leaseMaps = new Map<string, LocalLeases>();
   private readonly eventBuses = new Map<string, LocalEvents<unknown>>();
   private readonly now: () => number;
@@ -34,7 +34,7 @@ export class InProcessCoordinator implements Coordinator {
       inflight = new Map();
       this.flightMaps.set(name, inflight);
     }
-    return new LocalFlights<T>(inflight as Map<string, Promise<T>>);
+    return new LocalFlights<T>(inflight as Map<string, Entry<T>>);
   }
 
   leases(name: string): Leases {
@@ -61,39 +61,51 @@ export class InProcessCoordinator implements Coordinator {
   }
 }
 
+/** A flight in the air: what every caller of its key shares. */
+type Entry<T> = Pick<Flight<T>, "promise" | "ended">;
+
 class LocalFlights<T> implements Flights<T> {
-  constructor(private readonly inflight: Map<string, Promise<T>>) {}
+  constructor(private readonly inflight: Map<string, Entry<T>>) {}
 
   run(key: string, fn: (run: FlightRun) => Promise<T>): Flight<T> {
     const existing = this.inflight.get(key);
-    if (existing) return { promise: existing, joined: true };
+    if (existing) return { ...existing, joined: true };
     const holds: Array<Promise<unknown>> = [];
     let settled = false;
     const run: FlightRun = { holdUntil: (done) => void (settled || holds.push(done)) };
     // async: a run that throws before its first await rejects like any other.
     const promise = (async () => fn(run))();
-    this.inflight.set(key, promise);
     const end = () => {
-      if (this.inflight.get(key) === promise) this.inflight.delete(key);
+      if (this.inflight.get(key) === entry) this.inflight.delete(key);
     };
     // Attached before any caller can await the promise, so the key is free before their
     // continuations run: a caller that retries on a rejection starts a fresh run.
-    promise.then(
+    const ended = promise.then(
       () => {
         settled = true;
-        if (holds.length === 0) end();
-        else void Promise.allSettled(holds).then(end);
+        if (holds.length === 0) {
+          end();
+          return "done" as const;
+        }
+        return Promise.allSettled(holds).then((results) => {
+          end();
+          return results.some((r) => r.status === "rejected") ? ("failed" as const) : ("done" as const);
+        });
       },
       () => {
         settled = true;
         end();
+        return "failed" as const;
       },
     );
-    return { promise, joined: false };
+    const entry: Entry<T> = { promise, ended };
+    this.inflight.set(key, entry);
+    return { promise, ended, joined: false };
   }
 
-  join(key: string): Promise<T> | undefined {
-    return this.inflight.get(key);
+  async join(key: string): Promise<Flight<T> | undefined> {
+    const entry = this.inflight.get(key);
+    return entry && { ...entry, joined: true };
   }
 }
 

@@ -4,8 +4,8 @@
 //
 // A harness gives members of one scope (two workers, two hosts; in-process, the same
 // coordinator twice) and the scope's clock. Calls alternate between members, so a flight
-// started in one must be joined from the other. Values are JSON, compared by value: a wider
-// scope hands copies across. Nothing here waits on time; lease expiry moves the clock by hand.
+// started in one must be joined from the other. Values are structured-clonable, compared by
+// value: a wider scope hands copies across. Nothing here waits on time; lease expiry moves the clock by hand.
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import type { Coordinator } from "../../src/coordination/coordinator.ts";
@@ -104,7 +104,7 @@ export function coordinationSuite(name: string, make: () => Promise<Coordination
         const flights = member(0).flights<number>("t");
         let runs = 0;
         assert.equal(await flights.run("k", async () => ++runs).promise, 1);
-        assert.equal(flights.join("k"), undefined);
+        assert.equal(await flights.join("k"), undefined);
         const next = member(1)
           .flights<number>("t")
           .run("k", async () => ++runs);
@@ -114,14 +114,15 @@ export function coordinationSuite(name: string, make: () => Promise<Coordination
 
       it("join() joins a flight in the air and never starts one", async () => {
         const gate = deferred();
-        assert.equal(member(0).flights<string>("t").join("k"), undefined);
+        assert.equal(await member(0).flights<string>("t").join("k"), undefined);
         const first = member(0)
           .flights<string>("t")
           .run("k", async () => (await gate.promise, "v"));
-        const joined = member(1).flights<string>("t").join("k");
+        const joined = await member(1).flights<string>("t").join("k");
         assert.ok(joined, "a flight is in the air");
+        assert.equal(joined.joined, true);
         gate.resolve();
-        assert.equal(await joined, "v");
+        assert.equal(await joined.promise, "v");
         assert.equal(await first.promise, "v");
       });
 
@@ -135,13 +136,13 @@ export function coordinationSuite(name: string, make: () => Promise<Coordination
               return "fill";
             });
           assert.equal(await first.promise, "fill");
-          const late = member(1).flights<string>("t").join("k");
-          assert.equal(await late, "fill", "joinable while held");
+          const late = await member(1).flights<string>("t").join("k");
+          assert.equal(await late?.promise, "fill", "joinable while held");
           if (outcome === "fulfilled") landed.resolve();
           else landed.reject(new Error("the fill failed"));
           await landed.promise.catch(() => undefined);
           await settle();
-          assert.equal(member(1).flights<string>("t").join("k"), undefined, `ended once ${outcome}`);
+          assert.equal(await member(1).flights<string>("t").join("k"), undefined, `ended once ${outcome}`);
         }
       });
 
@@ -154,7 +155,84 @@ export function coordinationSuite(name: string, make: () => Promise<Coordination
             throw new Error("no answer");
           });
         await assert.rejects(first.promise, /no answer/);
-        assert.equal(member(1).flights<string>("t").join("k"), undefined);
+        assert.equal(await member(1).flights<string>("t").join("k"), undefined);
+      });
+
+      it("says a flight ended done only after its value and every hold", async () => {
+        const landed = deferred();
+        const first = member(0)
+          .flights<string>("t")
+          .run("k", async (run) => {
+            run.holdUntil(landed.promise);
+            return "fill";
+          });
+        const other = member(1)
+          .flights<string>("t")
+          .run("k", async () => assert.fail("joins, never runs"));
+        const late = await member(1).flights<string>("t").join("k");
+        assert.ok(late);
+        let ended: string | undefined;
+        void Promise.all([first.ended, other.ended, late.ended]).then((all) => (ended = all.join()));
+        assert.equal(await first.promise, "fill");
+        assert.equal(await other.promise, "fill");
+        await settle();
+        assert.equal(ended, undefined, "held: not ended yet");
+        landed.resolve();
+        assert.deepEqual(await Promise.all([first.ended, other.ended, late.ended]), ["done", "done", "done"]);
+      });
+
+      it("says a flight failed when its run rejected, in every member", async () => {
+        const gate = deferred();
+        const calls = [0, 1, 2].map((i) =>
+          member(i)
+            .flights<string>("t")
+            .run("k", async () => {
+              await gate.promise;
+              throw new Error("no answer");
+            }),
+        );
+        gate.resolve();
+        for (const c of calls) await assert.rejects(c.promise, /no answer/);
+        assert.deepEqual(await Promise.all(calls.map((c) => c.ended)), ["failed", "failed", "failed"]);
+      });
+
+      it("says a flight failed when a hold rejected, to joiners from another member too", async () => {
+        const landed = deferred();
+        const first = member(0)
+          .flights<string>("t")
+          .run("k", async (run) => {
+            run.holdUntil(Promise.resolve());
+            run.holdUntil(landed.promise);
+            return "fill";
+          });
+        assert.equal(await first.promise, "fill");
+        const late = await member(1).flights<string>("t").join("k");
+        assert.ok(late);
+        assert.equal(await late.promise, "fill");
+        landed.reject(new Error("the fill failed"));
+        assert.equal(await first.ended, "failed");
+        assert.equal(await late.ended, "failed");
+        assert.equal(await member(1).flights<string>("t").join("k"), undefined);
+      });
+
+      it("gives joiners in other members the rejection's message, name and code", async () => {
+        const first = member(0)
+          .flights<string>("t")
+          .run("k", async () => {
+            await settle();
+            throw Object.assign(new TypeError("bad answer"), { code: "E_BAD" });
+          });
+        const other = member(1)
+          .flights<string>("t")
+          .run("k", async () => "never");
+        for (const c of [first, other]) {
+          await assert.rejects(c.promise, (err: Error & { code?: string }) => {
+            assert.equal(err.message, "bad answer");
+            assert.equal(err.name, "TypeError");
+            assert.equal(err.code, "E_BAD");
+            return true;
+          });
+        }
       });
 
       it("keeps flights of different names apart", async () => {
