@@ -250,9 +250,13 @@ export class ManifestService {
   }
 
   private async coalesce(key: string, fn: () => Promise<ManifestAnswer>): Promise<ManifestAnswer> {
-    const { promise, joined } = this.deps.flights.run(key, fn);
-    if (joined) this.deps.metrics.coalesced.inc({ kind: "manifest" });
-    return promise;
+    const flight = this.deps.flights.run(key, fn);
+    // Read once settled: across workers, whether another member ran it is known only then.
+    try {
+      return await flight.promise;
+    } finally {
+      if (flight.joined) this.deps.metrics.coalesced.inc({ kind: "manifest" });
+    }
   }
 }
 
