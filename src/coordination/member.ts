@@ -1,0 +1,260 @@
+// A worker's member of the host-wide scope: the Coordinator each worker hands down, asking the
+// CoordinationHub in the primary (hub.ts) over the worker's IPC pipe (protocol.ts).
+//
+// Flights coalesce here first: the callers of one key in this worker share one entry and one
+// round trip, so a burst of requests for a blob costs the pipe two messages, not one per request.
+// The hub then says whether this worker runs the flight or follows another's.
+import type { Coordinator, Events, Flight, FlightRun, Flights, Lease, Leases } from "./coordinator.ts";
+import {
+  fromWire,
+  toWire,
+  unwrap,
+  wrap,
+  type Channel,
+  type Ended,
+  type Notice,
+  type Request,
+  type Response,
+  type ToMember,
+} from "./protocol.ts";
+
+export interface WorkerOptions {
+  /** Told of an error thrown by an event handler (the other handlers still run). */
+  onError?: (err: unknown) => void;
+}
+
+/** A request before it has an id. */
+type Ask = { [Op in Request["op"]]: Omit<Extract<Request, { op: Op }>, "id"> }[Request["op"]];
+
+/** This worker's share of a flight: what its callers of the key hold. */
+interface Entry {
+  promise: Promise<unknown>;
+  ended: Promise<Ended>;
+  /** Known once the hub has answered: another member runs it. */
+  joined: boolean;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+  end(outcome: Ended): void;
+}
+
+export class WorkerCoordinator implements Coordinator {
+  private nextId = 0;
+  private readonly pending = new Map<number, (res: Response) => void>();
+  /** Per flights name, this worker's entries by key, while their flight is in the air. */
+  private readonly entries = new Map<string, Map<string, Entry>>();
+  /** Entries of flights another member runs, by the hub's flight id: what the hub's notices settle. */
+  private readonly following = new Map<number, { entry: Entry; drop: () => void }>();
+  private readonly handlers = new Map<string, Set<(event: unknown) => void>>();
+  private readonly onError: (err: unknown) => void;
+
+  constructor(
+    private readonly channel: Channel,
+    opts: WorkerOptions = {},
+  ) {
+    this.onError = opts.onError ?? (() => undefined);
+    // Never removed: flights in the air run on after close(), as the contract says.
+    channel.onMessage((raw) => {
+      const msg = unwrap<ToMember>(raw);
+      if (msg) this.receive(msg);
+    });
+  }
+
+  flights<T>(name: string): Flights<T> {
+    let entries = this.entries.get(name);
+    if (!entries) this.entries.set(name, (entries = new Map()));
+    const map = entries;
+    return {
+      run: (key, fn) => {
+        const local = map.get(key);
+        if (local) return flightOf<T>(local, true);
+        const entry = this.enter(map, key);
+        const drop = () => void (map.get(key) === entry && map.delete(key));
+        this.ask({ op: "run", name, key }).then(
+          (res) => (res.owner ? this.own(entry, res.flight!, drop, fn) : this.follow(entry, res, drop)),
+          (err: unknown) => {
+            // The pipe to the primary is gone (this worker is about to exit).
+            drop();
+            entry.reject(err);
+            entry.end("failed");
+          },
+        );
+        return flightOf<T>(entry);
+      },
+      join: async (key) => {
+        const local = map.get(key);
+        if (local) return flightOf<T>(local, true);
+        const res = await this.ask({ op: "join", name, key });
+        if (res.flight === undefined) return undefined;
+        // A local run() may have entered the key meanwhile; the hub has it join the same flight.
+        const entered = map.get(key);
+        if (entered) return flightOf<T>(entered, true);
+        const entry = this.enter(map, key);
+        this.follow(entry, res, () => void (map.get(key) === entry && map.delete(key)));
+        return flightOf<T>(entry, true);
+      },
+    };
+  }
+
+  leases(name: string): Leases {
+    return {
+      acquire: async (key, ttlMs) => {
+        const { token } = await this.ask({ op: "acquire", name, key, ttlMs });
+        if (token === undefined) return undefined;
+        const lease: Lease = {
+          key,
+          renew: async () => (await this.ask({ op: "renew", name, key, token, ttlMs })).ok === true,
+          release: async () => void (await this.ask({ op: "release", name, key, token })),
+        };
+        return lease;
+      },
+    };
+  }
+
+  events<E>(name: string): Events<E> {
+    return {
+      publish: async (event) => void (await this.ask({ op: "publish", name, event })),
+      subscribe: (handler) => {
+        let set = this.handlers.get(name);
+        if (!set) this.handlers.set(name, (set = new Set()));
+        // Wrapped, so the same function subscribed twice is two subscriptions, each removed once.
+        const own = (event: unknown) => handler(event as E);
+        set.add(own);
+        return () => void set.delete(own);
+      },
+    };
+  }
+
+  /** Releases this member's leases (at the hub) and drops its subscribers. */
+  async close(): Promise<void> {
+    this.handlers.clear();
+    await this.ask({ op: "close" });
+  }
+
+  private enter(map: Map<string, Entry>, key: string): Entry {
+    const entry = newEntry();
+    map.set(key, entry);
+    return entry;
+  }
+
+  /** The hub gave this worker the run: run it here and report value, rejection and end. */
+  private own<T>(entry: Entry, flight: number, drop: () => void, fn: (run: FlightRun) => Promise<T>): void {
+    const holds: Array<Promise<unknown>> = [];
+    let settled = false;
+    const run: FlightRun = { holdUntil: (done) => void (settled || holds.push(done)) };
+    const fail = (err: unknown) => {
+      // The key is free (here, then at the hub: the pipe keeps order) before any caller's
+      // rejection handler runs, so a retry starts afresh.
+      drop();
+      this.tell({ op: "fail", flight, error: toWire(err) });
+      entry.reject(err);
+      entry.end("failed");
+    };
+    (async () => fn(run))().then((value) => {
+      settled = true;
+      try {
+        this.channel.send(wrap({ op: "value", flight, value }));
+      } catch (err) {
+        // A value that cannot cross (not structured-clonable) is a bug of the caller's: fail
+        // it everywhere rather than only in the other workers.
+        return fail(err);
+      }
+      const finish = (outcome: Ended) => {
+        drop();
+        this.tell({ op: "end", flight, outcome });
+        entry.end(outcome);
+      };
+      // Unheld, the flight ends before any caller sees the value: one that asks again then
+      // starts afresh, as in-process.
+      if (holds.length === 0) finish("done");
+      entry.resolve(value);
+      if (holds.length > 0) {
+        void Promise.allSettled(holds).then((results) =>
+          finish(results.some((r) => r.status === "rejected") ? "failed" : "done"),
+        );
+      }
+    }, fail);
+  }
+
+  /** Another member runs the flight: the hub's notices settle the entry. */
+  private follow(entry: Entry, res: Response, drop: () => void): void {
+    entry.joined = true;
+    this.following.set(res.flight!, { entry, drop });
+    if (res.value) entry.resolve(res.value.v);
+  }
+
+  private receive(msg: ToMember): void {
+    if (msg.op === "res") {
+      const resolve = this.pending.get(msg.id);
+      this.pending.delete(msg.id);
+      resolve?.(msg);
+    } else if (msg.op === "event") {
+      this.deliver(msg.name, msg.event);
+    } else {
+      this.settle(msg);
+    }
+  }
+
+  private settle(notice: Exclude<Notice, { op: "event" }>): void {
+    const followed = this.following.get(notice.flight);
+    if (!followed) return;
+    const { entry, drop } = followed;
+    if (notice.op === "value") return entry.resolve(notice.value);
+    this.following.delete(notice.flight);
+    drop();
+    if (notice.op === "fail") {
+      entry.reject(fromWire(notice.error));
+      entry.end("failed");
+    } else {
+      entry.end(notice.outcome);
+    }
+  }
+
+  private deliver(name: string, event: unknown): void {
+    for (const handler of [...(this.handlers.get(name) ?? [])]) {
+      try {
+        handler(event);
+      } catch (err) {
+        this.onError(err);
+      }
+    }
+  }
+
+  private ask(ask: Ask): Promise<Response> {
+    const id = ++this.nextId;
+    return new Promise((resolve) => {
+      this.pending.set(id, resolve);
+      this.channel.send(wrap({ ...ask, id } as Request));
+    });
+  }
+
+  private tell(msg: Parameters<typeof wrap>[0]): void {
+    try {
+      this.channel.send(wrap(msg));
+    } catch (err) {
+      this.onError(err);
+    }
+  }
+}
+
+function newEntry(): Entry {
+  let resolve!: (value: unknown) => void;
+  let reject!: (err: unknown) => void;
+  let end!: (outcome: Ended) => void;
+  const promise = new Promise<unknown>((res, rej) => ((resolve = res), (reject = rej)));
+  const ended = new Promise<Ended>((res) => (end = res));
+  // Handled here, as the in-process flight's own reactions handle it: a caller that only
+  // watches `ended` must not crash the worker with an unhandled rejection.
+  promise.catch(() => undefined);
+  return { promise, ended, joined: false, resolve, reject, end };
+}
+
+/** What a caller gets; `joined` reads the entry, since the hub's answer may come later. */
+function flightOf<T>(entry: Entry, joinedHere = false): Flight<T> {
+  return {
+    promise: entry.promise as Promise<T>,
+    ended: entry.ended,
+    get joined() {
+      return joinedHere || entry.joined;
+    },
+  };
+}
