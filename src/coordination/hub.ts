@@ -173,8 +173,14 @@ export class CoordinationHub {
     for (const id of flight.joiners) this.send(id, notice);
   }
 
-  private lease(from: string, msg: Extract<Request, { op: "acquire" | "renew" | "release" | "close" }>) {
-    if (msg.op === "close") return (this.releaseLeases(from), {});
+  private lease(
+    from: string,
+    msg: Extract<Request, { op: "acquire" | "renew" | "release" | "close" }>,
+  ): Partial<Response> {
+    if (msg.op === "close") {
+      this.releaseLeases(from);
+      return {};
+    }
     let held = this.leases.get(msg.name);
     if (!held) this.leases.set(msg.name, (held = new Map()));
     const current = held.get(msg.key);
