@@ -16,10 +16,16 @@ const redacting = winston.format((info) => {
   return info;
 });
 
-export function createLogger(level: string, format: "auto" | "json" | "text"): winston.Logger {
+/** `meta` goes on every line (a worker's id, so a log tells which worker did what). */
+export function createLogger(
+  level: string,
+  format: "auto" | "json" | "text",
+  meta?: Record<string, unknown>,
+): winston.Logger {
   const text = format === "text" || (format === "auto" && process.stdout.isTTY === true);
   return winston.createLogger({
     level,
+    ...(meta ? { defaultMeta: meta } : {}),
     format: text
       ? winston.format.combine(
           redacting(),

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import cluster from "node:cluster";
 import { once } from "node:events";
 import { readFileSync, realpathSync } from "node:fs";
 import type { Server } from "node:http";
@@ -16,17 +17,25 @@ import { BlobStore } from "./storage/blob-store.ts";
 import { ManifestStore } from "./storage/manifest-store.ts";
 import { UpstreamClient } from "./upstream/client.ts";
 import { BlobService } from "./mirror/blobs.ts";
-import type { BlobFill } from "./mirror/fill.ts";
+import type { FillTicket } from "./mirror/fill-follower.ts";
 import { ManifestService, type ManifestAnswer } from "./mirror/manifests.ts";
 import { InProcessCoordinator } from "./coordination/in-process.ts";
-import { Evictor } from "./mirror/eviction.ts";
+import type { Coordinator } from "./coordination/coordinator.ts";
+import { WorkerCoordinator } from "./coordination/member.ts";
+import { Evictor, type BlobIndex } from "./mirror/eviction.ts";
+import { BLOB_ACTIVITY, BLOB_REMOVED, EvictionRelay, type BlobActivity } from "./mirror/eviction-relay.ts";
+import { watchGeneration } from "./storage/generation.ts";
+import { primaryChannel, workerHello } from "./cluster/channel.ts";
+import { workerMetrics } from "./cluster/metrics.ts";
+import { runPrimary } from "./cluster/primary.ts";
+import { resolveWorkers } from "./cluster/cpus.ts";
 import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
 import { createHandler, createHttpServer, createHttpsServer } from "./http/app.ts";
 import { readiness } from "./http/health.ts";
 import { collectStats } from "./metrics/stats.ts";
 import { History } from "./metrics/history.ts";
 import { registerCommands } from "./cli/index.ts";
-import { Gate } from "./access/gate.ts";
+import { Gate, type FailedLogin } from "./access/gate.ts";
 import { Htpasswd } from "./access/htpasswd.ts";
 import { TokenIssuer } from "./access/tokens.ts";
 import { RepoPolicy } from "./access/policy.ts";
@@ -51,31 +60,60 @@ export interface StartOptions {
   processMetrics?: boolean;
   /** Tests swap in a store that fails writes, to play a full disk. */
   blobStore?: (paths: CachePaths) => BlobStore;
+  /** Run as one of the cluster's workers (cluster/primary.ts), sharing its scope with the others. */
+  worker?: boolean;
+  /** The key tokens are signed with; workers get the primary's, so all accept each other's. */
+  tokenKey?: Buffer;
 }
 
 /** Starts a mirror from a validated config; used by `serve` and by the tests. */
 export async function startMirror(config: Config, opts: StartOptions = {}): Promise<Running> {
-  const log = createLogger(config.log.level, config.log.format);
+  const worker = opts.worker === true;
+  const log = createLogger(
+    config.log.level,
+    config.log.format,
+    worker ? { worker: cluster.worker?.id, pid: process.pid } : undefined,
+  );
   const metrics = new Metrics({ processMetrics: opts.processMetrics });
+  if (worker) metrics.view = workerMetrics(metrics.registry);
   const paths = new CachePaths(config.cache.dir);
-  // One process, one scope: every "one in flight per key" in the mirror goes through this.
-  const coordinator = new InProcessCoordinator({
-    onError: (err) => log.error("an event handler failed", { error: (err as Error).message }),
-  });
+  const onError = (err: unknown) => log.error("an event handler failed", { error: (err as Error).message });
+  // Every "one in flight per key" in the mirror goes through this: one process is one scope; a
+  // worker shares its scope with the other workers through the primary.
+  const coordinator: Coordinator = worker
+    ? new WorkerCoordinator(primaryChannel(), { onError })
+    : new InProcessCoordinator({ onError });
   const blobStore = opts.blobStore?.(paths) ?? new BlobStore(paths);
-  await blobStore.init();
+  await blobStore.init({ clearTemp: !worker });
   const manifestStore = new ManifestStore(paths, config.cache.manifestMemory);
-  const evictor = new Evictor({
-    store: blobStore,
-    metrics,
-    log,
-    maxSizeBytes: config.cache.maxSize,
-    blobTtlMs: config.cache.blobTTL,
-    onRemove: (hex) => blobs.forgetCached(hex),
+  // The eviction index exists once: here, or for all the workers in the primary.
+  const evictor = worker
+    ? undefined
+    : new Evictor({
+        store: blobStore,
+        metrics,
+        log,
+        maxSizeBytes: config.cache.maxSize,
+        blobTtlMs: config.cache.blobTTL,
+        onRemove: (hex) => blobs.forgetCached(hex),
+      });
+  const relay = worker
+    ? new EvictionRelay(coordinator.events<BlobActivity>(BLOB_ACTIVITY), (err) =>
+        log.error("could not pass on blob activity", { error: err.message }),
+      )
+    : undefined;
+  const index: BlobIndex = (evictor ?? relay)!;
+  if (worker)
+    coordinator.events<{ hex: string }>(BLOB_REMOVED).subscribe(({ hex }) => blobs.forgetCached(hex));
+  // `regmirror purge`/`gc`/`verify`, from a shell or the admin API of any worker.
+  const stopWatching = watchGeneration(paths, () => {
+    manifestStore.forgetMemory();
+    blobs.forgetAllCached();
+    evictor?.reload().catch((err: Error) => log.error("could not index the cache", { error: err.message }));
   });
   const blobs = new BlobService({
     store: blobStore,
-    evictor,
+    evictor: index,
     metrics,
     log,
     fillTimeoutMs: config.cache.fillTimeout,
@@ -84,7 +122,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     sendfile: config.cache.sendfile,
     sendfileThreads: config.cache.sendfileThreads,
     stallTimeoutMs: config.limits.stallTimeout,
-    fills: coordinator.flights<BlobFill>("blob-fills"),
+    fills: coordinator.flights<FillTicket>("blob-fills"),
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {
@@ -132,12 +170,15 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         downUpstreams: async () => (await stats()).upstreams.filter((u) => u.up === false).map((u) => u.name),
       }),
   };
-  const tokens = new TokenIssuer(config.auth.tokenTTL);
+  const tokens = new TokenIssuer(config.auth.tokenTTL, opts.tokenKey);
   const gate = config.auth.htpasswd
-    ? new Gate(readHtpasswd(config.auth.htpasswd), tokens, coordinator.flights<boolean>("logins"), {
-        maxFailedLogins: config.auth.maxFailedLogins,
-        failedLoginWindowMs: config.auth.failedLoginWindow,
-      })
+    ? new Gate(
+        readHtpasswd(config.auth.htpasswd),
+        tokens,
+        coordinator.flights<boolean>("logins"),
+        { maxFailedLogins: config.auth.maxFailedLogins, failedLoginWindowMs: config.auth.failedLoginWindow },
+        coordinator.events<FailedLogin>("failed-logins"),
+      )
     : undefined;
   // The admin API's warm pulls through this mirror's own listener, known once it listens.
   let selfUrl = "";
@@ -183,7 +224,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   }
   // The index of what is on disk loads after we listen: a large cache must not delay the start.
   const indexed = evictor
-    .start()
+    ?.start()
     .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
   if (
     config.upstream.name === "docker.io" &&
@@ -218,10 +259,12 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       await Promise.race([closed, deadline]);
       for (const s of servers) s.closeAllConnections();
       history.stop();
+      stopWatching();
       await mirror.close();
+      relay?.flush();
       await coordinator.close();
       await indexed;
-      await evictor.close();
+      await evictor?.close();
       log.info("regmirror stopped");
       log.close();
     },
@@ -269,9 +312,30 @@ function configOrExit(): Config {
 }
 
 async function serve(): Promise<void> {
+  const config = configOrExit();
+  const count = resolveWorkers(config.workers);
+  if (cluster.isPrimary && count > 1) {
+    try {
+      // Checked here, once: a worker that cannot read them would only die at start.
+      if (config.tls.cert) readTls(config.tls);
+      if (config.auth.htpasswd) readHtpasswd(config.auth.htpasswd);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      process.stderr.write(`regmirror: invalid configuration:\n  ${err.problems.join("\n  ")}\n`);
+      process.exit(2);
+    }
+    return runPrimary(
+      config,
+      count,
+      createLogger(config.log.level, config.log.format, { worker: "primary" }),
+    );
+  }
   let running: Running;
   try {
-    running = await startMirror(configOrExit());
+    running = cluster.isWorker
+      ? await startMirror(config, { worker: true, tokenKey: (await workerHello()).tokenKey })
+      : await startMirror(config);
+    if (cluster.isWorker) process.send!({ regmirrorWorker: "listening" });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`regmirror: invalid configuration:\n  ${err.problems.join("\n  ")}\n`);

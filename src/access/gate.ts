@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { RegistryError } from "../oci/errors.ts";
-import type { Flights } from "../coordination/coordinator.ts";
+import type { Events, Flights } from "../coordination/coordinator.ts";
 import type { Htpasswd } from "./htpasswd.ts";
 import { FailedLogins } from "./login-limit.ts";
 import type { TokenIssuer } from "./tokens.ts";
@@ -23,6 +23,13 @@ export interface LoginLimits {
   failedLoginWindowMs: number;
 }
 
+/** A failed login, told to every worker: the limit counts across them. */
+export interface FailedLogin {
+  client: string;
+  /** The process that saw it (it has counted it already). */
+  pid: number;
+}
+
 export class Gate {
   private readonly failures: FailedLogins;
 
@@ -32,8 +39,10 @@ export class Gate {
     /** Checks in flight, by client and credentials: parallel requests of one client share one. */
     private readonly checks: Flights<boolean>,
     limits: LoginLimits = { maxFailedLogins: 10, failedLoginWindowMs: 60_000 },
+    private readonly shared?: Events<FailedLogin>,
   ) {
     this.failures = new FailedLogins(limits.maxFailedLogins, limits.failedLoginWindowMs);
+    shared?.subscribe((f) => f.pid !== process.pid && this.failures.failedElsewhere(f.client));
   }
 
   /** The user behind a request from `client`, or a RegistryError: 401 with the challenge, or 429. */
@@ -83,6 +92,8 @@ export class Gate {
       try {
         const ok = await this.users.check(basic.username, basic.password);
         this.failures.end(client, ok);
+        // A lost event only lets a guesser a little further: the limit is still per worker.
+        if (!ok) this.shared?.publish({ client, pid: process.pid }).catch(() => undefined);
         return ok;
       } catch (err) {
         // Not the client's failure (the check itself could not run): not counted against it.

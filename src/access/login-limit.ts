@@ -47,6 +47,13 @@ export class FailedLogins {
     return oldest === undefined ? 1 : Math.max(1, Math.ceil((oldest + this.windowMs - now) / 1000));
   }
 
+  /** A failure another worker saw (they share the limit). */
+  failedElsewhere(client: string): void {
+    const entry = this.byClient.get(client) ?? { failures: [], pending: 0 };
+    entry.failures.push(this.now());
+    this.byClient.set(client, entry);
+  }
+
   end(client: string, ok: boolean): void {
     const entry = this.byClient.get(client) ?? { failures: [], pending: 1 };
     entry.pending = Math.max(0, entry.pending - 1);

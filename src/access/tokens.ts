@@ -2,12 +2,14 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 
 // The mirror's own bearer tokens, for clients that log in (docker login, containerd, podman):
 // an HMAC-signed {sub, exp}. The key is made at start, so a restart simply sends clients
-// through the challenge once more — the usual token flow, which every client handles.
+// through the challenge once more — the usual token flow, which every client handles. Workers
+// are handed the primary's key (cluster/primary.ts): a token one worker issued is good in all.
 
 export class TokenIssuer {
-  private readonly key = randomBytes(32);
-
-  constructor(private readonly ttlMs: number) {}
+  constructor(
+    private readonly ttlMs: number,
+    private readonly key: Buffer = randomBytes(32),
+  ) {}
 
   issue(subject: string, now = Date.now()): { token: string; expiresIn: number } {
     const payload = Buffer.from(JSON.stringify({ sub: subject, exp: now + this.ttlMs })).toString(

@@ -126,6 +126,10 @@ export const ConfigSchema = z
   .strictObject({
     listen: listen.prefault("0.0.0.0:5555"),
     shutdownTimeout: duration.prefault("20s"),
+    /** Processes serving requests from one cache: "auto" (the CPUs we may use) or a number; 1 = one process. */
+    workers: z
+      .union([z.literal("auto"), positiveInt], { error: 'not "auto" or a whole number of at least 1' })
+      .prefault("auto"),
     upstream: z
       .strictObject({
         name: registryName.prefault("docker.io"),

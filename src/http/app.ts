@@ -54,7 +54,8 @@ export function createHandler(deps: HandlerDeps): Handler {
   app.disable("x-powered-by");
   app.disable("etag");
   app.get("/metrics", async (_req, res) => {
-    res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+    const registry = await deps.metrics.view();
+    res.type(registry.contentType).send(await registry.metrics());
   });
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });

@@ -1,3 +1,4 @@
+import { bumpGeneration } from "../storage/generation.ts";
 import { parseDigest } from "../oci/digest.ts";
 import type { CachePaths } from "../storage/paths.ts";
 import { contentFiles, remove, tagFiles, tmpEntries } from "../storage/cache-walk.ts";
@@ -94,5 +95,7 @@ export async function collectGarbage(paths: CachePaths, opts: GcOptions): Promis
   if (!opts.dryRun)
     for (const m of result.manifests.removed) await remove(paths.manifestMeta(parseDigest(m)!));
   result.freedBytes = result.manifests.bytes + result.blobs.bytes + result.tmp.bytes;
+  if (!opts.dryRun && result.manifests.removed.length + result.blobs.removed.length > 0)
+    await bumpGeneration(paths);
   return result;
 }

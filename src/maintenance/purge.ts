@@ -1,3 +1,4 @@
+import { bumpGeneration } from "../storage/generation.ts";
 import { dirname, join } from "node:path";
 import { parseDigest } from "../oci/digest.ts";
 import { isValidTag } from "../oci/reference.ts";
@@ -76,6 +77,7 @@ export async function purgeCache(
     target = opts.ref!;
     removed = await purgeRef(paths, resolve, opts.ref!, opts.dryRun);
   }
+  if (!opts.dryRun && removed.length > 0) await bumpGeneration(paths);
   return {
     dryRun: opts.dryRun,
     removed,

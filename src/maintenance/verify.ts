@@ -1,3 +1,4 @@
+import { bumpGeneration } from "../storage/generation.ts";
 import pLimit from "p-limit";
 import type { CachePaths } from "../storage/paths.ts";
 import { contentFiles, hashFile, remove, type ContentFile } from "../storage/cache-walk.ts";
@@ -51,5 +52,6 @@ export async function verifyCache(paths: CachePaths, opts: VerifyOptions): Promi
   );
   corrupt.sort((a, b) => a.digest.localeCompare(b.digest));
 
+  if (!opts.dryRun && corrupt.length > 0) await bumpGeneration(paths);
   return { dryRun: opts.dryRun, checked, checkedBytes: bytes, corrupt };
 }

@@ -8,6 +8,11 @@ export type Source = "cache" | "upstream";
 
 export class Metrics {
   readonly registry = new Registry();
+  /**
+   * Where /metrics, /stats and the status page read the figures: this registry, or in a worker
+   * every worker's (and the primary's) summed by the primary (cluster/metrics.ts).
+   */
+  view: () => Promise<Registry> = async () => this.registry;
 
   readonly hits = new Counter({
     name: "regmirror_cache_hits_total",
@@ -74,12 +79,15 @@ export class Metrics {
     name: "regmirror_upstream_ratelimit_remaining",
     help: "The upstream's last ratelimit-remaining header (Docker Hub: pulls left in the window)",
     labelNames: ["upstream"] as const,
+    // Over several workers: the lowest any of them was told, not a sum.
+    aggregator: "min",
     registers: [this.registry],
   });
   readonly upstreamUp = new Gauge({
     name: "regmirror_upstream_up",
     help: "1 when the upstream's last answer was not an outage (no answer, 429, 5xx), else 0",
     labelNames: ["upstream"] as const,
+    aggregator: "min",
     registers: [this.registry],
   });
   readonly evictions = new Counter({
@@ -101,6 +109,7 @@ export class Metrics {
   readonly cacheLimit = new Gauge({
     name: "regmirror_cache_limit_bytes",
     help: "cache.maxSize",
+    aggregator: "max",
     registers: [this.registry],
   });
 

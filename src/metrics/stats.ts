@@ -39,7 +39,7 @@ export async function collectStats(
   startedAt: number,
 ): Promise<Stats> {
   const byName = new Map<string, Sample[]>();
-  for (const m of await metrics.registry.getMetricsAsJSON()) byName.set(m.name, m.values as Sample[]);
+  for (const m of await (await metrics.view()).getMetricsAsJSON()) byName.set(m.name, m.values as Sample[]);
   const sum = (name: string, where: Record<string, string> = {}): number =>
     (byName.get(name) ?? [])
       .filter((v) => Object.entries(where).every(([k, want]) => String(v.labels[k]) === want))

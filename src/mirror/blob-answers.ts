@@ -2,7 +2,7 @@ import { close } from "node:fs";
 import type { Writable } from "node:stream";
 import { RegistryError } from "../oci/errors.ts";
 import { sendBuffer, sendFile, sendStream, type SendOptions } from "../storage/send-file.ts";
-import { StorageError, type BlobFill } from "./fill.ts";
+import { StorageError, type Followable } from "./fill.ts";
 
 // The three kinds of answer BlobService gives for a blob: a cached file (an open descriptor), a
 // cached blob in memory, and a fill in progress. Each holds something (a descriptor, a place in
@@ -41,7 +41,7 @@ export function fileAnswer(fd: number, size: number, opts: SendOptions): BlobAns
   };
 }
 
-export function fillAnswer(fill: BlobFill, stallMs: number): BlobAnswer {
+export function fillAnswer(fill: Followable, stallMs: number): BlobAnswer {
   // A fill that died of an upstream fault is about to be forgotten; the next request retries.
   if (fill.state === "failed" && !(fill.error instanceof StorageError)) {
     throw new RegistryError("UNAVAILABLE", "the upstream transfer of this blob failed");

@@ -8,10 +8,11 @@ import type { BlobStore, BlobWriter } from "../storage/blob-store.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import { upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import type { FlightRun, Flights } from "../coordination/coordinator.ts";
+import type { Flight, FlightRun, Flights } from "../coordination/coordinator.ts";
 import { BlobFill, StorageError, type FillFile } from "./fill.ts";
+import { FillFollower, type FillTicket } from "./fill-follower.ts";
 import { FillWatch } from "./fill-watch.ts";
-import type { Evictor } from "./eviction.ts";
+import type { BlobIndex } from "./eviction.ts";
 import type { SendOptions } from "../storage/send-file.ts";
 import { bufferAnswer, fileAnswer, fillAnswer, type BlobAnswer } from "./blob-answers.ts";
 import { blobPath, contentLength, directRange } from "./upstream-blob.ts";
@@ -32,7 +33,7 @@ const TOUCH_EVERY_MS = 60_000;
 
 export interface BlobServiceDeps {
   store: BlobStore;
-  evictor: Evictor;
+  evictor: BlobIndex;
   metrics: Metrics;
   log: Logger;
   /** A fill that receives no byte from the upstream for this long is given up (cache.fillTimeout). */
@@ -47,8 +48,11 @@ export interface BlobServiceDeps {
   sendfileThreads: number;
   /** A client that takes no bytes for this long is cut off, on every path (limits.stallTimeout). */
   stallTimeoutMs: number;
-  /** Fills in flight by digest hex: one upstream GET per blob, however many clients ask. */
-  fills: Flights<BlobFill>;
+  /**
+   * Fills in flight by digest hex: one upstream GET per blob, however many clients (in however
+   * many workers) ask. The flight's value is the ticket other workers follow the fill by.
+   */
+  fills: Flights<FillTicket>;
 }
 
 interface InMemory {
@@ -60,6 +64,8 @@ interface InMemory {
 export class BlobService {
   /** Every fill's pump, so shutdown can wait for them. */
   private readonly pumps = new Set<Promise<void>>();
+  /** The fills this process runs, by digest hex: its own clients read them from memory. */
+  private readonly running = new Map<string, BlobFill>();
   private readonly shutdown = new AbortController();
   private readonly memory: LRUCache<string, InMemory> | undefined;
   private readonly counters = new Map<string, { hit: { inc(): void }; miss: { inc(): void } }>();
@@ -96,9 +102,13 @@ export class BlobService {
     this.memory?.delete(hex);
   }
 
+  /** Blobs were removed behind our back (a purge): forget every copy in memory. */
+  forgetAllCached(): void {
+    this.memory?.clear();
+  }
+
   /** `upstream` is asked on a miss; the cache itself is shared by every upstream (one digest, one file). */
   async get(upstream: UpstreamClient, repo: string, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
-    const { metrics } = this.deps;
     const counters = this.countersFor(upstream.name);
     const cached = await this.openCached(d);
     if (cached) {
@@ -108,14 +118,30 @@ export class BlobService {
     counters.miss.inc();
     // A HEAD follows a fill in flight (it knows the size soonest) but never starts one.
     if (method === "HEAD") {
-      const inflight = this.deps.fills.join(d.hex);
+      const inflight = await this.deps.fills.join(d.hex);
       if (!inflight) return this.headUpstream(upstream, repo, d);
-      metrics.coalesced.inc({ kind: "blob" });
-      return fillAnswer(await inflight, this.deps.stallTimeoutMs);
+      return this.follow(upstream, repo, d, inflight);
     }
-    const { promise, joined } = this.deps.fills.run(d.hex, (flight) => this.fill(upstream, repo, d, flight));
-    if (joined) metrics.coalesced.inc({ kind: "blob" });
-    return fillAnswer(await promise, this.deps.stallTimeoutMs);
+    const flight = this.deps.fills.run(d.hex, (run) => this.fill(upstream, repo, d, run));
+    return this.follow(upstream, repo, d, flight);
+  }
+
+  /** An answer that follows the fill: from memory when it runs here, else through its file. */
+  private async follow(
+    upstream: UpstreamClient,
+    repo: string,
+    d: Digest,
+    flight: Flight<FillTicket>,
+  ): Promise<BlobAnswer> {
+    const ticket = await flight.promise;
+    // Known only now across workers: whether another member ran the fill.
+    if (flight.joined) this.deps.metrics.coalesced.inc({ kind: "blob" });
+    const fill =
+      this.running.get(d.hex) ??
+      new FillFollower(ticket, flight.ended, this.deps.store.path(d), (start, end) =>
+        directRange(upstream, repo, d, start, end),
+      );
+    return fillAnswer(fill, this.deps.stallTimeoutMs);
   }
 
   /** Stops every fill (their temp files are removed) and waits for them. */
@@ -201,7 +227,7 @@ export class BlobService {
     repo: string,
     d: Digest,
     flight: FlightRun,
-  ): Promise<BlobFill> {
+  ): Promise<FillTicket> {
     const { store, metrics, log, evictor, fillTimeoutMs, abandonedFillTimeoutMs } = this.deps;
     const fallback = (start: number, end: number | undefined) => directRange(upstream, repo, d, start, end);
     const finalPath = store.path(d);
@@ -240,9 +266,11 @@ export class BlobService {
       log.error("cannot write to the cache; serving straight from the upstream", {
         error: (err as Error).message,
       });
-      return new BlobFill({ size, finalPath, fallback, startError: new StorageError(err) });
+      // No temp file: every follower goes to the upstream itself (FillFollower).
+      return { temp: "", ...(size !== undefined ? { size } : {}) };
     }
     const fill = new BlobFill({ writer, file, size, finalPath, fallback, watch });
+    this.running.set(d.hex, fill);
     metrics.fillsInFlight.inc();
     const pump = fill.pump(res.body).then(
       () => {
@@ -270,8 +298,9 @@ export class BlobService {
       pump.finally(() => {
         metrics.fillsInFlight.dec();
         this.pumps.delete(pump);
+        this.running.delete(d.hex);
       }),
     );
-    return fill;
+    return { temp: writer.tmpPath, ...(size !== undefined ? { size } : {}) };
   }
 }

@@ -24,7 +24,18 @@ export interface EvictionOptions {
 
 type Reason = "size" | "age";
 
-export class Evictor {
+/**
+ * What the request path tells the blob index. In one process that is the Evictor itself; in a
+ * worker, an EvictionRelay that hands it to the one Evictor of all the workers (the primary's).
+ */
+export interface BlobIndex {
+  /** A blob was committed to the cache. */
+  added(hex: string, size: number): void;
+  /** A cached blob was read: it moves to the front, and its age restarts. */
+  read(hex: string): void;
+}
+
+export class Evictor implements BlobIndex {
   private readonly lru: LRUCache<string, number>;
   private bytes = 0;
   private sweeper: NodeJS.Timeout | undefined;
@@ -50,6 +61,22 @@ export class Evictor {
 
   /** Loads what is on disk (least recently read first), then sweeps periodically. */
   async start(): Promise<void> {
+    await this.load();
+    const every = Math.min(Math.max(this.opts.blobTtlMs / 10, 1000), 3_600_000);
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  /**
+   * Files were removed behind the index's back (storage/generation.ts): forget it all (nothing
+   * is removed for that) and load it again from the disk, so the byte total is exact again.
+   */
+  async reload(): Promise<void> {
+    this.lru.clear();
+    await this.load();
+  }
+
+  private async load(): Promise<void> {
     const entries: Array<{ hex: string; size: number; lastRead: number }> = [];
     // An unreadable folder is reported and skipped: the rest of the cache is still kept in bounds.
     const skipped = (err: Error) =>
@@ -62,17 +89,12 @@ export class Evictor {
     }
     this.opts.log.info("blob index loaded", { blobs: this.lru.size, bytes: this.bytes });
     this.sweep();
-    const every = Math.min(Math.max(this.opts.blobTtlMs / 10, 1000), 3_600_000);
-    this.sweeper = setInterval(() => this.sweep(), every);
-    this.sweeper.unref();
   }
 
-  /** A blob was committed to the cache. */
   added(hex: string, size: number): void {
     this.add(hex, size, Date.now());
   }
 
-  /** A cached blob was read: it moves to the front, and its age restarts. */
   read(hex: string): void {
     // set, not get: get() of an entry past its TTL would evict the blob being read right now.
     const size = this.lru.peek(hex, { allowStale: true });

@@ -50,11 +50,24 @@ export interface FillFile {
   close(): Promise<void>;
 }
 
+/**
+ * What a client's answer needs of a fill, whether this process runs it (BlobFill) or another
+ * worker does (FillFollower).
+ */
+export interface Followable {
+  readonly size: number | undefined;
+  readonly state: FillState;
+  readonly error: Error | undefined;
+  /** A client follows the fill; call the returned function (once) when it is done. */
+  join(): () => void;
+  /** Bytes [start, end] (inclusive), following the fill as it grows. Between join() and leave. */
+  stream(start: number, end: number | undefined): Readable;
+}
+
 export interface BlobFillOptions {
-  /** undefined when the cache could not even start the file: every reader falls back. */
-  writer?: FillWriter;
+  writer: FillWriter;
   /** The read side of `writer`'s file; the fill owns it from now on. */
-  file?: FillFile;
+  file: FillFile;
   /** From the upstream's Content-Length; undefined when it sent none. */
   size: number | undefined;
   /** The published blob: only for a reader that joins after the fill has let its file go. */
@@ -62,7 +75,6 @@ export interface BlobFillOptions {
   fallback: Fallback;
   /** The fill's limits; told of every byte and every reader. */
   watch?: FillWatch;
-  startError?: StorageError;
 }
 
 const READ_CHUNK = 256 * 1024;
@@ -71,7 +83,7 @@ const TAIL_BYTES = 4 * 1024 * 1024;
 /** Received but not yet written: above this the upstream body is paused. */
 const MAX_UNWRITTEN = 8 * 1024 * 1024;
 
-export class BlobFill {
+export class BlobFill implements Followable {
   state: FillState = "running";
   error: Error | undefined;
   readonly size: number | undefined;
@@ -94,11 +106,6 @@ export class BlobFill {
     this.size = opts.size;
     this.file = opts.file;
     opts.watch?.answer();
-    if (!opts.writer) {
-      this.state = "failed";
-      this.error = opts.startError ?? new StorageError(new Error("no cache file"));
-      this.holders = 0;
-    }
   }
 
   /**
@@ -120,7 +127,6 @@ export class BlobFill {
   /** Copies `body` into the cache. Resolves when committed; rejects (after cleanup) otherwise. */
   async pump(body: Readable): Promise<void> {
     const writer = this.opts.writer;
-    if (!writer) throw this.error;
     const signal = this.opts.watch?.signal;
     const onAbort = () => body.destroy(signal?.reason as Error);
     if (signal?.aborted) onAbort();

@@ -81,12 +81,20 @@ export class ManifestService {
     const key = `tag:${repo}:${tag}:${acceptKey(accept)}`;
     if (decision.action === "fetch" || decision.action === "serve") {
       this.miss.inc();
-      return this.coalesce(key, () => this.fetchTag(repo, tag, accept));
+      return this.coalesce(
+        key,
+        async () => (await this.confirmedElsewhere(repo, tag, accept)) ?? this.fetchTag(repo, tag, accept),
+      );
     }
     // "probe": cached for other Accepts only; the HEAD often names a manifest we hold (an
     // index's child), and there is nothing to serve stale, so no short limit either.
     const stale = decision.action === "revalidate" ? decision : undefined;
     return this.coalesce(key, async () => {
+      const confirmed = await this.confirmedElsewhere(repo, tag, accept);
+      if (confirmed) {
+        this.hit.inc();
+        return confirmed;
+      }
       try {
         // Its own, short limit: an upstream that does not answer must not hold a cached tag
         // back for the whole upstream timeout (sized for blob transfers) before it is served stale.
@@ -109,6 +117,23 @@ export class ManifestService {
         return { ...cached, stale: true };
       }
     });
+  }
+
+  /**
+   * The tag as the disk has it now, if that answers without the upstream. Another worker shares
+   * the cache and may have confirmed the tag since this process read its copy in memory: asking
+   * the upstream again would be a second HEAD for one TTL. Read inside the flight, so this costs
+   * one small read per revalidation, not per request.
+   */
+  private async confirmedElsewhere(
+    repo: string,
+    tag: string,
+    accept: string[],
+  ): Promise<ManifestAnswer | undefined> {
+    const { store, upstreamName, tagTtlMs, maxStaleMs } = this.deps;
+    const rec = await store.getTag(upstreamName, repo, tag, { fresh: true }).catch(() => undefined);
+    const decision = decideTag(rec, accept, Date.now(), tagTtlMs, maxStaleMs);
+    return decision.action === "serve" ? this.cached(parseDigest(decision.entry.digest)!) : undefined;
   }
 
   /**

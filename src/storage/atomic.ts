@@ -2,9 +2,19 @@ import { mkdir, open, rename, rm } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 
-/** A fresh temp file name in `tmpDir`; never reused, so concurrent writers cannot collide. */
+/**
+ * A fresh temp file name in `tmpDir`; never reused, so concurrent writers cannot collide. It
+ * starts with the writer's pid: when a worker dies, the primary removes exactly its debris
+ * (tempOwner) and leaves the fills of the other workers alone.
+ */
 export function tempName(tmpDir: string): string {
-  return join(tmpDir, `${Date.now().toString(36)}-${randomBytes(8).toString("hex")}`);
+  return join(tmpDir, `${process.pid}.${Date.now().toString(36)}-${randomBytes(8).toString("hex")}`);
+}
+
+/** The pid that made a temp file, from its name; undefined for a name tempName did not make. */
+export function tempOwner(name: string): number | undefined {
+  const m = /^(\d+)\./.exec(name);
+  return m ? Number(m[1]) : undefined;
 }
 
 /**

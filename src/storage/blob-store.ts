@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import type { Hash } from "node:crypto";
 import { formatDigest, sha256Hasher, type Digest } from "../oci/digest.ts";
 import { CachePaths } from "./paths.ts";
-import { tempName } from "./atomic.ts";
+import { tempName, tempOwner } from "./atomic.ts";
 
 // Content-addressed blob files. A blob becomes visible under its digest only through
 // BlobWriter.commit(), which checks size and sha256 first and then fsyncs and renames: a reader
@@ -42,14 +42,26 @@ export interface BlobStat {
 export class BlobStore {
   constructor(readonly paths: CachePaths) {}
 
-  /** Creates the layout and removes debris of fills that a crash interrupted. */
-  async init(): Promise<void> {
-    await rm(this.paths.tmpDir, { recursive: true, force: true });
+  /**
+   * Creates the layout. With `clearTemp` (a single process, or the primary before it forks)
+   * it also removes debris of fills that a crash interrupted; a worker must not, since the
+   * other workers' fills are in there.
+   */
+  async init({ clearTemp = true } = {}): Promise<void> {
+    if (clearTemp) await rm(this.paths.tmpDir, { recursive: true, force: true });
     await Promise.all(
       [this.paths.blobsDir, this.paths.manifestsDir, this.paths.reposDir, this.paths.tmpDir].map((d) =>
         mkdir(d, { recursive: true }),
       ),
     );
+  }
+
+  /** Removes the temp files of a process that is gone (a worker that died mid-fill). */
+  async removeTempOf(pid: number): Promise<number> {
+    const names = await readdir(this.paths.tmpDir).catch(() => [] as string[]);
+    const mine = names.filter((n) => tempOwner(n) === pid);
+    await Promise.all(mine.map((n) => rm(`${this.paths.tmpDir}/${n}`, { force: true })));
+    return mine.length;
   }
 
   path(d: Digest): string {

@@ -109,9 +109,18 @@ export class ManifestStore {
     }
   }
 
-  async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {
+  /**
+   * `fresh` skips the copy in memory: another worker may have written the record since (see
+   * ManifestService's confirmedElsewhere).
+   */
+  async getTag(
+    upstream: string,
+    repo: string,
+    tag: string,
+    { fresh = false } = {},
+  ): Promise<TagRecord | undefined> {
     const key = `${upstream}/${repo}:${tag}`;
-    const hit = this.tags.get(key);
+    const hit = fresh ? undefined : this.tags.get(key);
     if (hit) return hit;
     let text: string;
     try {
@@ -155,6 +164,13 @@ export class ManifestStore {
    * confirms again anyway.
    */
   invalidateRepositories(): void {
+    this.repos.invalidate();
+  }
+
+  /** Files were removed behind the store's back (storage/generation.ts): forget every copy in memory. */
+  forgetMemory(): void {
+    this.manifests.clear();
+    this.tags.clear();
     this.repos.invalidate();
   }
 }

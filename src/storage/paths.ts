@@ -8,7 +8,9 @@ import type { Digest } from "../oci/digest.ts";
 //     manifests/sha256/<hex[0:2]>/<hex>    manifest bytes, exactly as the upstream sent them
 //     manifests/sha256/<hex[0:2]>/<hex>.meta   {"mediaType"}: the type the upstream declared
 //     repos/<upstream>/<repo>/_tags/<tag>.json   what a tag pointed to, and when we last checked
-//     tmp/<random>                         fills in progress; anything here at start is debris
+//     tmp/<pid>.<random>                   fills in progress; anything here at start is debris
+//     generation                           changed by every purge, gc and verify that removed
+//                                          something: running mirrors then drop what they hold
 //
 // Only digests (64 checked hex characters) and names and tags that passed the spec's grammar
 // (no "..", no leading dot or underscore) become path components, so every path stays inside
@@ -28,6 +30,9 @@ export class CachePaths {
   }
   get tmpDir(): string {
     return join(this.root, "tmp");
+  }
+  get generationFile(): string {
+    return join(this.root, "generation");
   }
 
   blob(d: Digest): string {

@@ -13,7 +13,7 @@ import { InProcessCoordinator } from "../../src/coordination/in-process.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
 import { BlobService, type BlobAnswer } from "../../src/mirror/blobs.ts";
 import { Evictor } from "../../src/mirror/eviction.ts";
-import type { BlobFill } from "../../src/mirror/fill.ts";
+import type { FillTicket } from "../../src/mirror/fill-follower.ts";
 import { digestOf, parseDigest, type Digest } from "../../src/oci/digest.ts";
 import { RegistryError } from "../../src/oci/errors.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
@@ -96,7 +96,7 @@ describe("BlobService", () => {
       sendfile: false,
       sendfileThreads: 1,
       stallTimeoutMs: 60_000,
-      fills: new InProcessCoordinator().flights<BlobFill>("blob-fills"),
+      fills: new InProcessCoordinator().flights<FillTicket>("blob-fills"),
     });
     return { blobs, metrics, evictor };
   }

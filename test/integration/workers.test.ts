@@ -1,0 +1,254 @@
+// regmirror with workers=2, as a real process tree: what one process guarantees holds across
+// the workers (one upstream GET per blob, one HEAD per tag TTL, purge seen by all, exact
+// metrics), and a worker killed mid-fill costs its followers a connection, never a wrong blob.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { get as httpGet } from "node:http";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
+import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
+import { addImage, buildImage, pushImage, pushRandomBlob } from "../fixtures/images.ts";
+import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
+import { sha256 } from "../fixtures/http.ts";
+
+const MiB = 1024 * 1024;
+
+interface Fetched {
+  status: number;
+  digest: string;
+  length: number;
+  complete: boolean;
+}
+
+/** A GET on a connection of its own (agent: false), so that requests spread over the workers. */
+function fresh(url: string, headers: Record<string, string> = {}): Promise<Fetched> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const req = httpGet(url, { agent: false, headers }, (res) => {
+      res.on("data", (c: Buffer) => chunks.push(c));
+      let settled = false;
+      const done = (complete: boolean) => {
+        if (settled) return;
+        settled = true;
+        const body = Buffer.concat(chunks);
+        resolve({ status: res.statusCode ?? 0, digest: sha256(body), length: body.length, complete });
+      };
+      res.on("end", () => done(true));
+      res.on("error", () => done(false));
+      res.on("aborted", () => done(false));
+      res.on("close", () => done(false));
+    });
+    req.on("error", () => resolve({ status: 0, digest: "", length: 0, complete: false }));
+  });
+}
+
+/** The worker ids that logged a request line for a path containing `needle`. */
+function workersServing(m: MirrorProcess, needle: string): Set<string> {
+  const ids = new Set<string>();
+  for (const line of m.stdout().split("\n")) {
+    if (!line.includes(needle)) continue;
+    try {
+      const e = JSON.parse(line) as { message?: string; worker?: unknown };
+      if (e.message === "request") ids.add(String(e.worker));
+    } catch {
+      // a line cut by the buffer: not a request line we need
+    }
+  }
+  return ids;
+}
+
+function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "src/main.ts", ...args],
+      { env: { PATH: process.env.PATH ?? "", ...env }, timeout: 60_000 },
+      (err, stdout) => resolve({ code: err === null ? 0 : Number(err.code ?? -1), stdout }),
+    );
+  });
+}
+
+async function metric(url: string, name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n"))
+    if (line.startsWith(name + "{") && line.includes(labels)) sum += Number(line.split(" ").pop());
+  return sum;
+}
+
+describe("workers=2 against distribution 2.8 with token auth", () => {
+  let upstream: Upstream;
+  let cacheDir: string;
+  let m: MirrorProcess;
+  before(async () => {
+    upstream = await startUpstream({ auth: "token" });
+    cacheDir = await mkdtemp(join(tmpdir(), "regmirror-workers-"));
+    m = await spawnMirror({
+      REGMIRROR_UPSTREAM: upstream.url,
+      REGMIRROR_UPSTREAM_PRIVATE_REDIRECTS: "true",
+      REGMIRROR_CACHE_DIR: cacheDir,
+      REGMIRROR_WORKERS: "2",
+      REGMIRROR_LOG_LEVEL: "info",
+      REGMIRROR_TAG_TTL: "2s",
+    });
+  });
+  after(async () => {
+    m.kill("SIGTERM");
+    assert.equal(await m.exited, 0, "SIGTERM drains every worker and the primary exits 0");
+    await upstream.stop();
+    await rm(cacheDir, { recursive: true, force: true });
+  });
+
+  it("32 concurrent GETs of one cold blob, on both workers: 1 upstream GET, 32 whole bodies", async () => {
+    const blob = await pushRandomBlob(upstream, "w/cold", 24 * MiB);
+    await upstream.resetRequests();
+    const got = await Promise.all(
+      Array.from({ length: 32 }, () => fresh(`${m.url}/v2/w/cold/blobs/${blob.digest}`)),
+    );
+    for (const g of got) {
+      assert.equal(g.status, 200);
+      assert.equal(g.digest, blob.digest);
+    }
+    assert.equal(await upstream.count("GET", "/v2/w/cold/blobs/"), 1);
+    assert.equal(workersServing(m, blob.digest).size, 2, "the requests reached both workers");
+  });
+
+  it("a tag past its TTL, asked through both workers, is revalidated with one HEAD", async () => {
+    await pushImage(upstream, "w/tagged", "v1");
+    const url = `${m.url}/v2/w/tagged/manifests/v1`;
+    const accept = { accept: "application/vnd.docker.distribution.manifest.v2+json" };
+    for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url, accept))))
+      assert.equal(g.status, 200);
+    await sleep(2200); // past tag.ttl
+    await upstream.resetRequests();
+    for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url, accept))))
+      assert.equal(g.status, 200);
+    // And again, one at a time: a worker whose copy in memory is old reads the other's record.
+    for (let i = 0; i < 8; i++) assert.equal((await fresh(url, accept)).status, 200);
+    assert.equal(await upstream.count("HEAD", "/v2/w/tagged/manifests/"), 1);
+    assert.equal(await upstream.count("GET", "/v2/w/tagged/manifests/"), 0);
+  });
+
+  it("/metrics sums every worker: blob hits and misses equal the requests sent", async () => {
+    const blob = await pushRandomBlob(upstream, "w/count", 64 * 1024);
+    const before = await metric(m.url, "regmirror_cache_hits_total", 'kind="blob"');
+    const beforeMiss = await metric(m.url, "regmirror_cache_misses_total", 'kind="blob"');
+    assert.equal((await fresh(`${m.url}/v2/w/count/blobs/${blob.digest}`)).status, 200);
+    const got = await Promise.all(
+      Array.from({ length: 39 }, () => fresh(`${m.url}/v2/w/count/blobs/${blob.digest}`)),
+    );
+    for (const g of got) assert.equal(g.digest, blob.digest);
+    const hits = (await metric(m.url, "regmirror_cache_hits_total", 'kind="blob"')) - before;
+    const misses = (await metric(m.url, "regmirror_cache_misses_total", 'kind="blob"')) - beforeMiss;
+    assert.equal(hits + misses, 40);
+    assert.equal(misses, 1);
+    assert.equal(workersServing(m, blob.digest).size, 2);
+  });
+});
+
+describe("workers=2 with faults (fake upstream)", () => {
+  let fake: FakeUpstream;
+  let root: string;
+  before(async () => {
+    fake = await startFakeUpstream();
+    root = await mkdtemp(join(tmpdir(), "regmirror-workers-f-"));
+  });
+  after(async () => {
+    await fake.stop();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("latecomers in the other worker follow a slow fill as it lands", async () => {
+    const dir = join(root, "follow");
+    const m = await spawnMirror({
+      REGMIRROR_UPSTREAM: fake.url,
+      REGMIRROR_CACHE_DIR: dir,
+      REGMIRROR_WORKERS: "2",
+      REGMIRROR_LOG_LEVEL: "info",
+    });
+    try {
+      const d = fake.addBlob(randomBytes(8 * MiB));
+      fake.behave(d, { slowBytesPerSec: 8 * MiB, times: 1 });
+      const got = await Promise.all(
+        Array.from({ length: 16 }, (_, i) => sleep(i * 20).then(() => fresh(`${m.url}/v2/library/f/blobs/${d}`))),
+      );
+      for (const g of got) assert.equal(g.digest, d);
+      assert.equal(fake.count("GET", "/v2/library/f/blobs/"), 1);
+      assert.equal(workersServing(m, d).size, 2);
+      assert.ok((await metric(m.url, "regmirror_coalesced_requests_total", 'kind="blob"')) >= 15);
+    } finally {
+      m.kill("SIGTERM");
+      await m.exited;
+    }
+  });
+
+  it("SIGKILL of the worker running a fill: followers are cut, temp files go, the cache verifies, the next pull works", async () => {
+    const dir = join(root, "kill");
+    const env = { REGMIRROR_UPSTREAM: fake.url, REGMIRROR_CACHE_DIR: dir, REGMIRROR_WORKERS: "2" };
+    const m = await spawnMirror(env);
+    try {
+      const d = fake.addBlob(randomBytes(16 * MiB));
+      fake.behave(d, { slowBytesPerSec: 4 * MiB, times: 1 });
+      const pending = Array.from({ length: 8 }, () => fresh(`${m.url}/v2/library/k/blobs/${d}`));
+      let owner: number | undefined;
+      const deadline = Date.now() + 5000;
+      while (owner === undefined && Date.now() < deadline) {
+        const [name] = await readdir(join(dir, "tmp"));
+        owner = name ? Number(name.split(".")[0]) : undefined;
+        if (owner === undefined) await sleep(20);
+      }
+      assert.ok(owner, "a fill was under way");
+      await sleep(500);
+      process.kill(owner, "SIGKILL");
+      // Killed a quarter of the way in: every client, in either worker, sees its transfer cut.
+      for (const g of await Promise.all(pending)) assert.equal(g.complete && g.length === 16 * MiB, false);
+      const clean = Date.now() + 2000;
+      while ((await readdir(join(dir, "tmp"))).length > 0 && Date.now() < clean) await sleep(20);
+      assert.deepEqual(await readdir(join(dir, "tmp")), [], "the dead worker's temp files are gone");
+      const verify = await cli(["verify", "--json"], { REGMIRROR_CACHE_DIR: dir });
+      assert.equal(verify.code, 0, verify.stdout);
+      assert.deepEqual((JSON.parse(verify.stdout) as { corrupt: unknown[] }).corrupt, []);
+      const again = await fresh(`${m.url}/v2/library/k/blobs/${d}`);
+      assert.equal(again.digest, d, "the next pull works");
+    } finally {
+      m.kill("SIGTERM");
+      await m.exited;
+    }
+  });
+
+  it("after `regmirror purge` from a shell, no worker serves what it held in memory", async () => {
+    const dir = join(root, "purge");
+    const env = { REGMIRROR_UPSTREAM: fake.url, REGMIRROR_CACHE_DIR: dir, REGMIRROR_WORKERS: "2" };
+    const m = await spawnMirror({ ...env, REGMIRROR_LOG_LEVEL: "info" });
+    try {
+      const img = buildImage();
+      addImage(fake, "library/p", "v1", img);
+      const url = `${m.url}/v2/library/p/manifests/v1`;
+      const blobUrl = `${m.url}/v2/library/p/blobs/${img.config.digest}`;
+      // Both workers hold the manifest, the tag and the small config blob in memory.
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url)))) assert.equal(g.status, 200);
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(blobUrl))))
+        assert.equal(g.status, 200);
+      assert.equal(workersServing(m, "/library/p/manifests/v1").size, 2);
+      assert.equal(workersServing(m, img.config.digest).size, 2);
+      // Gone upstream too: a worker that still answers 200 answered from memory.
+      fake.removeTag("library/p", "v1");
+      fake.behave(img.config.digest, { status: 503 });
+      assert.equal((await cli(["purge", "p:v1"], env)).code, 0);
+      assert.equal((await cli(["purge", "--older-than", "0s"], env)).code, 0);
+      await sleep(300);
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url)))) assert.equal(g.status, 404);
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(blobUrl))))
+        assert.notEqual(g.status, 200);
+    } finally {
+      fake.clearBehaviours();
+      m.kill("SIGTERM");
+      await m.exited;
+    }
+  });
+});

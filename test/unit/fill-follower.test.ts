@@ -1,0 +1,93 @@
+// FillFollower: a fill in another worker, followed through its temp file on a real disk (the
+// file is what crosses between workers), with the flight's end played by hand.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { appendFile, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { FillFollower, FillFollowerError } from "../../src/mirror/fill-follower.ts";
+
+async function readAll(f: FillFollower, start = 0, end?: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of f.stream(start, end)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function ending() {
+  let end!: (how: "done" | "failed") => void;
+  const ended = new Promise<"done" | "failed">((r) => (end = r));
+  return { ended, end };
+}
+
+describe("FillFollower", () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "regmirror-follower-"));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const noFallback = () => {
+    throw new Error("no fallback expected");
+  };
+
+  it("follows the file as it grows and holds the last byte until the flight ends done", async () => {
+    const temp = join(dir, "a.tmp");
+    const final = join(dir, "a");
+    const body = randomBytes(300_000);
+    await writeFile(temp, body.subarray(0, 1000));
+    const { ended, end } = ending();
+    const f = new FillFollower({ temp, size: body.length }, ended, final, noFallback);
+    const got = readAll(f);
+    await sleep(10);
+    await appendFile(temp, body.subarray(1000));
+    let settled = false;
+    void got.then(() => (settled = true));
+    await sleep(30);
+    assert.equal(settled, false, "the whole file is there, but not verified yet");
+    await rename(temp, final); // the owner's commit
+    end("done");
+    assert.deepEqual(await got, body);
+  });
+
+  it("opens the published blob when the owner committed before the follower opened", async () => {
+    const final = join(dir, "b");
+    const body = randomBytes(5000);
+    await writeFile(final, body);
+    const f = new FillFollower(
+      { temp: join(dir, "b.gone"), size: body.length },
+      Promise.resolve("done"),
+      final,
+      noFallback,
+    );
+    assert.deepEqual(await readAll(f, 100, 199), body.subarray(100, 200));
+  });
+
+  it("cuts every reader when the flight ends failed (a bad digest, or its worker died)", async () => {
+    const temp = join(dir, "c.tmp");
+    await writeFile(temp, randomBytes(4000));
+    const { ended, end } = ending();
+    const f = new FillFollower({ temp, size: 10_000 }, ended, join(dir, "c"), noFallback);
+    const got = readAll(f);
+    await sleep(10);
+    end("failed");
+    await assert.rejects(got, FillFollowerError);
+    assert.equal(f.state, "failed");
+  });
+
+  it("goes straight to the upstream when the owner could not start a cache file", async () => {
+    const body = randomBytes(1000);
+    const f = new FillFollower(
+      { temp: "", size: body.length },
+      Promise.resolve("done"),
+      join(dir, "d"),
+      (start, end) =>
+        (async function* () {
+          yield body.subarray(start, (end ?? body.length - 1) + 1);
+        })(),
+    );
+    assert.deepEqual(await readAll(f, 10), body.subarray(10));
+  });
+});
