@@ -47,8 +47,18 @@ function fresh(url: string, headers: Record<string, string> = {}): Promise<Fetch
   });
 }
 
-/** The worker ids that logged a request line for a path containing `needle`. */
-function workersServing(m: MirrorProcess, needle: string): Set<string> {
+/** The worker ids that logged a request line for a path containing `needle` (waits for the log). */
+async function workersServing(m: MirrorProcess, needle: string, want = 2): Promise<Set<string>> {
+  const deadline = Date.now() + 3000;
+  let ids = loggedBy(m, needle);
+  while (ids.size < want && Date.now() < deadline) {
+    await sleep(50);
+    ids = loggedBy(m, needle);
+  }
+  return ids;
+}
+
+function loggedBy(m: MirrorProcess, needle: string): Set<string> {
   const ids = new Set<string>();
   for (const line of m.stdout().split("\n")) {
     if (!line.includes(needle)) continue;
@@ -60,6 +70,17 @@ function workersServing(m: MirrorProcess, needle: string): Set<string> {
     }
   }
   return ids;
+}
+
+/**
+ * Spawned with workers=2 at log level info, once every worker listens: /healthz answers as soon
+ * as the first one does, and until the second listens the first gets every connection.
+ */
+async function spawnWorkers(env: Record<string, string>): Promise<MirrorProcess> {
+  const m = await spawnMirror({ REGMIRROR_WORKERS: "2", REGMIRROR_LOG_LEVEL: "info", ...env });
+  const deadline = Date.now() + 20_000;
+  while (!m.stdout().includes('"regmirror workers started"') && Date.now() < deadline) await sleep(50);
+  return m;
 }
 
 function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string }> {
@@ -88,7 +109,7 @@ describe("workers=2 against distribution 2.8 with token auth", () => {
   before(async () => {
     upstream = await startUpstream({ auth: "token" });
     cacheDir = await mkdtemp(join(tmpdir(), "regmirror-workers-"));
-    m = await spawnMirror({
+    m = await spawnWorkers({
       REGMIRROR_UPSTREAM: upstream.url,
       REGMIRROR_UPSTREAM_PRIVATE_REDIRECTS: "true",
       REGMIRROR_CACHE_DIR: cacheDir,
@@ -114,8 +135,12 @@ describe("workers=2 against distribution 2.8 with token auth", () => {
       assert.equal(g.status, 200);
       assert.equal(g.digest, blob.digest);
     }
-    assert.equal(await upstream.count("GET", "/v2/w/cold/blobs/"), 1);
-    assert.equal(workersServing(m, blob.digest).size, 2, "the requests reached both workers");
+    // The body once; the 401 before it is the token challenge.
+    const gets = (await upstream.requests()).filter(
+      (r) => r.method === "GET" && r.path.startsWith("/v2/w/cold/blobs/") && r.status === 200,
+    );
+    assert.equal(gets.length, 1, JSON.stringify(gets));
+    assert.equal((await workersServing(m, blob.digest)).size, 2, "the requests reached both workers");
   });
 
   it("a tag past its TTL, asked through both workers, is revalidated with one HEAD", async () => {
@@ -147,7 +172,7 @@ describe("workers=2 against distribution 2.8 with token auth", () => {
     const misses = (await metric(m.url, "regmirror_cache_misses_total", 'kind="blob"')) - beforeMiss;
     assert.equal(hits + misses, 40);
     assert.equal(misses, 1);
-    assert.equal(workersServing(m, blob.digest).size, 2);
+    assert.equal((await workersServing(m, blob.digest)).size, 2);
   });
 });
 
@@ -165,7 +190,7 @@ describe("workers=2 with faults (fake upstream)", () => {
 
   it("latecomers in the other worker follow a slow fill as it lands", async () => {
     const dir = join(root, "follow");
-    const m = await spawnMirror({
+    const m = await spawnWorkers({
       REGMIRROR_UPSTREAM: fake.url,
       REGMIRROR_CACHE_DIR: dir,
       REGMIRROR_WORKERS: "2",
@@ -175,11 +200,13 @@ describe("workers=2 with faults (fake upstream)", () => {
       const d = fake.addBlob(randomBytes(8 * MiB));
       fake.behave(d, { slowBytesPerSec: 8 * MiB, times: 1 });
       const got = await Promise.all(
-        Array.from({ length: 16 }, (_, i) => sleep(i * 20).then(() => fresh(`${m.url}/v2/library/f/blobs/${d}`))),
+        Array.from({ length: 16 }, (_, i) =>
+          sleep(i * 20).then(() => fresh(`${m.url}/v2/library/f/blobs/${d}`)),
+        ),
       );
       for (const g of got) assert.equal(g.digest, d);
       assert.equal(fake.count("GET", "/v2/library/f/blobs/"), 1);
-      assert.equal(workersServing(m, d).size, 2);
+      assert.equal((await workersServing(m, d)).size, 2);
       assert.ok((await metric(m.url, "regmirror_coalesced_requests_total", 'kind="blob"')) >= 15);
     } finally {
       m.kill("SIGTERM");
@@ -190,7 +217,7 @@ describe("workers=2 with faults (fake upstream)", () => {
   it("SIGKILL of the worker running a fill: followers are cut, temp files go, the cache verifies, the next pull works", async () => {
     const dir = join(root, "kill");
     const env = { REGMIRROR_UPSTREAM: fake.url, REGMIRROR_CACHE_DIR: dir, REGMIRROR_WORKERS: "2" };
-    const m = await spawnMirror(env);
+    const m = await spawnWorkers(env);
     try {
       const d = fake.addBlob(randomBytes(16 * MiB));
       fake.behave(d, { slowBytesPerSec: 4 * MiB, times: 1 });
@@ -224,25 +251,27 @@ describe("workers=2 with faults (fake upstream)", () => {
   it("after `regmirror purge` from a shell, no worker serves what it held in memory", async () => {
     const dir = join(root, "purge");
     const env = { REGMIRROR_UPSTREAM: fake.url, REGMIRROR_CACHE_DIR: dir, REGMIRROR_WORKERS: "2" };
-    const m = await spawnMirror({ ...env, REGMIRROR_LOG_LEVEL: "info" });
+    const m = await spawnWorkers(env);
     try {
       const img = buildImage();
       addImage(fake, "library/p", "v1", img);
       const url = `${m.url}/v2/library/p/manifests/v1`;
       const blobUrl = `${m.url}/v2/library/p/blobs/${img.config.digest}`;
       // Both workers hold the manifest, the tag and the small config blob in memory.
-      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url)))) assert.equal(g.status, 200);
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url))))
+        assert.equal(g.status, 200);
       for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(blobUrl))))
         assert.equal(g.status, 200);
-      assert.equal(workersServing(m, "/library/p/manifests/v1").size, 2);
-      assert.equal(workersServing(m, img.config.digest).size, 2);
+      assert.equal((await workersServing(m, "/library/p/manifests/v1")).size, 2);
+      assert.equal((await workersServing(m, img.config.digest)).size, 2);
       // Gone upstream too: a worker that still answers 200 answered from memory.
       fake.removeTag("library/p", "v1");
       fake.behave(img.config.digest, { status: 503 });
       assert.equal((await cli(["purge", "p:v1"], env)).code, 0);
       assert.equal((await cli(["purge", "--older-than", "0s"], env)).code, 0);
       await sleep(300);
-      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url)))) assert.equal(g.status, 404);
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url))))
+        assert.equal(g.status, 404);
       for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(blobUrl))))
         assert.notEqual(g.status, 200);
     } finally {
