@@ -60,15 +60,21 @@ export interface StartOptions {
   processMetrics?: boolean;
   /** Tests swap in a store that fails writes, to play a full disk. */
   blobStore?: (paths: CachePaths) => BlobStore;
-  /** Run as one of the cluster's workers (cluster/primary.ts), sharing its scope with the others. */
-  worker?: boolean;
+  /**
+   * Run as one of `workers` cluster workers (cluster/primary.ts), sharing its scope with the
+   * others. Undefined: a single process.
+   */
+  workers?: number;
   /** The key tokens are signed with; workers get the primary's, so all accept each other's. */
   tokenKey?: Buffer;
 }
 
 /** Starts a mirror from a validated config; used by `serve` and by the tests. */
 export async function startMirror(config: Config, opts: StartOptions = {}): Promise<Running> {
-  const worker = opts.worker === true;
+  const worker = opts.workers !== undefined;
+  // cache.blobMemory and cache.manifestMemory are the mirror's, not each worker's: N workers
+  // each keeping the whole budget would hold N copies of the same hot blobs.
+  const share = (bytes: number) => Math.floor(bytes / (opts.workers ?? 1));
   const log = createLogger(
     config.log.level,
     config.log.format,
@@ -85,7 +91,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     : new InProcessCoordinator({ onError });
   const blobStore = opts.blobStore?.(paths) ?? new BlobStore(paths);
   await blobStore.init({ clearTemp: !worker });
-  const manifestStore = new ManifestStore(paths, config.cache.manifestMemory);
+  const manifestStore = new ManifestStore(paths, share(config.cache.manifestMemory));
   // The eviction index exists once: here, or for all the workers in the primary.
   const evictor = worker
     ? undefined
@@ -118,7 +124,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     log,
     fillTimeoutMs: config.cache.fillTimeout,
     abandonedFillTimeoutMs: config.cache.abandonedFillTimeout,
-    memoryBytes: config.cache.blobMemory,
+    memoryBytes: share(config.cache.blobMemory),
     sendfile: config.cache.sendfile,
     sendfileThreads: config.cache.sendfileThreads,
     stallTimeoutMs: config.limits.stallTimeout,
@@ -333,7 +339,7 @@ async function serve(): Promise<void> {
   let running: Running;
   try {
     running = cluster.isWorker
-      ? await startMirror(config, { worker: true, tokenKey: (await workerHello()).tokenKey })
+      ? await startMirror(config, { workers: count, tokenKey: (await workerHello()).tokenKey })
       : await startMirror(config);
     if (cluster.isWorker) process.send!({ regmirrorWorker: "listening" });
   } catch (err) {
