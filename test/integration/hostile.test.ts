@@ -13,6 +13,7 @@ import bcrypt from "bcryptjs";
 import { Agent, request } from "undici";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
+import { spawnMirror } from "../fixtures/mirror-process.ts";
 import { sha256 } from "../fixtures/http.ts";
 import { makeCert } from "../fixtures/tls.ts";
 import { freePort } from "../fixtures/ports.ts";
@@ -93,19 +94,48 @@ function badPaths(n: number): string[] {
 
 /**
  * Every switch that changes the request path: logins (the challenge is built from the request),
- * TLS, and the JavaScript send path. The generated bad requests go through each.
+ * TLS, the JavaScript send path, and two workers (a process tree: coordination over IPC, fills
+ * followed through files). The generated bad requests go through each.
  */
-const MODES: Array<{ name: string; logins?: boolean; tls?: boolean; sendfile?: boolean }> = [
-  { name: "open, plain HTTP, sendfile" },
-  { name: "logins on", logins: true },
-  { name: "logins on, over TLS", logins: true, tls: true },
-  { name: "sendfile off", sendfile: false },
-];
+const MODES: Array<{ name: string; logins?: boolean; tls?: boolean; sendfile?: boolean; workers?: number }> =
+  [
+    { name: "open, plain HTTP, sendfile" },
+    { name: "logins on", logins: true },
+    { name: "logins on, over TLS", logins: true, tls: true },
+    { name: "sendfile off", sendfile: false },
+    { name: "two workers, logins on", workers: 2, logins: true },
+  ];
+
+/** regmirror as a process tree of `workers` workers, with the same settings as startTestMirror's. */
+async function spawnTestMirror(
+  fakeUrl: string,
+  parent: string,
+  workers: number,
+  htpasswd: string | undefined,
+): Promise<Pick<TestMirror, "url" | "tlsUrl" | "cacheDir" | "stop">> {
+  const cacheDir = join(parent, "cache");
+  const m = await spawnMirror({
+    REGMIRROR_UPSTREAM: fakeUrl,
+    REGMIRROR_CACHE_DIR: cacheDir,
+    REGMIRROR_WORKERS: String(workers),
+    REGMIRROR_LIMITS_HEADERS_TIMEOUT: "1s",
+    ...(htpasswd ? { REGMIRROR_AUTH_HTPASSWD: htpasswd } : {}),
+  });
+  return {
+    url: m.url,
+    tlsUrl: undefined,
+    cacheDir,
+    stop: async () => {
+      m.kill("SIGTERM");
+      assert.equal(await m.exited, 0, `a clean stop: ${m.stderr()}`);
+    },
+  };
+}
 
 for (const mode of MODES) {
   describe(`hostile input: ${mode.name}`, { timeout: 60_000 }, () => {
     let fake: FakeUpstream;
-    let mirror: TestMirror;
+    let mirror: Pick<TestMirror, "url" | "tlsUrl" | "cacheDir" | "stop">;
     let parent: string;
     let base: string;
     let dispatcher: Agent;
@@ -116,12 +146,14 @@ for (const mode of MODES) {
       parent = await mkdtemp(join(tmpdir(), "regmirror-hostile-"));
       const htpasswd = join(parent, "htpasswd");
       await writeFile(htpasswd, `user:${bcrypt.hashSync("pw", 4)}\n`);
-      mirror = await startTestMirror(fake.url, {
-        cache: { dir: join(parent, "cache"), sendfile: mode.sendfile ?? true },
-        limits: { headersTimeout: "1s" },
-        ...(mode.logins ? { auth: { htpasswd } } : {}),
-        ...(mode.tls ? { tls: makeCert(parent, "hostile") } : {}),
-      });
+      mirror = mode.workers
+        ? await spawnTestMirror(fake.url, parent, mode.workers, mode.logins ? htpasswd : undefined)
+        : await startTestMirror(fake.url, {
+            cache: { dir: join(parent, "cache"), sendfile: mode.sendfile ?? true },
+            limits: { headersTimeout: "1s" },
+            ...(mode.logins ? { auth: { htpasswd } } : {}),
+            ...(mode.tls ? { tls: makeCert(parent, "hostile") } : {}),
+          });
       base = mode.tls ? mirror.tlsUrl! : mirror.url;
       dispatcher = new Agent({ connections: 16, connect: { rejectUnauthorized: false } });
     });
@@ -176,7 +208,7 @@ async function badRequests(base: string, dispatcher: Agent, parent: string, cach
   assert.ok(![...seen.keys()].some((s) => s >= 500), `no server errors: ${JSON.stringify([...seen])}`);
   assert.deepEqual(new Set(await readdir(parent)), before, "nothing written beside the cache directory");
   const top = (await readdir(cacheDir)).sort();
-  assert.deepEqual(top, ["blobs", "manifests", "repos", "tmp"]);
+  assert.deepEqual(top, ["blobs", "generation", "manifests", "repos", "tmp"]);
 }
 
 describe("hostile input", () => {
