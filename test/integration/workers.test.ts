@@ -15,6 +15,11 @@ import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.
 import { addImage, buildImage, pushImage, pushRandomBlob } from "../fixtures/images.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
 import { sha256 } from "../fixtures/http.ts";
+import { makeCert } from "../fixtures/tls.ts";
+import { freePort } from "../fixtures/ports.ts";
+import { connect } from "node:tls";
+import { rename, writeFile } from "node:fs/promises";
+import bcrypt from "bcryptjs";
 
 const MiB = 1024 * 1024;
 
@@ -279,5 +284,87 @@ describe("workers=2 with faults (fake upstream)", () => {
       m.kill("SIGTERM");
       await m.exited;
     }
+  });
+});
+
+function peerCommonName(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => {
+      resolve(String(s.getPeerCertificate().subject.CN));
+      s.end();
+    });
+    s.on("error", reject);
+  });
+}
+
+const basic = (user: string, pw: string) => `Basic ${Buffer.from(`${user}:${pw}`).toString("base64")}`;
+
+describe("workers=2 with logins and TLS", () => {
+  let fake: FakeUpstream;
+  let root: string;
+  let m: MirrorProcess;
+  let tlsPort: number;
+  before(async () => {
+    fake = await startFakeUpstream();
+    root = await mkdtemp(join(tmpdir(), "regmirror-workers-a-"));
+    await writeFile(join(root, "htpasswd"), `alice:${bcrypt.hashSync("pw", 4)}\n`);
+    const cert = makeCert(root, "first");
+    tlsPort = await freePort();
+    m = await spawnWorkers({
+      REGMIRROR_UPSTREAM: fake.url,
+      REGMIRROR_CACHE_DIR: join(root, "cache"),
+      REGMIRROR_AUTH_HTPASSWD: join(root, "htpasswd"),
+      REGMIRROR_AUTH_MAX_FAILED_LOGINS: "4",
+      REGMIRROR_TLS_CERT: cert.cert,
+      REGMIRROR_TLS_KEY: cert.key,
+      REGMIRROR_TLS_LISTEN: `127.0.0.1:${tlsPort}`,
+    });
+  });
+  after(async () => {
+    m.kill("SIGTERM");
+    await m.exited;
+    await fake.stop();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("a token one worker issued is good in every worker", async () => {
+    const d = fake.addBlob(randomBytes(1000));
+    const tok = await fetch(`${m.url}/auth/token`, { headers: { authorization: basic("alice", "pw") } });
+    const { token } = (await tok.json()) as { token: string };
+    const got = await Promise.all(
+      Array.from({ length: 16 }, () =>
+        fresh(`${m.url}/v2/library/t/blobs/${d}`, { authorization: `Bearer ${token}` }),
+      ),
+    );
+    for (const g of got) assert.equal(g.status, 200);
+    assert.equal((await workersServing(m, d)).size, 2);
+  });
+
+  it("failed logins count against the limit in every worker", async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++)
+      statuses.push(
+        (await fresh(`${m.url}/auth/token`, { authorization: basic("alice", `wrong-${i}`) })).status,
+      );
+    // Four failures, spread over both workers, use up the limit of four for the address.
+    assert.deepEqual(statuses.slice(0, 4), [401, 401, 401, 401]);
+    // Round robin hands the connections to the workers in turn: alone, each would have seen
+    // four failures only by the eighth request.
+    assert.ok(
+      statuses.slice(5).every((s) => s === 429),
+      JSON.stringify(statuses),
+    );
+  });
+
+  it("SIGHUP to the primary reloads the certificate in every worker", async () => {
+    assert.equal(await peerCommonName(tlsPort), "first");
+    const second = makeCert(root, "second");
+    await rename(second.cert, join(root, "first.crt"));
+    await rename(second.key, join(root, "first.key"));
+    m.kill("SIGHUP");
+    await sleep(500);
+    // Connections spread over both workers: none may still present the old certificate.
+    const names = await Promise.all(Array.from({ length: 8 }, () => peerCommonName(tlsPort)));
+    assert.deepEqual(new Set(names), new Set(["second"]));
   });
 });
