@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { get as httpGet } from "node:http";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -103,8 +103,17 @@ async function metric(url: string, name: string, labels: string): Promise<number
   const text = await (await fetch(`${url}/metrics`)).text();
   let sum = 0;
   for (const line of text.split("\n"))
-    if (line.startsWith(name + "{") && line.includes(labels)) sum += Number(line.split(" ").pop());
+    if ((line.startsWith(name + "{") || line.startsWith(name + " ")) && line.includes(labels))
+      sum += Number(line.split(" ").pop());
   return sum;
+}
+
+async function blobBytes(cacheDir: string): Promise<number> {
+  const root = join(cacheDir, "blobs", "sha256");
+  let total = 0;
+  for (const p of await readdir(root))
+    for (const n of await readdir(join(root, p))) total += (await stat(join(root, p, n))).size;
+  return total;
 }
 
 describe("workers=2 against distribution 2.8 with token auth", () => {
@@ -177,6 +186,15 @@ describe("workers=2 against distribution 2.8 with token auth", () => {
     const misses = (await metric(m.url, "regmirror_cache_misses_total", 'kind="blob"')) - beforeMiss;
     assert.equal(hits + misses, 40);
     assert.equal(misses, 1);
+    // One eviction index for both workers: its byte total is exactly what is on disk.
+    const onDisk = await blobBytes(cacheDir);
+    const deadline = Date.now() + 3000;
+    let counted = await metric(m.url, "regmirror_cache_size_bytes", "");
+    while (counted !== onDisk && Date.now() < deadline) {
+      await sleep(50);
+      counted = await metric(m.url, "regmirror_cache_size_bytes", "");
+    }
+    assert.equal(counted, onDisk);
     assert.equal((await workersServing(m, blob.digest)).size, 2);
   });
 });
