@@ -10,6 +10,8 @@ interface Row {
   /** median over repetitions of the first figure, or max over all samples of all figures */
   agg: "median" | "max";
   digits: number;
+  /** A count, not a cost: no ratio columns (regmirror's 3 processes are not "0.60× nginx's"). */
+  noRatio?: boolean;
 }
 
 const row = (label: string, figure: string, metric: string, digits: number): Row => ({
@@ -81,6 +83,7 @@ export const ROWS: Row[] = [
     metric: "processes",
     agg: "max",
     digits: 0,
+    noRatio: true,
   },
   {
     label: "upstream requests during warm figures (max)",
@@ -140,13 +143,14 @@ export function table(res: Results): string {
     if (vals.every((v) => v === undefined)) continue;
     const mine = rowValue(res, r, "regmirror");
     const one = rowValue(res, r, SINGLE);
+    const rt = (a: number | undefined, b: number | undefined) => (r.noRatio ? "–" : ratio(a, b));
     const cells = [
       r.label,
       ...vals.map((v) => fmt(v, r.digits)),
-      ...peers.map((p) => ratio(mine, rowValue(res, r, p))),
+      ...peers.map((p) => rt(mine, rowValue(res, r, p))),
     ];
-    if (single) cells.push(...peers.map((p) => ratio(one, rowValue(res, r, p))), ratio(mine, one));
-    if (present.includes("regmirror(info)")) cells.push(ratio(rowValue(res, r, "regmirror(info)"), mine));
+    if (single) cells.push(...peers.map((p) => rt(one, rowValue(res, r, p))), rt(mine, one));
+    if (present.includes("regmirror(info)")) cells.push(rt(rowValue(res, r, "regmirror(info)"), mine));
     lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
