@@ -118,7 +118,7 @@ function workersNote(results: Results): string {
   const workers = regmirrorEnv.REGMIRROR_WORKERS;
   const lines = [
     `"regmirror" ran with workers=${workers ?? "auto"}${workers === undefined ? ` (the default; ${cpus().length} CPUs here)` : " (--env)"}${tree("regmirror")}` +
-      (withInfo ? `, as did "regmirror(info)"` : "") +
+      (results.targets().includes("regmirror(info)") ? `, as did "regmirror(info)"` : "") +
       ".",
   ];
   if (results.targets().includes(SINGLE))
