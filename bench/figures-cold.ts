@@ -4,12 +4,15 @@
 import type { Upstream, AccessLogEntry } from "../test/fixtures/upstream.ts";
 import type { BenchImage } from "./content.ts";
 import { runLoadgen } from "./loadgen.ts";
+import { cpuMeter } from "./proc.ts";
 
 export type Values = Record<string, number>;
 
 /** Anything with a port that serves /v2/: a Target, or the upstream itself. */
 export interface Endpoint {
   port: number;
+  /** The process tree to charge CPU time to (a Target's); the upstream's own is not measured. */
+  pid?: number;
 }
 
 // distribution fetches a missed blob a second time in the background, after the client has its
@@ -24,8 +27,9 @@ function blobRequests(entries: AccessLogEntry[], method: string, paths: string[]
 
 /**
  * GETs every blob of `image` with `conns` in parallel on an empty cache: wall time, time to first
- * body byte, and what reached the upstream (blob GETs, blob HEADs, all requests, bytes it sent
- * per byte the client received).
+ * body byte, what reached the upstream (blob GETs, blob HEADs, all requests, bytes it sent per
+ * byte the client received), and the CPU seconds of the target's process tree from the first GET
+ * until the late fills have landed (cpu_s; a background second download counts).
  */
 export async function coldPull(
   upstream: Upstream,
@@ -34,6 +38,7 @@ export async function coldPull(
   conns: number,
 ): Promise<Values> {
   await upstream.resetRequests();
+  const cpu = target.pid === undefined ? undefined : cpuMeter(target.pid);
   const r = await runLoadgen({
     port: target.port,
     conns,
@@ -42,11 +47,13 @@ export async function coldPull(
     timeoutS: 120,
   });
   await new Promise((res) => setTimeout(res, LATE_FILL_MS));
+  const cpuS = cpu?.done().cpu;
   const seen = await upstream.requests();
   const gets = blobRequests(seen, "GET", image.blobPaths);
   const upstreamBytes = seen.reduce((s, e) => s + e.bytes, 0);
   return {
     wall_s: r.elapsed_s,
+    ...(cpuS === undefined ? {} : { cpu_s: cpuS }),
     ttfb_p50_ms: r.ttfb_ms.p50,
     ttfb_max_ms: r.ttfb_ms.max,
     upstream_blob_gets: gets.length,

@@ -44,6 +44,10 @@ interface Measured<T> {
   result: T;
   cpuS: number;
   rssPeakMb: number;
+  /** Peak with file-backed and shared pages counted once for the tree (proc.ts, TreeMemory). */
+  rssSharedOnceMb: number;
+  /** Processes in the target's tree (regmirror: 1, or the primary + its workers). */
+  processes: number;
   upstreamRequests: number;
   /** Share of the target's CPU time spent in the kernel (stime / (utime + stime)). */
   sysShare: number;
@@ -81,6 +85,8 @@ async function measured<T extends { client_cpu_s: number }>(
     cpuS,
     sysShare: cpuS > 0 ? sysS / cpuS : 0,
     rssPeakMb: rssPeak / MB,
+    rssSharedOnceMb: rss.peakSharedOnceBytes / MB,
+    processes: rss.processes,
     upstreamRequests,
     otherCores: Math.max(0, other) / seconds,
   };
@@ -108,6 +114,8 @@ export async function warmBlobs(
     cpu_cores: m.cpuS / durationS,
     cpu_sys_share: m.sysShare,
     rss_peak_mb: m.rssPeakMb,
+    rss_shared_once_peak_mb: m.rssSharedOnceMb,
+    processes: m.processes,
     client_cpu_cores: r.client_cpu_s / durationS,
     other_cores: m.otherCores,
     upstream_requests: m.upstreamRequests,
@@ -135,6 +143,8 @@ export async function warmManifests(
     cpu_cores: m.cpuS / durationS,
     cpu_sys_share: m.sysShare,
     rss_peak_mb: m.rssPeakMb,
+    rss_shared_once_peak_mb: m.rssSharedOnceMb,
+    processes: m.processes,
     client_cpu_cores: r.client_cpu_s / durationS,
     other_cores: m.otherCores,
     upstream_requests: m.upstreamRequests,

@@ -1,6 +1,7 @@
 // What a target process costs, read from /proc: resident memory and CPU time of the process and
-// its descendants (nginx serves from worker processes, so the whole tree counts), and how busy
-// the machine was outside the benchmark (the machine is shared: other tenants' load is noise).
+// its descendants (nginx serves from worker processes, regmirror with `workers` > 1 from a cluster
+// primary and its forked workers, so the whole tree counts), and how busy the machine was outside
+// the benchmark (the machine is shared: other tenants' load is noise).
 import { execFileSync, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 
@@ -14,9 +15,12 @@ const CLOCK_TICKS = (() => {
 
 interface Stat {
   ppid: number;
-  /** utime + stime, in seconds */
+  /**
+   * utime + stime, plus cutime + cstime: the time of children it has reaped. A worker that dies
+   * and is replaced mid-figure leaves the tree, but its CPU time stays counted in its parent.
+   */
   cpu: number;
-  /** stime alone: time in the kernel on the process's behalf (syscalls: reads, socket writes) */
+  /** stime (+ cstime) alone: time in the kernel on the process's behalf (syscalls: reads, socket writes) */
   sys: number;
 }
 
@@ -29,10 +33,10 @@ function readStat(pid: number): Stat | undefined {
   }
   // The command name (field 2) may contain spaces and parentheses: split after its last ")".
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+  // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
   const ppid = Number(fields[1]);
-  const sys = Number(fields[12]) / CLOCK_TICKS;
-  const cpu = Number(fields[11]) / CLOCK_TICKS + sys;
+  const sys = (Number(fields[12]) + Number(fields[14])) / CLOCK_TICKS;
+  const cpu = (Number(fields[11]) + Number(fields[13])) / CLOCK_TICKS + sys;
   return { ppid, cpu, sys };
 }
 
@@ -58,58 +62,123 @@ export function processTree(root: number): number[] {
   return out;
 }
 
-/** utime + stime of these processes, in seconds (the processes' own, not reaped children's). */
+/** CPU time of these processes (their own and their reaped children's), in seconds. */
 export function cpuSeconds(pids: number[]): number {
   return pids.reduce((sum, pid) => sum + (readStat(pid)?.cpu ?? 0), 0);
 }
 
 /** Sum of VmRSS of these processes, in bytes. */
 export function rssBytes(pids: number[]): number {
-  let total = 0;
-  for (const pid of pids) {
-    try {
-      const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-      if (m) total += Number(m[1]) * 1024;
-    } catch {
-      // exited
-    }
-  }
-  return total;
+  return memory(pids).rss;
 }
 
-/** Samples the resident memory of a process tree every `intervalMs` and keeps the peak. */
+export interface TreeMemory {
+  /** Sum of VmRSS: what each process's own figure says, shared pages counted once per process. */
+  rss: number;
+  /**
+   * Sum of RssAnon plus the largest RssFile + RssShmem: pages mapped from files (the node or nginx
+   * binary, its libraries) and shared memory counted once for the tree, as if every process mapped
+   * the same ones, which for a primary and its forked workers they mostly do. An estimate of what
+   * the tree takes from the machine; three node processes otherwise count node's ~45 MB thrice.
+   */
+  sharedOnce: number;
+}
+
+/** Resident memory of these processes, in bytes, counted both ways (TreeMemory). */
+export function memory(pids: number[]): TreeMemory {
+  let rss = 0;
+  let anon = 0;
+  let shared = 0;
+  for (const pid of pids) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/status`, "utf8");
+    } catch {
+      continue; // exited
+    }
+    const kb = (field: string) =>
+      Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+    rss += kb("VmRSS");
+    anon += kb("RssAnon");
+    shared = Math.max(shared, kb("RssFile") + kb("RssShmem"));
+  }
+  return { rss, sharedOnce: anon + shared };
+}
+
+/** Re-read the tree this often while sampling: a worker replaced mid-figure is then followed. */
+const TREE_RESCAN_MS = 500;
+
+/**
+ * Samples the resident memory of a process tree every `intervalMs` and keeps the peak, and the
+ * largest number of processes the tree had (regmirror with 2 workers: 3, nginx: master + workers).
+ */
 export class RssSampler {
   private peak = 0;
+  private peakSharedOnce = 0;
+  private maxProcs = 0;
   private timer: NodeJS.Timeout | undefined;
-  private readonly pids: number[];
+  private pids: number[];
+  private scannedAt: number;
 
-  constructor(root: number, intervalMs = 50) {
-    // The tree is fixed for the length of a figure (nginx forks its workers at start).
+  constructor(
+    private readonly root: number,
+    intervalMs = 50,
+  ) {
+    // Walking all of /proc every 50 ms would cost more than reading a few status files, so the
+    // tree itself is re-read every TREE_RESCAN_MS.
     this.pids = processTree(root);
+    this.scannedAt = performance.now();
     this.sample();
     this.timer = setInterval(() => this.sample(), intervalMs);
   }
 
   private sample(): void {
-    this.peak = Math.max(this.peak, rssBytes(this.pids));
+    if (performance.now() - this.scannedAt >= TREE_RESCAN_MS) {
+      this.pids = processTree(this.root);
+      this.scannedAt = performance.now();
+    }
+    this.maxProcs = Math.max(this.maxProcs, this.pids.length);
+    const m = memory(this.pids);
+    this.peak = Math.max(this.peak, m.rss);
+    this.peakSharedOnce = Math.max(this.peakSharedOnce, m.sharedOnce);
   }
 
   /** Stops sampling; returns the peak in bytes. */
   stop(): number {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.scannedAt = -Infinity;
     this.sample();
     return this.peak;
   }
+
+  /** The peak of TreeMemory.sharedOnce in bytes (read after stop()). */
+  get peakSharedOnceBytes(): number {
+    return this.peakSharedOnce;
+  }
+
+  /** The most processes the tree had at one sample (read after stop()). */
+  get processes(): number {
+    return this.maxProcs;
+  }
 }
 
-/** CPU time of a process tree over a span: call done() at its end. */
+/**
+ * CPU time of a process tree over a span: call done() at its end. The tree is read at both ends,
+ * so a worker forked meanwhile counts from its start, and one that died meanwhile counts through
+ * its parent's reaped-children time (readStat).
+ */
 export function cpuMeter(root: number): { done(): { cpu: number; sys: number } } {
+  const sysSeconds = (pids: number[]) => pids.reduce((sum, pid) => sum + (readStat(pid)?.sys ?? 0), 0);
   const pids = processTree(root);
-  const sysSeconds = () => pids.reduce((sum, pid) => sum + (readStat(pid)?.sys ?? 0), 0);
   const before = cpuSeconds(pids);
-  const sysBefore = sysSeconds();
-  return { done: () => ({ cpu: cpuSeconds(pids) - before, sys: sysSeconds() - sysBefore }) };
+  const sysBefore = sysSeconds(pids);
+  return {
+    done: () => {
+      const now = processTree(root);
+      return { cpu: cpuSeconds(now) - before, sys: sysSeconds(now) - sysBefore };
+    },
+  };
 }
 
 function systemTicks(): { busy: number; total: number } {

@@ -4,6 +4,10 @@
 // Each is stopped with SIGTERM (node writes the profile on exit) and summarised by self time per
 // function. The profiler samples the main JavaScript thread by wall clock: time in a system call,
 // and time waiting for a core while in one, counts as that call's; other threads do not show.
+//
+// The profiled regmirror runs as one process (REGMIRROR_WORKERS=1): under workers=auto the
+// primary and every worker would write their profile to the same --cpu-prof-name, and the file
+// kept would be whichever exited last. One process shows the same request path.
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Upstream } from "../test/fixtures/upstream.ts";
@@ -180,7 +184,10 @@ export async function profileRegmirror(
       nodeFlags: ["--cpu-prof", "--cpu-prof-dir", profDir, "--cpu-prof-name", file],
     };
     if (dir !== undefined) opts.cacheDir = dir;
-    const t = await startTarget({ name: "regmirror", kind: "regmirror" }, opts);
+    const t = await startTarget(
+      { name: "regmirror", kind: "regmirror", env: { REGMIRROR_WORKERS: "1" } },
+      opts,
+    );
     try {
       await work(t.port, t.url);
     } catch (err) {

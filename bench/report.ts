@@ -1,5 +1,6 @@
 // The side-by-side table (Markdown, so that it can go into docs/performance.md as printed) and the
-// ratios of regmirror to each peer, computed within this run only.
+// ratios of regmirror (workers=auto) and regmirror(workers=1) to each peer, and of the one to the
+// other, computed within this run only.
 import { Results, WARM_FIGURES } from "./results.ts";
 
 interface Row {
@@ -9,6 +10,8 @@ interface Row {
   /** median over repetitions of the first figure, or max over all samples of all figures */
   agg: "median" | "max";
   digits: number;
+  /** A count, not a cost: no ratio columns (regmirror's 3 processes are not "0.60× nginx's"). */
+  noRatio?: boolean;
 }
 
 const row = (label: string, figure: string, metric: string, digits: number): Row => ({
@@ -21,11 +24,13 @@ const row = (label: string, figure: string, metric: string, digits: number): Row
 
 export const ROWS: Row[] = [
   row("cold pull big:1, wall s", "cold-big", "wall_s", 2),
+  row("cold pull big:1, CPU s (process tree)", "cold-big", "cpu_s", 2),
   row("cold pull big:1, TTFB p50 ms", "cold-big", "ttfb_p50_ms", 1),
   row("cold pull big:1, upstream blob GETs (of 5)", "cold-big", "upstream_blob_gets", 0),
   row("cold pull big:1, upstream blob HEADs", "cold-big", "upstream_blob_heads", 0),
   row("cold pull big:1, upstream bytes per client byte", "cold-big", "upstream_bytes_per_client_byte", 2),
   row("cold pull small:1, wall s", "cold-small", "wall_s", 2),
+  row("cold pull small:1, CPU s (process tree)", "cold-small", "cpu_s", 2),
   row("cold pull small:1, TTFB p50 ms", "cold-small", "ttfb_p50_ms", 1),
   row("cold pull small:1, upstream blob GETs (of 51)", "cold-small", "upstream_blob_gets", 0),
   row("cold pull small:1, upstream requests (all)", "cold-small", "upstream_requests", 0),
@@ -66,6 +71,21 @@ export const ROWS: Row[] = [
     digits: 0,
   },
   {
+    label: "peak MB, all warm figures, shared file pages counted once",
+    figures: WARM_FIGURES,
+    metric: "rss_shared_once_peak_mb",
+    agg: "max",
+    digits: 0,
+  },
+  {
+    label: "processes in the tree, warm figures (max)",
+    figures: WARM_FIGURES,
+    metric: "processes",
+    agg: "max",
+    digits: 0,
+    noRatio: true,
+  },
+  {
     label: "upstream requests during warm figures (max)",
     figures: WARM_FIGURES,
     metric: "upstream_requests",
@@ -77,8 +97,11 @@ export const ROWS: Row[] = [
   row("start-up ms, 100,000 cached blobs", "startup-100k", "start_ms", 0),
 ];
 
+/** The single-process column next to "regmirror" (workers=auto). */
+export const SINGLE = "regmirror(workers=1)";
+
 /** Column order: the direct upstream (cold floor) first, regmirror, then the peers. */
-const ORDER = ["upstream (direct)", "regmirror", "regmirror(info)", "distribution", "nginx"];
+const ORDER = ["upstream (direct)", "regmirror", SINGLE, "regmirror(info)", "distribution", "nginx"];
 const PEERS = ["distribution", "nginx"];
 
 export function rowValue(res: Results, r: Row, target: string): number | undefined {
@@ -97,24 +120,37 @@ function ratio(a: number | undefined, b: number | undefined): string {
   return `${(a / b).toFixed(2)}×`;
 }
 
-/** The Markdown table: one row per measured quantity, one column per target, then the ratios. */
+/**
+ * The Markdown table: one row per measured quantity, one column per target, then the ratios:
+ * regmirror (workers=auto) and regmirror(workers=1) to each peer, workers=auto to workers=1 (the
+ * gain from workers), and the info log to the warn log.
+ */
 export function table(res: Results): string {
   const present = res.targets();
   const cols = ORDER.filter((t) => present.includes(t));
   const peers = PEERS.filter((p) => present.includes(p));
-  const head = ["figure", ...cols, ...peers.map((p) => `regmirror / ${p}`)];
+  const single = present.includes(SINGLE);
+  const head = [
+    "figure",
+    ...cols,
+    ...peers.map((p) => `regmirror / ${p}`),
+    ...(single ? [...peers.map((p) => `workers=1 / ${p}`), "auto / workers=1"] : []),
+  ];
   if (present.includes("regmirror(info)")) head.push("info / warn log");
   const lines = [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`];
   for (const r of ROWS) {
     const vals = cols.map((t) => rowValue(res, r, t));
     if (vals.every((v) => v === undefined)) continue;
     const mine = rowValue(res, r, "regmirror");
+    const one = rowValue(res, r, SINGLE);
+    const rt = (a: number | undefined, b: number | undefined) => (r.noRatio ? "–" : ratio(a, b));
     const cells = [
       r.label,
       ...vals.map((v) => fmt(v, r.digits)),
-      ...peers.map((p) => ratio(mine, rowValue(res, r, p))),
+      ...peers.map((p) => rt(mine, rowValue(res, r, p))),
     ];
-    if (present.includes("regmirror(info)")) cells.push(ratio(rowValue(res, r, "regmirror(info)"), mine));
+    if (single) cells.push(...peers.map((p) => rt(one, rowValue(res, r, p))), rt(mine, one));
+    if (present.includes("regmirror(info)")) cells.push(rt(rowValue(res, r, "regmirror(info)"), mine));
     lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");

@@ -1,9 +1,12 @@
 // `npm run bench [-- --vs distribution --vs nginx] [--quick] [--reps N] [--only cold,warm,...] [--profile]
-//   [--env NAME=VALUE]... [--no-info] [--startup-blobs N]`
+//   [--env NAME=VALUE]... [--no-info] [--no-workers1] [--startup-blobs N]`
 //
 // Measures regmirror against a real upstream (Debian's docker-registry on loopback) the way its
-// users feel it, side by side with the peers, and prints a Markdown table, the issue-3 goals
-// with met/missed, and one JSON line per figure. See docs/performance.md.
+// users feel it, side by side with the peers, and prints a Markdown table, the goals of issues 3
+// and 10 with met/missed, and one JSON line per figure. See docs/performance.md.
+//
+// "regmirror" runs as users run it, with `workers` at its default (auto: one worker per CPU);
+// "regmirror(workers=1)" is the single process next to it, so the gain from workers shows.
 import { spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -16,8 +19,8 @@ import { checkLoadgen, haveCurl } from "./loadgen-check.ts";
 import { buildLoadgen, OUT_DIR } from "./loadgen.ts";
 import { coldPhase, NoiseBudget, startupPhase, warmPhase, type PhaseContext } from "./phases.ts";
 import { profileRegmirror } from "./profile.ts";
-import { table } from "./report.ts";
-import { Results } from "./results.ts";
+import { SINGLE, table } from "./report.ts";
+import { Results, WARM_FIGURES } from "./results.ts";
 import {
   REPO_ROOT,
   regmirrorCommand,
@@ -38,6 +41,7 @@ const { values: args } = parseArgs({
     reps: { type: "string" },
     only: { type: "string" },
     "no-info": { type: "boolean", default: false },
+    "no-workers1": { type: "boolean", default: false },
     profile: { type: "boolean", default: false },
     "startup-blobs": { type: "string", default: "100000" },
     env: { type: "string", multiple: true, default: [] },
@@ -65,6 +69,7 @@ if (args.profile && args.only === undefined) phases.clear(); // --profile alone 
 const quick = args.quick;
 const reps = Number(args.reps ?? (quick ? 1 : 4));
 const withInfo = !args["no-info"];
+const withSingle = !args["no-workers1"];
 const regmirrorEnv = Object.fromEntries(
   args.env.map((kv) => {
     const i = kv.indexOf("=");
@@ -74,7 +79,7 @@ const regmirrorEnv = Object.fromEntries(
 );
 
 // Every loop is bounded on its own; this is the backstop for the run as a whole.
-const LIMIT_MIN = quick ? 6 : 25;
+const LIMIT_MIN = quick ? 10 : 35;
 setTimeout(() => {
   process.stderr.write(`bench: still running after ${LIMIT_MIN} minutes; giving up\n`);
   process.exit(1);
@@ -100,6 +105,25 @@ function machine(): string {
     `nginx ${version(NGINX_BIN, ["-v"], /nginx\/(\S+)/)}, ` +
     `distribution ${version(REGISTRY_BIN, ["--version"], /distribution (\S+)/)}`
   );
+}
+
+/** Which regmirror column ran how, and how many processes its tree had in the warm figures. */
+function workersNote(results: Results): string {
+  const tree = (target: string) => {
+    const n = results.max(WARM_FIGURES, target, "processes");
+    return n === undefined
+      ? ""
+      : ` (${n === 1 ? "1 process" : `${n} processes: the primary and ${n - 1} workers`} in the warm figures)`;
+  };
+  const workers = regmirrorEnv.REGMIRROR_WORKERS;
+  const lines = [
+    `"regmirror" ran with workers=${workers ?? "auto"}${workers === undefined ? ` (the default; ${cpus().length} CPUs here)` : " (--env)"}${tree("regmirror")}` +
+      (results.targets().includes("regmirror(info)") ? `, as did "regmirror(info)"` : "") +
+      ".",
+  ];
+  if (results.targets().includes(SINGLE))
+    lines.push(`"${SINGLE}" ran with REGMIRROR_WORKERS=1${tree(SINGLE)}.`);
+  return lines.join(" ");
 }
 
 /** Is the load generator the bottleneck? Against the fastest server there is, loadgen vs curl. */
@@ -162,12 +186,20 @@ async function main(): Promise<void> {
     noiseBudget: new NoiseBudget(quick ? 15 : 90),
     failures: [],
   };
+  // regmirror as shipped: workers=auto unless `--env REGMIRROR_WORKERS=...` says otherwise.
   const mirror: TargetSpec = { name: "regmirror", kind: "regmirror", logLevel: "warn" };
+  // The same in one process, to show what the workers gain (and cost, in memory).
+  const single: TargetSpec = {
+    name: SINGLE,
+    kind: "regmirror",
+    logLevel: "warn",
+    env: { REGMIRROR_WORKERS: "1" },
+  };
   const peerSpecs: TargetSpec[] = peers.map((p) => ({ name: p, kind: p }));
-  const coldSpecs = [mirror, ...peerSpecs];
+  const coldSpecs = [mirror, ...(withSingle ? [single] : []), ...peerSpecs];
   // The same mirror with per-request log lines (info), to show what logging costs.
   const info: TargetSpec = { name: "regmirror(info)", kind: "regmirror", logLevel: "info" };
-  const warmSpecs = withInfo ? [mirror, info, ...peerSpecs] : coldSpecs;
+  const warmSpecs = withInfo ? [mirror, ...(withSingle ? [single] : []), info, ...peerSpecs] : coldSpecs;
 
   // A failing phase (a target that would not start, a peer missing) is reported, and the figures
   // of the other phases still are: a long run is not thrown away for one part.
@@ -202,9 +234,11 @@ async function main(): Promise<void> {
   report.push(
     `regmirror ran from ${regmirror.mode}; medians of ${reps} run${reps > 1 ? "s" : ""}; ` +
       `${Math.round(ctx.noiseBudget.spent)} s spent waiting out or redoing noisy measurements.`,
+    "",
+    workersNote(results),
   );
   if (results.samples.length > 0) {
-    report.push("", table(results), "", "### Goals of issue 3", "", goalsText(evaluateGoals(results)));
+    report.push("", table(results), "", goalsText(evaluateGoals(results)));
   }
   if (checks.length) report.push("", "### Load generator check", "", ...checks.map((c) => `- ${c}`));
   if (profile) report.push("", "### CPU profile of regmirror (self time)", "", profile);

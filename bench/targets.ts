@@ -19,6 +19,11 @@ export interface TargetSpec {
   kind: TargetKind;
   /** regmirror only: its log level (per-request lines are at info). Default warn. */
   logLevel?: "warn" | "info";
+  /**
+   * regmirror only: environment of this column alone, applied over `--env`, e.g.
+   * REGMIRROR_WORKERS=1 for the single-process column next to the default (workers=auto).
+   */
+  env?: Record<string, string>;
 }
 
 export interface Target {
@@ -26,7 +31,10 @@ export interface Target {
   kind: TargetKind;
   port: number;
   url: string;
-  /** The process whose tree is measured (regmirror's node, distribution, nginx's master). */
+  /**
+   * The process whose tree is measured: regmirror's node (with workers > 1 the cluster primary,
+   * whose children are the workers), distribution, nginx's master.
+   */
   pid: number;
   /** The target's cache (or storage) directory. */
   cacheDir: string;
@@ -115,6 +123,7 @@ async function commandFor(
           REGMIRROR_CACHE_DIR: cacheDir,
           REGMIRROR_LOG_LEVEL: spec.logLevel ?? "warn",
           ...opts.env,
+          ...spec.env,
         },
       };
     }
