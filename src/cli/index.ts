@@ -12,10 +12,9 @@ import { note } from "./output.ts";
 import { printGc, printListing, printPurge, printVerify, printWarm } from "./print.ts";
 import { purgeCache, type RepoResolver } from "../maintenance/purge.ts";
 import { verifyCache } from "../maintenance/verify.ts";
-import { warmImages } from "../maintenance/warm.ts";
 import { createProgress } from "./warm-progress.ts";
 
-// The operator's subcommands: warm, ls, purge, gc, verify. main.ts (the composition root) owns
+// The operator's subcommands: warm, ls, purge, gc, verify. main.ts (the program) owns
 // the program, `serve` and `config check`, and hands us the config loader; we call it only when
 // a command needs the config, so `warm --mirror URL` works without a config file at all.
 // Exit codes are those of errors.ts: 0 ok, 1 failed or found, 2 usage or config error. The
@@ -74,6 +73,9 @@ export function registerCommands(program: Command, loadConfig: () => Config, sta
             : undefined;
         // The private mirror must stop however warm ends, or the process never exits.
         try {
+          // Loaded here: undici is a fifth of a process's memory, and only warm needs it (a
+          // cluster's primary loads this file too, for the command line).
+          const { warmImages } = await import("../maintenance/warm.ts");
           const report = await warmImages(refs, {
             mirror: local?.url ?? o.mirror ?? defaultMirrorUrl(config),
             maxManifestBytes: config.limits.maxManifestSize,
