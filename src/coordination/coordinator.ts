@@ -98,7 +98,7 @@ export interface Events<E> {
 }
 
 /**
- * The scope's coordination, built once in main.ts and handed down. Each name is one kind of
+ * The scope's coordination, built once in start.ts (the composition root) and handed down. Each name is one kind of
  * key (or event): modules choose names that cannot meet ("manifests/docker.io", "blob-fills"),
  * and one name is used for one kind of value only. The same name in two members of a scope
  * (two workers) is the same set of keys: that is the point.

@@ -39,7 +39,7 @@ export interface RepositoriesSummary {
 export class Repositories {
   private cached: { at: number; listing: Listing } | undefined;
 
-  /** `walks` merges concurrent walks of the cache directory (main.ts's coordinator). */
+  /** `walks` merges concurrent walks of the cache directory (start.ts's coordinator). */
   constructor(
     private readonly list: () => Promise<Listing>,
     private readonly pulls: PullLog,

@@ -8,7 +8,7 @@ import { warmImages, type WarmReport } from "./warm.ts";
 
 // The maintenance commands as a running mirror offers them through the admin API (http/admin.ts):
 // the same functions as `regmirror purge`, `gc` and `warm`, bound to this mirror's cache
-// directory, its routing and its own URL. main.ts builds this; the HTTP layer only calls it.
+// directory, its routing and its own URL. start.ts builds this; the HTTP layer only calls it.
 
 export interface OperationsDeps {
   paths: CachePaths;

@@ -11,7 +11,7 @@ import bcrypt from "bcryptjs";
 import { request } from "undici";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
-import { startMirror, type Running } from "../../src/main.ts";
+import { startMirror, type Running } from "../../src/start.ts";
 import { validateConfig } from "../../src/config/validate.ts";
 
 const HEX = "a".repeat(64);

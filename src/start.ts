@@ -1,0 +1,300 @@
+import cluster from "node:cluster";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import type { Server } from "node:http";
+import type { Server as TlsServer } from "node:https";
+import { ConfigError } from "./config/validate.ts";
+import type { Config } from "./config/schema.ts";
+import { createLogger } from "./log.ts";
+import { Metrics } from "./metrics/metrics.ts";
+import { CachePaths } from "./storage/paths.ts";
+import { BlobStore } from "./storage/blob-store.ts";
+import { ManifestStore } from "./storage/manifest-store.ts";
+import { UpstreamClient } from "./upstream/client.ts";
+import { BlobService } from "./mirror/blobs.ts";
+import type { FillTicket } from "./mirror/fill-follower.ts";
+import { ManifestService, type ManifestAnswer } from "./mirror/manifests.ts";
+import { InProcessCoordinator } from "./coordination/in-process.ts";
+import type { Coordinator } from "./coordination/coordinator.ts";
+import { WorkerCoordinator } from "./coordination/member.ts";
+import { Evictor, type BlobIndex } from "./mirror/eviction.ts";
+import { BLOB_ACTIVITY, BLOB_REMOVED, EvictionRelay, type BlobActivity } from "./mirror/eviction-relay.ts";
+import { watchGeneration } from "./storage/generation.ts";
+import { primaryChannel } from "./cluster/channel.ts";
+import { workerMetrics } from "./cluster/metrics.ts";
+import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
+import { createHandler, createHttpServer, createHttpsServer } from "./http/app.ts";
+import { readiness } from "./http/health.ts";
+import { collectStats } from "./metrics/stats.ts";
+import { History } from "./metrics/history.ts";
+import { Gate, type FailedLogin } from "./access/gate.ts";
+import { Htpasswd } from "./access/htpasswd.ts";
+import { TokenIssuer } from "./access/tokens.ts";
+import { RepoPolicy } from "./access/policy.ts";
+import { PullLog } from "./metrics/pull-log.ts";
+import { listCache, type Listing } from "./maintenance/ls.ts";
+import { cacheOperations } from "./maintenance/operations.ts";
+
+// The composition root: the one place that builds every part of a serving mirror and wires them
+// together with plain constructor arguments. main.ts loads it only in a process that serves
+// (a single process, or a worker): a cluster's primary never needs express, undici and the rest.
+
+export interface Running {
+  url: string;
+  /** The HTTPS listener's URL, when tls.cert is set. */
+  tlsUrl: string | undefined;
+  /** Re-reads tls.cert and tls.key (SIGHUP). */
+  reloadTls(): void;
+  /** Graceful: stop accepting, let responses finish (up to shutdownTimeout), stop fills. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  processMetrics?: boolean;
+  /** Tests swap in a store that fails writes, to play a full disk. */
+  blobStore?: (paths: CachePaths) => BlobStore;
+  /**
+   * Run as one of `workers` cluster workers (cluster/primary.ts), sharing its scope with the
+   * others. Undefined: a single process.
+   */
+  workers?: number;
+  /** The key tokens are signed with; workers get the primary's, so all accept each other's. */
+  tokenKey?: Buffer;
+}
+
+/** Starts a mirror from a validated config; used by `serve` and by the tests. */
+export async function startMirror(config: Config, opts: StartOptions = {}): Promise<Running> {
+  const worker = opts.workers !== undefined;
+  // cache.blobMemory and cache.manifestMemory are the mirror's, not each worker's: N workers
+  // each keeping the whole budget would hold N copies of the same hot blobs.
+  const share = (bytes: number) => Math.floor(bytes / (opts.workers ?? 1));
+  const log = createLogger(
+    config.log.level,
+    config.log.format,
+    worker ? { worker: cluster.worker?.id, pid: process.pid } : undefined,
+  );
+  const metrics = new Metrics({ processMetrics: opts.processMetrics });
+  if (worker) metrics.view = workerMetrics(metrics.registry);
+  const paths = new CachePaths(config.cache.dir);
+  const onError = (err: unknown) => log.error("an event handler failed", { error: (err as Error).message });
+  // Every "one in flight per key" in the mirror goes through this: one process is one scope; a
+  // worker shares its scope with the other workers through the primary.
+  const coordinator: Coordinator = worker
+    ? new WorkerCoordinator(primaryChannel(), { onError })
+    : new InProcessCoordinator({ onError });
+  const blobStore = opts.blobStore?.(paths) ?? new BlobStore(paths);
+  await blobStore.init({ clearTemp: !worker });
+  const manifestStore = new ManifestStore(paths, share(config.cache.manifestMemory));
+  // The eviction index exists once: here, or for all the workers in the primary.
+  const evictor = worker
+    ? undefined
+    : new Evictor({
+        store: blobStore,
+        metrics,
+        log,
+        maxSizeBytes: config.cache.maxSize,
+        blobTtlMs: config.cache.blobTTL,
+        onRemove: (hex) => blobs.forgetCached(hex),
+      });
+  const relay = worker
+    ? new EvictionRelay(coordinator.events<BlobActivity>(BLOB_ACTIVITY), (err) =>
+        log.error("could not pass on blob activity", { error: err.message }),
+      )
+    : undefined;
+  const index: BlobIndex = (evictor ?? relay)!;
+  if (worker)
+    coordinator.events<{ hex: string }>(BLOB_REMOVED).subscribe(({ hex }) => blobs.forgetCached(hex));
+  // `regmirror purge`/`gc`/`verify`, from a shell or the admin API of any worker.
+  const stopWatching = watchGeneration(paths, () => {
+    manifestStore.forgetMemory();
+    blobs.forgetAllCached();
+    evictor?.reload().catch((err: Error) => log.error("could not index the cache", { error: err.message }));
+  });
+  const blobs = new BlobService({
+    store: blobStore,
+    evictor: index,
+    metrics,
+    log,
+    fillTimeoutMs: config.cache.fillTimeout,
+    abandonedFillTimeoutMs: config.cache.abandonedFillTimeout,
+    memoryBytes: share(config.cache.blobMemory),
+    sendfile: config.cache.sendfile,
+    sendfileThreads: config.cache.sendfileThreads,
+    stallTimeoutMs: config.limits.stallTimeout,
+    fills: coordinator.flights<FillTicket>("blob-fills"),
+  });
+  const upstreams = new Map<string, UpstreamEntry>();
+  for (const u of [config.upstream, ...config.upstreams]) {
+    const client = new UpstreamClient({
+      name: u.name,
+      url: u.url,
+      credentials: u.username ? { username: u.username, password: u.password } : undefined,
+      concurrency: u.concurrency,
+      timeoutMs: u.timeout,
+      privateRedirects: u.privateRedirects,
+      metrics,
+      tokenFlights: coordinator.flights<string>(`tokens/${u.name}`),
+    });
+    const manifests = new ManifestService({
+      store: manifestStore,
+      upstream: client,
+      upstreamName: u.name,
+      metrics,
+      log,
+      tagTtlMs: u.tagTTL ?? config.tag.ttl,
+      maxStaleMs: config.tag.maxStale,
+      maxManifestBytes: config.limits.maxManifestSize,
+      revalidateTimeoutMs: u.revalidateTimeout,
+      flights: coordinator.flights<ManifestAnswer>(`manifests/${u.name}`),
+    });
+    upstreams.set(u.name, { client, manifests });
+  }
+  const mirror = new Mirror(upstreams, config.upstream.name, blobs, paths, manifestStore);
+  const allUpstreams = [config.upstream, ...config.upstreams];
+  const startedAt = Date.now();
+  const stats = () => collectStats(metrics, allUpstreams, startedAt);
+  const history = new History(stats);
+  history.start();
+  const pulls = new PullLog();
+  const ops = {
+    stats,
+    history,
+    listCache: () => listCache(paths),
+    listingWalks: coordinator.flights<Listing>("repositories"),
+    ready: () =>
+      readiness({
+        tmpDir: paths.tmpDir,
+        minFreeBytes: config.cache.minFree,
+        staleServing: config.tag.maxStale > 0,
+        downUpstreams: async () => (await stats()).upstreams.filter((u) => u.up === false).map((u) => u.name),
+      }),
+  };
+  const tokens = new TokenIssuer(config.auth.tokenTTL, opts.tokenKey);
+  const gate = config.auth.htpasswd
+    ? new Gate(
+        readHtpasswd(config.auth.htpasswd),
+        tokens,
+        coordinator.flights<boolean>("logins"),
+        { maxFailedLogins: config.auth.maxFailedLogins, failedLoginWindowMs: config.auth.failedLoginWindow },
+        coordinator.events<FailedLogin>("failed-logins"),
+      )
+    : undefined;
+  // The admin API's warm pulls through this mirror's own listener, known once it listens.
+  let selfUrl = "";
+  const admin = config.admin.token
+    ? {
+        token: config.admin.token,
+        ops: cacheOperations({
+          paths,
+          resolve: (name) => mirror.route(undefined, name),
+          selfUrl: () => selfUrl,
+          maxManifestBytes: config.limits.maxManifestSize,
+          // With logins on, warm shows the mirror a token of its own making.
+          ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
+          blobRemoved: (hex) => blobs.forgetCached(hex),
+        }),
+      }
+    : undefined;
+  const handler = createHandler({
+    mirror,
+    metrics,
+    log,
+    ops,
+    pulls,
+    admin,
+    gate,
+    policy: new RepoPolicy(config.access.allow, config.access.deny),
+    perClient: config.limits.perClient,
+    trustedProxies: config.trustedProxies,
+  });
+  const limits = { headersTimeoutMs: config.limits.headersTimeout };
+  const servers: Array<Server | TlsServer> = [];
+  const http = createHttpServer(handler, limits);
+  servers.push(http);
+  const port = await listen(http, config.listen);
+  const url = `http://${displayHost(config.listen.host)}:${port}`;
+  selfUrl = url;
+  let tlsServer: TlsServer | undefined;
+  let tlsUrl: string | undefined;
+  if (config.tls.cert) {
+    tlsServer = createHttpsServer(handler, limits, readTls(config.tls));
+    servers.push(tlsServer);
+    tlsUrl = `https://${displayHost(config.tls.listen.host)}:${await listen(tlsServer, config.tls.listen)}`;
+  }
+  // The index of what is on disk loads after we listen: a large cache must not delay the start.
+  const indexed = evictor
+    ?.start()
+    .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
+  if (
+    config.upstream.name === "docker.io" &&
+    !/(^|\.)docker\.io$/.test(new URL(config.upstream.url).hostname)
+  ) {
+    log.warn(
+      "upstream.name is docker.io but upstream.url is not Docker Hub: Docker Hub's rules (alpine → library/alpine, ?ns=docker.io) apply to it; set upstream.name to its host",
+      { url: config.upstream.url },
+    );
+  }
+  log.info("regmirror listening", {
+    url,
+    tls: tlsUrl,
+    upstreams: allUpstreams.map((u) => `${u.name}=${u.url}`),
+    cache: config.cache.dir,
+    clientAuth: Boolean(config.auth.htpasswd),
+  });
+  return {
+    url,
+    tlsUrl,
+    reloadTls() {
+      if (!tlsServer) return;
+      tlsServer.setSecureContext(readTls(config.tls));
+      log.info("TLS certificate reloaded");
+    },
+    async close() {
+      const closed = Promise.all(
+        servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+      );
+      for (const s of servers) s.closeIdleConnections();
+      const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeout).unref());
+      await Promise.race([closed, deadline]);
+      for (const s of servers) s.closeAllConnections();
+      history.stop();
+      stopWatching();
+      await mirror.close();
+      relay?.flush();
+      await coordinator.close();
+      await indexed;
+      await evictor?.close();
+      log.info("regmirror stopped");
+      log.close();
+    },
+  };
+}
+
+async function listen(server: Server | TlsServer, at: { host: string; port: number }): Promise<number> {
+  server.listen(at.port, at.host);
+  await once(server, "listening");
+  const addr = server.address();
+  return typeof addr === "object" && addr ? addr.port : at.port;
+}
+
+function displayHost(host: string): string {
+  if (host === "0.0.0.0" || host === "::") return "127.0.0.1";
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+function readHtpasswd(path: string): Htpasswd {
+  try {
+    return new Htpasswd(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ConfigError([`auth.htpasswd: cannot use "${path}": ${(err as Error).message}`]);
+  }
+}
+
+function readTls(tls: Config["tls"]): { cert: Buffer; key: Buffer } {
+  try {
+    return { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+  } catch (err) {
+    throw new ConfigError([`tls.cert / tls.key: cannot read: ${(err as Error).message}`]);
+  }
+}
+
