@@ -66,6 +66,8 @@ export class BlobService {
   private readonly pumps = new Set<Promise<void>>();
   /** The fills this process runs, by digest hex: its own clients read them from memory. */
   private readonly running = new Map<string, BlobFill>();
+  /** Fills another worker runs, by digest hex: one follower (one descriptor, one poll) each. */
+  private readonly followers = new Map<string, FillFollower>();
   private readonly shutdown = new AbortController();
   private readonly memory: LRUCache<string, InMemory> | undefined;
   private readonly counters = new Map<string, { hit: { inc(): void }; miss: { inc(): void } }>();
@@ -136,12 +138,26 @@ export class BlobService {
     const ticket = await flight.promise;
     // Known only now across workers: whether another member ran the fill.
     if (flight.joined) this.deps.metrics.coalesced.inc({ kind: "blob" });
-    const fill =
-      this.running.get(d.hex) ??
-      new FillFollower(ticket, flight.ended, this.deps.store.path(d), (start, end) =>
-        directRange(upstream, repo, d, start, end),
-      );
+    const fill = this.running.get(d.hex) ?? this.follower(upstream, repo, d, ticket, flight.ended);
     return fillAnswer(fill, this.deps.stallTimeoutMs);
+  }
+
+  private follower(
+    upstream: UpstreamClient,
+    repo: string,
+    d: Digest,
+    ticket: FillTicket,
+    ended: Promise<"done" | "failed">,
+  ): FillFollower {
+    const known = this.followers.get(d.hex);
+    if (known && known.ticket.temp === ticket.temp) return known;
+    const follower = new FillFollower(ticket, ended, this.deps.store.path(d), (start, end) =>
+      directRange(upstream, repo, d, start, end),
+    );
+    this.followers.set(d.hex, follower);
+    // Once the flight is over, the next request finds the blob cached (or starts afresh).
+    void ended.then(() => this.followers.get(d.hex) === follower && this.followers.delete(d.hex));
+    return follower;
   }
 
   /** Stops every fill (their temp files are removed) and waits for them. */

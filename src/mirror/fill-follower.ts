@@ -1,3 +1,4 @@
+import { EventEmitter } from "node:events";
 import { open, type FileHandle } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -7,8 +8,9 @@ import { StorageError, type Fallback, type Followable, type FillState } from "./
 //
 // The worker running a fill shares a ticket (the temp file's name, the size the upstream
 // announced) through the "blob-fills" flight; a client in any other worker reads that file as it
-// grows, as BlobFill's own readers do, only without the memory tail: it polls the file's size
-// while it has caught up. The last byte is held back until the flight has ended "done" (the
+// grows, as BlobFill's own readers do, only without the memory tail: the clients of one worker
+// share one descriptor, and one poll of the file's size runs while any of them has caught up.
+// BlobService keeps one FillFollower per fill per worker. The last byte is held back until the flight has ended "done" (the
 // owner verified the digest and published the file), so a client can get a truncated body, never
 // a complete wrong one. When the flight ends "failed" — a bad digest, an upstream fault, or the
 // owning worker died — every follower's connection is cut.
@@ -41,29 +43,48 @@ export class FillFollower implements Followable {
   error: Error | undefined;
   readonly size: number | undefined;
   private readonly ended: Promise<unknown>;
+  /** Bytes known to be in the file: what the shared poll last saw. */
+  private known = 0;
+  /** One descriptor for every reader in this worker (reads are positional); opened by the first. */
+  private file: Promise<FileHandle> | undefined;
+  private holders = 0;
+  private readonly events = new EventEmitter();
+  private polling = false;
 
   constructor(
-    private readonly ticket: FillTicket,
+    readonly ticket: FillTicket,
     ended: Promise<"done" | "failed">,
     /** The published blob: where the file is once the owner has committed it. */
     private readonly finalPath: string,
     private readonly fallback: Fallback,
   ) {
+    this.events.setMaxListeners(0);
     this.size = ticket.size;
     if (!ticket.temp) {
       this.state = "failed";
       this.error = new StorageError(new Error("the cache could not start this blob's file"));
     }
     this.ended = ended.then((how) => {
-      if (this.state !== "running") return;
-      this.state = how;
-      if (how === "failed") this.error = new FillFollowerError();
+      if (this.state === "running") {
+        this.state = how;
+        if (how === "failed") this.error = new FillFollowerError();
+      }
+      this.events.emit("change");
     });
   }
 
-  /** Nothing is shared between readers here: each opens its own descriptor. */
+  /** A client follows the fill: the shared descriptor stays open until the last one leaves. */
   join(): () => void {
-    return () => undefined;
+    this.holders++;
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      if (--this.holders > 0 || !this.file) return;
+      const file = this.file;
+      this.file = undefined;
+      void file.then((f) => f.close()).catch(() => undefined);
+    };
   }
 
   stream(start: number, end: number | undefined): Readable {
@@ -83,6 +104,36 @@ export class FillFollower implements Followable {
     return open(this.finalPath, "r");
   }
 
+  /**
+   * Resolves when the file has grown or the fill has ended. One poll runs for all the readers
+   * of this worker, and only while one of them waits: 16 clients cost one fstat every POLL_MS,
+   * not sixteen.
+   */
+  private more(file: FileHandle): Promise<void> {
+    const changed = new Promise<void>((resolve) => this.events.once("change", resolve));
+    if (!this.polling) void this.poll(file);
+    return changed;
+  }
+
+  private async poll(file: FileHandle): Promise<void> {
+    this.polling = true;
+    try {
+      while (this.events.listenerCount("change") > 0 && this.state === "running") {
+        const size = (await file.stat()).size;
+        if (size > this.known) {
+          this.known = size;
+          this.events.emit("change");
+        } else {
+          await Promise.race([sleep(POLL_MS), this.ended]);
+        }
+      }
+    } catch {
+      // The descriptor was closed under us (every reader left): nobody is waiting any more.
+    } finally {
+      this.polling = false;
+    }
+  }
+
   private async *read(start: number, end: number | undefined): AsyncGenerator<Buffer> {
     if (this.error instanceof StorageError) {
       yield* this.fallback(start, end);
@@ -90,29 +141,26 @@ export class FillFollower implements Followable {
     }
     const stop = end === undefined ? Infinity : end + 1;
     let pos = start;
-    const file = await this.openFile();
-    try {
-      const buf = Buffer.allocUnsafe(READ_CHUNK);
-      while (pos < stop) {
-        if (this.state === "failed") throw this.error ?? new FillFollowerError();
-        // The state first, then the size: once "done" is seen, the size read after it is final.
-        const verified = this.state === "done";
-        const size = (await file.stat()).size;
-        const avail = Math.min(verified ? size : Math.max(0, size - 1), stop);
-        if (pos < avail) {
-          const { bytesRead } = await file.read(buf, 0, Math.min(READ_CHUNK, avail - pos), pos);
-          if (bytesRead === 0) throw new Error("cache file shorter than its size");
-          pos += bytesRead;
-          yield Buffer.from(buf.subarray(0, bytesRead));
-        } else if (verified) {
-          if (end !== undefined) throw new Error("the blob is shorter than the range asked for");
-          return;
-        } else {
-          await Promise.race([sleep(POLL_MS), this.ended]);
-        }
+    const file = await (this.file ??= this.openFile());
+    let final: number | undefined;
+    while (pos < stop) {
+      if (this.state === "failed") throw this.error ?? new FillFollowerError();
+      // Once "done" is seen, a size read after it is the blob's whole size.
+      if (this.state === "done") final ??= (await file.stat()).size;
+      const size = final ?? this.known;
+      const avail = Math.min(final !== undefined ? size : Math.max(0, size - 1), stop);
+      if (pos < avail) {
+        const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK, avail - pos));
+        const { bytesRead } = await file.read(chunk, 0, chunk.length, pos);
+        if (bytesRead === 0) throw new Error("cache file shorter than its size");
+        pos += bytesRead;
+        yield bytesRead === chunk.length ? chunk : chunk.subarray(0, bytesRead);
+      } else if (final !== undefined) {
+        if (end !== undefined) throw new Error("the blob is shorter than the range asked for");
+        return;
+      } else {
+        await this.more(file);
       }
-    } finally {
-      await file.close();
     }
   }
 }

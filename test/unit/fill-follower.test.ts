@@ -9,10 +9,16 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { FillFollower, FillFollowerError } from "../../src/mirror/fill-follower.ts";
 
+/** As a client's answer does: joined for as long as it reads. */
 async function readAll(f: FillFollower, start = 0, end?: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of f.stream(start, end)) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+  const leave = f.join();
+  try {
+    const chunks: Buffer[] = [];
+    for await (const c of f.stream(start, end)) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  } finally {
+    leave();
+  }
 }
 
 function ending() {
@@ -50,6 +56,25 @@ describe("FillFollower", () => {
     await rename(temp, final); // the owner's commit
     end("done");
     assert.deepEqual(await got, body);
+  });
+
+  it("serves many readers of one worker from one descriptor, each from its own offset", async () => {
+    const temp = join(dir, "m.tmp");
+    const body = randomBytes(1_000_000);
+    await writeFile(temp, body.subarray(0, 10));
+    const { ended, end } = ending();
+    const f = new FillFollower({ temp, size: body.length }, ended, join(dir, "m"), noFallback);
+    const reads = [0, 1, 500_000, 999_999].map((start) => readAll(f, start));
+    for (let at = 10; at < body.length; at += 100_000) {
+      await sleep(3);
+      await appendFile(temp, body.subarray(at, Math.min(body.length, at + 100_000)));
+    }
+    end("done");
+    const got = await Promise.all(reads);
+    assert.deepEqual(
+      got,
+      [0, 1, 500_000, 999_999].map((start) => body.subarray(start)),
+    );
   });
 
   it("opens the published blob when the owner committed before the follower opened", async () => {
