@@ -204,7 +204,9 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     admin,
     gate,
     policy: new RepoPolicy(config.access.allow, config.access.deny),
-    perClient: config.limits.perClient,
+    // The bound is the mirror's: with N workers each takes its share, so one client cannot hold
+    // N × perClient upstream connections and descriptors (connections are dealt out in turn).
+    perClient: Math.max(1, Math.ceil(config.limits.perClient / (opts.workers ?? 1))),
     trustedProxies: config.trustedProxies,
   });
   const limits = { headersTimeoutMs: config.limits.headersTimeout };

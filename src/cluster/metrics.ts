@@ -108,10 +108,18 @@ export function workerMetrics(own: Registry): () => Promise<Registry> {
   });
   return async () => {
     const id = next++;
-    const json = await new Promise<Json>((resolve) => {
-      asked.set(id, resolve);
-      process.send!({ regmirrorMetrics: "ask", id } satisfies Message);
+    const json = await new Promise<Json | undefined>((resolve) => {
+      // A scrape must answer even if the primary cannot (it is stopping): with this worker's own.
+      const timer = setTimeout(() => {
+        asked.delete(id);
+        resolve(undefined);
+      }, COLLECT_TIMEOUT_MS * 2);
+      asked.set(id, (answer) => {
+        clearTimeout(timer);
+        resolve(answer);
+      });
+      if (process.connected) process.send!({ regmirrorMetrics: "ask", id } satisfies Message);
     });
-    return AggregatorRegistry.aggregate([json]) as unknown as Registry;
+    return json ? (AggregatorRegistry.aggregate([json]) as unknown as Registry) : own;
   };
 }
