@@ -28,27 +28,50 @@ interface Fetched {
   digest: string;
   length: number;
   complete: boolean;
+  /** performance.now() at the first body byte, and at the end. */
+  firstByteAt: number;
+  doneAt: number;
 }
 
 /** A GET on a connection of its own (agent: false), so that requests spread over the workers. */
 function fresh(url: string, headers: Record<string, string> = {}): Promise<Fetched> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
+    let firstByteAt = -1;
     const req = httpGet(url, { agent: false, headers }, (res) => {
-      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("data", (c: Buffer) => {
+        if (firstByteAt < 0) firstByteAt = performance.now();
+        chunks.push(c);
+      });
       let settled = false;
       const done = (complete: boolean) => {
         if (settled) return;
         settled = true;
         const body = Buffer.concat(chunks);
-        resolve({ status: res.statusCode ?? 0, digest: sha256(body), length: body.length, complete });
+        resolve({
+          status: res.statusCode ?? 0,
+          digest: sha256(body),
+          length: body.length,
+          complete,
+          firstByteAt,
+          doneAt: performance.now(),
+        });
       };
       res.on("end", () => done(true));
       res.on("error", () => done(false));
       res.on("aborted", () => done(false));
       res.on("close", () => done(false));
     });
-    req.on("error", () => resolve({ status: 0, digest: "", length: 0, complete: false }));
+    req.on("error", () =>
+      resolve({
+        status: 0,
+        digest: "",
+        length: 0,
+        complete: false,
+        firstByteAt: -1,
+        doneAt: performance.now(),
+      }),
+    );
   });
 }
 
@@ -195,6 +218,10 @@ describe("workers=2 against distribution 2.8 with token auth", () => {
       counted = await metric(m.url, "regmirror_cache_size_bytes", "");
     }
     assert.equal(counted, onDisk);
+    // Process metrics are not summed: each worker's keep its label.
+    const text = await (await fetch(`${m.url}/metrics`)).text();
+    for (const worker of ["primary", "1", "2"])
+      assert.match(text, new RegExp(`regmirror_process_resident_memory_bytes\\{worker="${worker}"\\}`));
     assert.equal((await workersServing(m, blob.digest)).size, 2);
   });
 });
@@ -230,6 +257,10 @@ describe("workers=2 with faults (fake upstream)", () => {
       for (const g of got) assert.equal(g.digest, d);
       assert.equal(fake.count("GET", "/v2/library/f/blobs/"), 1);
       assert.equal((await workersServing(m, d)).size, 2);
+      // Bytes as they land, in either worker: every client had its first byte before any client
+      // had its last (the last byte waits for the digest check at the end of the fill).
+      const firstBytes = Math.max(...got.map((g) => g.firstByteAt));
+      assert.ok(firstBytes < Math.min(...got.map((g) => g.doneAt)), "no client waited for the fill to end");
       assert.ok((await metric(m.url, "regmirror_coalesced_requests_total", 'kind="blob"')) >= 15);
     } finally {
       m.kill("SIGTERM");
