@@ -29,7 +29,8 @@ export interface FillTicket {
 
 /** How often a follower that has caught up looks for new bytes: well under the 50 ms target. */
 const POLL_MS = 2;
-const READ_CHUNK = 256 * 1024;
+/** Followers mostly read what landed long ago: big reads, few syscalls and chunks. */
+const READ_CHUNK = 1024 * 1024;
 
 export class FillFollowerError extends Error {
   constructor() {
