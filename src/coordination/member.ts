@@ -69,28 +69,34 @@ export class WorkerCoordinator implements Coordinator {
         if (local) return flightOf<T>(local, true);
         const entry = this.enter(map, key);
         const drop = () => void (map.get(key) === entry && map.delete(key));
-        this.ask({ op: "run", name, key }).then(
-          (res) => (res.owner ? this.own(entry, res.flight!, drop, fn) : this.follow(entry, res, drop)),
-          (err: unknown) => {
-            // The pipe to the primary is gone (this worker is about to exit).
-            drop();
-            entry.reject(err);
-            entry.end("failed");
-          },
-        );
+        try {
+          // Handled as it arrives, not a microtask later: the owner's notice can come in the
+          // same read from the pipe, right behind this answer, and must find us following.
+          this.request({ op: "run", name, key }, (res) =>
+            res.owner ? this.own(entry, res.flight!, drop, fn) : this.follow(entry, res, drop),
+          );
+        } catch (err) {
+          // The pipe to the primary is gone (this worker is about to exit).
+          drop();
+          entry.reject(err);
+          entry.end("failed");
+        }
         return flightOf<T>(entry);
       },
-      join: async (key) => {
+      join: (key) => {
         const local = map.get(key);
-        if (local) return flightOf<T>(local, true);
-        const res = await this.ask({ op: "join", name, key });
-        if (res.flight === undefined) return undefined;
-        // A local run() may have entered the key meanwhile; the hub has it join the same flight.
-        const entered = map.get(key);
-        if (entered) return flightOf<T>(entered, true);
-        const entry = this.enter(map, key);
-        this.follow(entry, res, () => void (map.get(key) === entry && map.delete(key)));
-        return flightOf<T>(entry, true);
+        if (local) return Promise.resolve(flightOf<T>(local, true));
+        return new Promise((resolve) =>
+          this.request({ op: "join", name, key }, (res) => {
+            if (res.flight === undefined) return resolve(undefined);
+            // A local run() may have entered the key meanwhile; the hub has it join the same flight.
+            const entered = map.get(key);
+            if (entered) return resolve(flightOf<T>(entered, true));
+            const entry = this.enter(map, key);
+            this.follow(entry, res, () => void (map.get(key) === entry && map.delete(key)));
+            resolve(flightOf<T>(entry, true));
+          }),
+        );
       },
     };
   }
@@ -220,11 +226,14 @@ export class WorkerCoordinator implements Coordinator {
   }
 
   private ask(ask: Ask): Promise<Response> {
+    return new Promise((resolve) => this.request(ask, resolve));
+  }
+
+  /** Sends a request; `onAnswer` runs as the answer is received, before the next message. */
+  private request(ask: Ask, onAnswer: (res: Response) => void): void {
     const id = ++this.nextId;
-    return new Promise((resolve) => {
-      this.pending.set(id, resolve);
-      this.channel.send(wrap({ ...ask, id } as Request));
-    });
+    this.pending.set(id, onAnswer);
+    this.channel.send(wrap({ ...ask, id } as Request));
   }
 
   private tell(msg: Parameters<typeof wrap>[0]): void {

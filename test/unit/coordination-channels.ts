@@ -16,11 +16,17 @@ export interface Pipe {
   cut(): void;
 }
 
-export function pipe(): Pipe {
+/**
+ * `batched`: messages sent within one turn arrive together, one after the other in the same
+ * turn with no microtask between them — what Node's IPC does with messages that come in one
+ * read. A member must not lose a message that arrives right behind the answer it awaits.
+ */
+export function pipe({ batched = false } = {}): Pipe {
   const toHub = new Set<(msg: unknown) => void>();
   const toWorker = new Set<(msg: unknown) => void>();
   const sent = { toHub: 0, toWorker: 0 };
   let cut = false;
+  const queues = new Map<Set<(msg: unknown) => void>, Buffer[]>();
   const end = (
     count: "toHub" | "toWorker",
     peer: Set<(msg: unknown) => void>,
@@ -29,9 +35,20 @@ export function pipe(): Pipe {
     send(msg) {
       const bytes = serialize(msg);
       sent[count]++;
+      if (!batched) {
+        setImmediate(() => {
+          if (cut) return;
+          for (const handler of [...peer]) handler(deserialize(bytes));
+        });
+        return;
+      }
+      let queue = queues.get(peer);
+      if (queue) return void queue.push(bytes);
+      queues.set(peer, (queue = [bytes]));
       setImmediate(() => {
+        queues.delete(peer);
         if (cut) return;
-        for (const handler of [...peer]) handler(deserialize(bytes));
+        for (const b of queue) for (const handler of [...peer]) handler(deserialize(b));
       });
     },
     onMessage(handler) {

@@ -26,6 +26,61 @@ coordinationSuite("workers", async () => {
   };
 });
 
+// Node's IPC hands a worker every message of one read in one go: an answer and the notice right
+// behind it (the flight it joins has already failed) arrive with no microtask between them.
+coordinationSuite("workers, messages arriving in batches", async () => {
+  let now = 1_000_000;
+  const hub = new CoordinationHub({ now: () => now });
+  const workers = ["1", "2"].map((id) => {
+    const p = pipe({ batched: true });
+    hub.attach(id, p.hub);
+    return new WorkerCoordinator(p.worker);
+  });
+  return {
+    members: [...workers, hub.local],
+    advance: (ms) => void (now += ms),
+    close: async () => {
+      await Promise.all([...workers, hub.local].map((m) => m.close()));
+      hub.close();
+    },
+  };
+});
+
+describe("workers coordination: an answer and a notice in one batch", () => {
+  it("a joiner whose flight fails right after it joined gets the rejection, and the key is free", async () => {
+    const hub = new CoordinationHub();
+    const pipes = [pipe({ batched: true }), pipe({ batched: true })];
+    const [a, b] = pipes.map((p, i) => {
+      hub.attach(String(i + 1), p.hub);
+      return new WorkerCoordinator(p.worker);
+    });
+    // A runs until told to fail. B asks to run the same key in the very turn A fails: the hub
+    // takes B's "run" (B joins A's flight), then A's "fail", and answers B with both at once.
+    let fail!: () => void;
+    const told = new Promise<void>((r) => (fail = r));
+    const owner = a!.flights<number>("f").run("k", async () => {
+      await told;
+      throw new RegistryError("MANIFEST_UNKNOWN", "not found upstream");
+    });
+    await new Promise((r) => setTimeout(r, 20)); // A owns the flight at the hub
+    const joiner = b!.flights<number>("f").run("k", () => new Promise(() => undefined));
+    fail();
+    await owner.promise.catch(() => undefined);
+    const outcome = await Promise.race([
+      joiner.promise.then(
+        () => "resolved",
+        (err: Error) => `rejected: ${err.message}`,
+      ),
+      new Promise((r) => setTimeout(() => r("stuck"), 2000)),
+    ]);
+    assert.equal(outcome, "rejected: not found upstream");
+    // And the key is free in B: the next run is B's own.
+    const again = b!.flights<number>("f").run("k", async () => 7);
+    assert.equal(await again.promise, 7);
+    hub.close();
+  });
+});
+
 describe("workers coordination: a worker that goes away", () => {
   let hub: CoordinationHub;
   let pipes: Pipe[];
