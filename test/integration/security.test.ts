@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile, rename } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import bcrypt from "bcryptjs";
 import { Agent, request } from "undici";
@@ -13,18 +12,7 @@ import { startFakeUpstream } from "../fixtures/fake-upstream.ts";
 import { pushImage, type BuiltImage } from "../fixtures/images.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { skopeo } from "../fixtures/skopeo.ts";
-import { makeCert } from "../fixtures/tls.ts";
-
-function peerCommonName(url: string): Promise<string> {
-  const u = new URL(url);
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: u.hostname, port: Number(u.port), rejectUnauthorized: false }, () => {
-      resolve(String(s.getPeerCertificate().subject.CN));
-      s.end();
-    });
-    s.on("error", reject);
-  });
-}
+import { makeCert, peerCommonName } from "../fixtures/tls.ts";
 
 describe("client authentication and TLS", () => {
   let up: Upstream;

@@ -15,9 +15,8 @@ import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.
 import { addImage, buildImage, pushImage, pushRandomBlob } from "../fixtures/images.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
 import { sha256 } from "../fixtures/http.ts";
-import { makeCert } from "../fixtures/tls.ts";
+import { makeCert, peerCommonName } from "../fixtures/tls.ts";
 import { freePort } from "../fixtures/ports.ts";
-import { connect } from "node:tls";
 import { rename, writeFile } from "node:fs/promises";
 import bcrypt from "bcryptjs";
 
@@ -139,7 +138,7 @@ async function blobBytes(cacheDir: string): Promise<number> {
   return total;
 }
 
-describe("workers=2 against distribution 2.8 with token auth", () => {
+describe("workers=2 against distribution 2.8 with token auth", { timeout: 180_000 }, () => {
   let upstream: Upstream;
   let cacheDir: string;
   let m: MirrorProcess;
@@ -226,7 +225,7 @@ describe("workers=2 against distribution 2.8 with token auth", () => {
   });
 });
 
-describe("workers=2 with faults (fake upstream)", () => {
+describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
   let fake: FakeUpstream;
   let root: string;
   before(async () => {
@@ -336,19 +335,9 @@ describe("workers=2 with faults (fake upstream)", () => {
   });
 });
 
-function peerCommonName(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => {
-      resolve(String(s.getPeerCertificate().subject.CN));
-      s.end();
-    });
-    s.on("error", reject);
-  });
-}
-
 const basic = (user: string, pw: string) => `Basic ${Buffer.from(`${user}:${pw}`).toString("base64")}`;
 
-describe("workers=2 with logins and TLS", () => {
+describe("workers=2 with logins and TLS", { timeout: 180_000 }, () => {
   let fake: FakeUpstream;
   let root: string;
   let m: MirrorProcess;
@@ -406,14 +395,16 @@ describe("workers=2 with logins and TLS", () => {
   });
 
   it("SIGHUP to the primary reloads the certificate in every worker", async () => {
-    assert.equal(await peerCommonName(tlsPort), "first");
+    assert.equal(await peerCommonName(`https://127.0.0.1:${tlsPort}`), "first");
     const second = makeCert(root, "second");
     await rename(second.cert, join(root, "first.crt"));
     await rename(second.key, join(root, "first.key"));
     m.kill("SIGHUP");
     await sleep(500);
     // Connections spread over both workers: none may still present the old certificate.
-    const names = await Promise.all(Array.from({ length: 8 }, () => peerCommonName(tlsPort)));
+    const names = await Promise.all(
+      Array.from({ length: 8 }, () => peerCommonName(`https://127.0.0.1:${tlsPort}`)),
+    );
     assert.deepEqual(new Set(names), new Set(["second"]));
   });
 });
