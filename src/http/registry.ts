@@ -147,10 +147,12 @@ async function handle(
       const ref = parseReference(r.reference);
       if (!read) throw unsupported();
       if (ref.kind === "tag") {
-        deps.metrics.pulls.inc({ upstream: at.upstream });
+        deps.metrics.pullsOf(at.upstream).inc();
         deps.pulls?.record(at.upstream, at.repo, ref.tag);
       }
-      const m = await deps.mirror.manifest(at, ref, parseAccept(req.headersDistinct.accept));
+      // headers, not headersDistinct (which builds an array for every header of the request):
+      // Node joins repeated Accept lines with ", ", and parseAccept splits on commas anyway.
+      const m = await deps.mirror.manifest(at, ref, parseAccept(req.headers.accept));
       out.cache = m.stale ? "stale" : m.source === "cache" ? "hit" : "miss";
       const headers: Record<string, string | number> = {
         ...API_VERSION,
@@ -163,7 +165,7 @@ async function handle(
       res.writeHead(200, headers);
       if (method === "HEAD") return void res.end();
       out.bytes = m.bytes.length;
-      deps.metrics.bytesServed.inc({ source: m.source === "cache" ? "cache" : "upstream" }, m.bytes.length);
+      deps.metrics.servedFrom(m.source === "cache" ? "cache" : "upstream").inc(m.bytes.length);
       res.end(m.bytes);
       return;
     }
@@ -252,7 +254,7 @@ function sendBlob(
   // What we set out to send; the request log marks a transfer that did not finish as aborted.
   out.bytes = length ?? 0;
   // Counted at 'finish' (all handed to the OS), which comes before the client can have read it all.
-  res.once("finish", () => deps.metrics.bytesServed.inc({ source: b.source }, out.bytes));
+  res.once("finish", () => deps.metrics.servedFrom(b.source).inc(out.bytes));
   b.send(res, start, end);
 }
 

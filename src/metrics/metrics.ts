@@ -113,6 +113,24 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly bound = new Map<string, { inc(by?: number): void }>();
+
+  /** Pulls of one upstream, bound once: prom-client hashes a label object on every inc() otherwise. */
+  pullsOf(upstream: string): { inc(): void } {
+    return this.bind(`pulls\0${upstream}`, () => this.pulls.labels({ upstream }));
+  }
+
+  /** Bytes served from one source, bound once (the hot path: every response counts here). */
+  servedFrom(source: Source): { inc(bytes: number): void } {
+    return this.bind(`served\0${source}`, () => this.bytesServed.labels({ source }));
+  }
+
+  private bind(key: string, make: () => { inc(by?: number): void }) {
+    let c = this.bound.get(key);
+    if (!c) this.bound.set(key, (c = make()));
+    return c;
+  }
+
   constructor(opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: "regmirror_" });
   }
