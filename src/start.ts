@@ -11,7 +11,7 @@ import { CachePaths } from "./storage/paths.ts";
 import { BlobStore } from "./storage/blob-store.ts";
 import { ManifestStore } from "./storage/manifest-store.ts";
 import { UpstreamClient } from "./upstream/client.ts";
-import { BlobService } from "./mirror/blobs.ts";
+import { BlobService, type FollowerChange } from "./mirror/blobs.ts";
 import type { FillTicket } from "./mirror/fill-follower.ts";
 import { ManifestService, type ManifestAnswer } from "./mirror/manifests.ts";
 import { InProcessCoordinator } from "./coordination/in-process.ts";
@@ -122,6 +122,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     sendfileThreads: config.cache.sendfileThreads,
     stallTimeoutMs: config.limits.stallTimeout,
     fills: coordinator.flights<FillTicket>("blob-fills"),
+    ...(worker ? { followers: coordinator.events<FollowerChange>("blob-fill-followers") } : {}),
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {

@@ -8,7 +8,7 @@ import type { BlobStore, BlobWriter } from "../storage/blob-store.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import { upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import type { Flight, FlightRun, Flights } from "../coordination/coordinator.ts";
+import type { Events, Flight, FlightRun, Flights } from "../coordination/coordinator.ts";
 import { BlobFill, StorageError, type FillFile } from "./fill.ts";
 import { FillFollower, type FillTicket } from "./fill-follower.ts";
 import { FillWatch } from "./fill-watch.ts";
@@ -53,6 +53,17 @@ export interface BlobServiceDeps {
    * many workers) ask. The flight's value is the ticket other workers follow the fill by.
    */
   fills: Flights<FillTicket>;
+  /**
+   * Clients in other workers following a fill of this one (and ours following theirs): they keep
+   * it from counting as abandoned. Absent in a single process, where every reader is local.
+   */
+  followers?: Events<FollowerChange>;
+}
+
+/** A client in some worker started (+1) or stopped (-1) following the fill of `hex`. */
+export interface FollowerChange {
+  hex: string;
+  delta: 1 | -1;
 }
 
 interface InMemory {
@@ -74,6 +85,8 @@ export class BlobService {
   private readonly sendOptions: SendOptions;
 
   constructor(private readonly deps: BlobServiceDeps) {
+    // A worker hears of every follower change; only the one running that fill acts on it.
+    deps.followers?.subscribe(({ hex, delta }) => this.running.get(hex)?.followedElsewhere(delta));
     this.sendOptions = {
       kernel: deps.sendfile,
       maxKernelTransfers: deps.sendfileThreads,
@@ -151,8 +164,15 @@ export class BlobService {
   ): FillFollower {
     const known = this.followers.get(d.hex);
     if (known && known.ticket.temp === ticket.temp) return known;
-    const follower = new FillFollower(ticket, ended, this.deps.store.path(d), (start, end) =>
-      directRange(upstream, repo, d, start, end),
+    const follower = new FillFollower(
+      ticket,
+      ended,
+      this.deps.store.path(d),
+      (start, end) => directRange(upstream, repo, d, start, end),
+      (delta) =>
+        void this.deps.followers?.publish({ hex: d.hex, delta }).catch((err: Error) =>
+          this.deps.log.warn("could not tell a fill's owner of a follower", { error: err.message }),
+        ),
     );
     this.followers.set(d.hex, follower);
     // Once the flight is over, the next request finds the blob cached (or starts afresh).

@@ -58,6 +58,8 @@ export class FillFollower implements Followable {
     /** The published blob: where the file is once the owner has committed it. */
     private readonly finalPath: string,
     private readonly fallback: Fallback,
+    /** Tells the owner a client here started (+1) or stopped (-1) following: see BlobFill.followedElsewhere. */
+    private readonly following: (delta: 1 | -1) => void = () => undefined,
   ) {
     this.events.setMaxListeners(0);
     this.size = ticket.size;
@@ -77,10 +79,14 @@ export class FillFollower implements Followable {
   /** A client follows the fill: the shared descriptor stays open until the last one leaves. */
   join(): () => void {
     this.holders++;
+    // Only while the owner still runs the fill: after it, there is nothing to keep alive.
+    const counted = this.state === "running";
+    if (counted) this.following(1);
     let left = false;
     return () => {
       if (left) return;
       left = true;
+      if (counted) this.following(-1);
       if (--this.holders > 0 || !this.file) return;
       const file = this.file;
       this.file = undefined;

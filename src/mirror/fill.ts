@@ -100,6 +100,8 @@ export class BlobFill implements Followable {
   private file: FillFile | undefined;
   /** Who still needs `file`: the pump until it settles, and every reader that joined. */
   private holders = 1;
+  /** Clients in other workers following this fill (followedElsewhere). */
+  private remoteReaders = 0;
 
   constructor(private readonly opts: BlobFillOptions) {
     this.events.setMaxListeners(0);
@@ -122,6 +124,21 @@ export class BlobFill implements Followable {
       this.opts.watch?.left();
       this.let();
     };
+  }
+
+  /**
+   * A client in another worker started (+1) or stopped (-1) following this fill through its
+   * file: it counts for the abandoned limit as a reader here does, but holds no descriptor here.
+   */
+  followedElsewhere(delta: 1 | -1): void {
+    if (delta > 0) {
+      this.remoteReaders++;
+      this.opts.watch?.joined();
+    } else if (this.remoteReaders > 0) {
+      // A -1 whose +1 reached an earlier fill of this blob changes nothing here.
+      this.remoteReaders--;
+      this.opts.watch?.left();
+    }
   }
 
   /** Copies `body` into the cache. Resolves when committed; rejects (after cleanup) otherwise. */

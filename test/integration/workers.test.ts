@@ -267,6 +267,41 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
     }
   });
 
+  it("a follower in another worker keeps a fill going after the owner's own client hung up", async () => {
+    const dir = join(root, "abandon");
+    const m = await spawnWorkers({
+      REGMIRROR_UPSTREAM: fake.url,
+      REGMIRROR_CACHE_DIR: dir,
+      REGMIRROR_CACHE_ABANDONED_FILL_TIMEOUT: "1s",
+    });
+    try {
+      const d = fake.addBlob(randomBytes(6 * MiB));
+      fake.behave(d, { slowBytesPerSec: 2 * MiB, times: 1 });
+      const url = `${m.url}/v2/library/a/blobs/${d}`;
+      // The first client starts the fill and hangs up; the second, on the other worker (connections
+      // are dealt out in turn), follows it to the end, 3 s later: three times the abandoned limit.
+      const first = new AbortController();
+      const started = new Promise<void>((resolve, reject) => {
+        const req = httpGet(url, { agent: false, signal: first.signal }, (res) => {
+          res.once("data", () => resolve());
+          res.on("error", () => undefined);
+        });
+        req.on("error", (err) => (first.signal.aborted ? undefined : reject(err)));
+      });
+      await started;
+      const follower = fresh(url);
+      await sleep(300);
+      first.abort();
+      const got = await follower;
+      assert.equal(got.digest, d, "the follower got the whole blob");
+      assert.equal(fake.count("GET", "/v2/library/a/blobs/"), 1);
+      assert.equal((await workersServing(m, d)).size, 2, "the two clients were on different workers");
+    } finally {
+      m.kill("SIGTERM");
+      await m.exited;
+    }
+  });
+
   it("SIGKILL of the worker running a fill: followers are cut, temp files go, the cache verifies, the next pull works", async () => {
     const dir = join(root, "kill");
     const env = { REGMIRROR_UPSTREAM: fake.url, REGMIRROR_CACHE_DIR: dir, REGMIRROR_WORKERS: "2" };
