@@ -330,6 +330,16 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
       assert.deepEqual((JSON.parse(verify.stdout) as { corrupt: unknown[] }).corrupt, []);
       const again = await fresh(`${m.url}/v2/library/k/blobs/${d}`);
       assert.equal(again.digest, d, "the next pull works");
+      // The primary forked a replacement (worker 3), which serves: requests reach two workers again.
+      assert.match(m.stdout(), /a worker died; starting another/);
+      const replaced = Date.now() + 20_000;
+      let served = new Set<string>();
+      while (!served.has("3") && Date.now() < replaced) {
+        await Promise.all(Array.from({ length: 4 }, () => fresh(`${m.url}/v2/library/k/blobs/${d}`)));
+        served = loggedBy(m, d);
+        if (!served.has("3")) await sleep(100);
+      }
+      assert.ok(served.has("3"), `the replacement serves: ${[...served].join(",")}`);
     } finally {
       m.kill("SIGTERM");
       await m.exited;
