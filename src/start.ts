@@ -122,7 +122,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     sendfileThreads: config.cache.sendfileThreads,
     stallTimeoutMs: config.limits.stallTimeout,
     fills: coordinator.flights<FillTicket>("blob-fills"),
-    ...(worker ? { followers: coordinator.events<FollowerChange>("blob-fill-followers") } : {}),
+    ...(worker ? { followChanges: coordinator.events<FollowerChange>("blob-fill-followers") } : {}),
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {
@@ -300,4 +300,3 @@ function readTls(tls: Config["tls"]): { cert: Buffer; key: Buffer } {
     throw new ConfigError([`tls.cert / tls.key: cannot read: ${(err as Error).message}`]);
   }
 }
-

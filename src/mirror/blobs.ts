@@ -57,7 +57,7 @@ export interface BlobServiceDeps {
    * Clients in other workers following a fill of this one (and ours following theirs): they keep
    * it from counting as abandoned. Absent in a single process, where every reader is local.
    */
-  followers?: Events<FollowerChange>;
+  followChanges?: Events<FollowerChange>;
 }
 
 /** A client in some worker started (+1) or stopped (-1) following the fill of `hex`. */
@@ -86,7 +86,7 @@ export class BlobService {
 
   constructor(private readonly deps: BlobServiceDeps) {
     // A worker hears of every follower change; only the one running that fill acts on it.
-    deps.followers?.subscribe(({ hex, delta }) => this.running.get(hex)?.followedElsewhere(delta));
+    deps.followChanges?.subscribe(({ hex, delta }) => this.running.get(hex)?.followedElsewhere(delta));
     this.sendOptions = {
       kernel: deps.sendfile,
       maxKernelTransfers: deps.sendfileThreads,
@@ -170,9 +170,11 @@ export class BlobService {
       this.deps.store.path(d),
       (start, end) => directRange(upstream, repo, d, start, end),
       (delta) =>
-        void this.deps.followers?.publish({ hex: d.hex, delta }).catch((err: Error) =>
-          this.deps.log.warn("could not tell a fill's owner of a follower", { error: err.message }),
-        ),
+        void this.deps.followChanges
+          ?.publish({ hex: d.hex, delta })
+          .catch((err: Error) =>
+            this.deps.log.warn("could not tell a fill's owner of a follower", { error: err.message }),
+          ),
     );
     this.followers.set(d.hex, follower);
     // Once the flight is over, the next request finds the blob cached (or starts afresh).
