@@ -310,7 +310,8 @@ export class BlobService {
     const fill = new BlobFill({ writer, file, size, finalPath, fallback, watch });
     this.running.set(d.hex, fill);
     metrics.fillsInFlight.inc();
-    const pump = fill.pump(res.body).then(
+    const landed = fill.pump(res.body);
+    const pump = landed.then(
       () => {
         evictor.added(d.hex, writer.written);
         log.debug("blob cached", { digest: formatDigest(d), size: writer.written });
@@ -332,13 +333,17 @@ export class BlobService {
       },
     );
     this.pumps.add(pump);
-    flight.holdUntil(
-      pump.finally(() => {
-        metrics.fillsInFlight.dec();
-        this.pumps.delete(pump);
-        this.running.delete(d.hex);
-      }),
-    );
+    const over = () => {
+      metrics.fillsInFlight.dec();
+      this.pumps.delete(pump);
+      this.running.delete(d.hex);
+    };
+    // Held until the blob is verified and published, and rejected when it is not: the flight's
+    // `ended` says "done" only then, and followers in other workers release the last byte on
+    // it. (`pump` itself always fulfils: its rejection handler only reports.)
+    const held = landed.finally(over);
+    held.catch(() => undefined);
+    flight.holdUntil(held);
     return { temp: writer.tmpPath, ...(size !== undefined ? { size } : {}) };
   }
 }
