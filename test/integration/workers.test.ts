@@ -302,26 +302,31 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
     }
   });
 
-  it("an upstream that sends wrong bytes: no client in either worker gets a whole wrong blob, nothing is cached", async () => {
-    const dir = join(root, "digest");
-    const m = await spawnWorkers({ REGMIRROR_UPSTREAM: fake.url, REGMIRROR_CACHE_DIR: dir });
-    try {
-      const d = fake.addBlob(randomBytes(4 * MiB));
-      fake.behave(d, { wrongDigest: true, slowBytesPerSec: 8 * MiB, times: 1 });
-      const url = `${m.url}/v2/library/w/blobs/${d}`;
-      const got = await Promise.all(
-        Array.from({ length: 8 }, (_, i) => sleep(i * 20).then(() => fresh(url))),
-      );
-      for (const g of got) assert.ok(!(g.complete && g.length === 4 * MiB), "every transfer was cut short");
-      assert.equal((await workersServing(m, d)).size, 2);
-      assert.deepEqual(await readdir(join(dir, "blobs", "sha256")).catch(() => []), [], "nothing cached");
-      const again = await fresh(url);
-      assert.equal(again.digest, d, "the next request fetches again, and right");
-    } finally {
-      m.kill("SIGTERM");
-      await m.exited;
-    }
-  });
+  for (const [what, behaviour] of [
+    ["sends wrong bytes", { wrongDigest: true }],
+    ["cuts the transfer halfway", { cutAt: 0.5 }],
+  ] as const) {
+    it(`an upstream that ${what}: no client in either worker gets a whole body, nothing is cached`, async () => {
+      const dir = join(root, `fault-${what.split(" ")[0]}`);
+      const m = await spawnWorkers({ REGMIRROR_UPSTREAM: fake.url, REGMIRROR_CACHE_DIR: dir });
+      try {
+        const d = fake.addBlob(randomBytes(4 * MiB));
+        fake.behave(d, { ...behaviour, slowBytesPerSec: 8 * MiB, times: 1 });
+        const url = `${m.url}/v2/library/w/blobs/${d}`;
+        const got = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => sleep(i * 20).then(() => fresh(url))),
+        );
+        for (const g of got) assert.ok(!(g.complete && g.length === 4 * MiB), "every transfer was cut short");
+        assert.equal((await workersServing(m, d)).size, 2);
+        assert.deepEqual(await readdir(join(dir, "blobs", "sha256")).catch(() => []), [], "nothing cached");
+        const again = await fresh(url);
+        assert.equal(again.digest, d, "the next request fetches again, and right");
+      } finally {
+        m.kill("SIGTERM");
+        await m.exited;
+      }
+    });
+  }
 
   it("SIGKILL of the worker running a fill: followers are cut, temp files go, the cache verifies, the next pull works", async () => {
     const dir = join(root, "kill");
