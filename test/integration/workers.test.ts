@@ -328,6 +328,30 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
     });
   }
 
+  it("limits.perClient holds for the mirror as a whole, not per worker", async () => {
+    const dir = join(root, "per-client");
+    const m = await spawnWorkers({
+      REGMIRROR_UPSTREAM: fake.url,
+      REGMIRROR_CACHE_DIR: dir,
+      REGMIRROR_LIMITS_PER_CLIENT: "4",
+    });
+    try {
+      const d = fake.addBlob(randomBytes(4 * MiB));
+      fake.behave(d, { slowBytesPerSec: 4 * MiB, times: 1 });
+      // Eight at once from one address, each in flight for about a second: on both workers.
+      const got = await Promise.all(
+        Array.from({ length: 8 }, () => fresh(`${m.url}/v2/library/l/blobs/${d}`)),
+      );
+      const ok = got.filter((g) => g.status === 200);
+      for (const g of ok) assert.equal(g.digest, d);
+      assert.ok(ok.length <= 4, `at most perClient in flight: ${got.map((g) => g.status).join(",")}`);
+      assert.ok(got.every((g) => g.status === 200 || g.status === 429));
+    } finally {
+      m.kill("SIGTERM");
+      await m.exited;
+    }
+  });
+
   it("SIGKILL of the worker running a fill: followers are cut, temp files go, the cache verifies, the next pull works", async () => {
     const dir = join(root, "kill");
     const env = { REGMIRROR_UPSTREAM: fake.url, REGMIRROR_CACHE_DIR: dir, REGMIRROR_WORKERS: "2" };
