@@ -28,6 +28,10 @@ import { randomBytes } from "node:crypto";
 
 type WorkerState = "starting" | "serving";
 
+/** This many deaths within CRASH_WINDOW_MS and the next fork waits a second. */
+const CRASHES_BEFORE_BACKOFF = 3;
+const CRASH_WINDOW_MS = 10_000;
+
 export async function runPrimary(config: Config, count: number, log: Logger): Promise<void> {
   const paths = new CachePaths(config.cache.dir);
   const store = new BlobStore(paths);
@@ -53,6 +57,7 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
 
   const hello = { tokenKey: randomBytes(32) };
   const workers = new Map<Worker, WorkerState>();
+  const deaths: number[] = [];
   const collector = new MetricsCollector(metrics.registry, () => workers.keys());
   let stopping = false;
   let running = false;
@@ -93,8 +98,18 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
         log.error("a worker could not start; stopping", { pid, code, signal });
         return void stop(code || 1);
       }
-      log.error("a worker died; starting another", { pid, code, signal });
-      fork();
+      // At once, unless workers keep dying (a request that crashes every worker it reaches):
+      // then a second between forks, so the primary does not spin.
+      const now = Date.now();
+      deaths.push(now);
+      while (deaths.length > 0 && deaths[0]! < now - CRASH_WINDOW_MS) deaths.shift();
+      const delay = deaths.length >= CRASHES_BEFORE_BACKOFF ? 1000 : 0;
+      log.error("a worker died; starting another", { pid, code, signal, inMs: delay });
+      if (delay === 0) fork();
+      else
+        setTimeout(() => {
+          if (!stopping) fork();
+        }, delay);
     });
   };
 
