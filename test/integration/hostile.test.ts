@@ -104,26 +104,37 @@ const MODES: Array<{ name: string; logins?: boolean; tls?: boolean; sendfile?: b
     { name: "logins on, over TLS", logins: true, tls: true },
     { name: "sendfile off", sendfile: false },
     { name: "two workers, logins on", workers: 2, logins: true },
+    { name: "two workers, over TLS, sendfile off", workers: 2, tls: true, sendfile: false },
   ];
 
 /** regmirror as a process tree of `workers` workers, with the same settings as startTestMirror's. */
 async function spawnTestMirror(
   fakeUrl: string,
   parent: string,
-  workers: number,
-  htpasswd: string | undefined,
+  mode: { workers?: number; logins?: boolean; tls?: boolean; sendfile?: boolean },
+  htpasswd: string,
 ): Promise<Pick<TestMirror, "url" | "tlsUrl" | "cacheDir" | "stop">> {
   const cacheDir = join(parent, "cache");
+  const tlsPort = mode.tls ? await freePort() : undefined;
+  const cert = mode.tls ? makeCert(parent, "hostile") : undefined;
   const m = await spawnMirror({
     REGMIRROR_UPSTREAM: fakeUrl,
     REGMIRROR_CACHE_DIR: cacheDir,
-    REGMIRROR_WORKERS: String(workers),
+    REGMIRROR_WORKERS: String(mode.workers ?? 1),
     REGMIRROR_LIMITS_HEADERS_TIMEOUT: "1s",
-    ...(htpasswd ? { REGMIRROR_AUTH_HTPASSWD: htpasswd } : {}),
+    REGMIRROR_CACHE_SENDFILE: String(mode.sendfile ?? true),
+    ...(mode.logins ? { REGMIRROR_AUTH_HTPASSWD: htpasswd } : {}),
+    ...(cert
+      ? {
+          REGMIRROR_TLS_CERT: cert.cert,
+          REGMIRROR_TLS_KEY: cert.key,
+          REGMIRROR_TLS_LISTEN: `127.0.0.1:${tlsPort}`,
+        }
+      : {}),
   });
   return {
     url: m.url,
-    tlsUrl: undefined,
+    tlsUrl: tlsPort ? `https://127.0.0.1:${tlsPort}` : undefined,
     cacheDir,
     stop: async () => {
       m.kill("SIGTERM");
@@ -147,7 +158,7 @@ for (const mode of MODES) {
       const htpasswd = join(parent, "htpasswd");
       await writeFile(htpasswd, `user:${bcrypt.hashSync("pw", 4)}\n`);
       mirror = mode.workers
-        ? await spawnTestMirror(fake.url, parent, mode.workers, mode.logins ? htpasswd : undefined)
+        ? await spawnTestMirror(fake.url, parent, mode, htpasswd)
         : await startTestMirror(fake.url, {
             cache: { dir: join(parent, "cache"), sendfile: mode.sendfile ?? true },
             limits: { headersTimeout: "1s" },
