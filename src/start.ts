@@ -192,7 +192,6 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
           maxManifestBytes: config.limits.maxManifestSize,
           // With logins on, warm shows the mirror a token of its own making.
           ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
-          blobRemoved: (hex) => blobs.forgetCached(hex),
         }),
       }
     : undefined;

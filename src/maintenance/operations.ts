@@ -20,8 +20,6 @@ export interface OperationsDeps {
   maxManifestBytes: number;
   /** Credentials for warm when the mirror has client logins on: a token the mirror issues itself. */
   authorization?: () => string;
-  /** A blob file was removed: the mirror forgets its copy in memory (see docs/cli.md). */
-  blobRemoved?: (hex: string) => void;
 }
 
 export interface CacheOperations {
@@ -30,22 +28,12 @@ export interface CacheOperations {
   warm(images: string[], platforms: string[] | undefined): Promise<WarmReport>;
 }
 
+// What the mirror holds in memory of removed files is dropped by every process of it through the
+// cache's generation file (storage/generation.ts), which purge and gc rewrite themselves.
 export function cacheOperations(deps: OperationsDeps): CacheOperations {
-  const forget = (digests: Iterable<string>): void => {
-    for (const d of digests) if (d.startsWith("sha256:")) deps.blobRemoved?.(d.slice("sha256:".length));
-  };
   return {
-    purge: (o) =>
-      asRequestErrors(async () => {
-        const r = await purgeCache(deps.paths, deps.resolve, o);
-        if (!r.dryRun) forget(r.removed.filter((x) => x.kind === "blob").map((x) => x.name));
-        return r;
-      }),
-    gc: async (o) => {
-      const r = await collectGarbage(deps.paths, o);
-      if (!r.dryRun) forget(r.blobs.removed);
-      return r;
-    },
+    purge: (o) => asRequestErrors(() => purgeCache(deps.paths, deps.resolve, o)),
+    gc: (o) => collectGarbage(deps.paths, o),
     warm: (images, platforms) =>
       asRequestErrors(() => {
         const refs = images.map(parseImageRef);
