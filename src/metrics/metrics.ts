@@ -6,6 +6,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 export type Kind = "manifest" | "blob";
 export type Source = "cache" | "upstream";
 
+/** A hit and a miss counter, bound to their labels. */
+export interface Lookups {
+  hit: { inc(): void };
+  miss: { inc(): void };
+}
+
 export class Metrics {
   readonly registry = new Registry();
   /**
@@ -115,6 +121,19 @@ export class Metrics {
 
   private readonly bound = new Map<string, { inc(by?: number): void }>();
 
+  private readonly lookups = new Map<string, Lookups>();
+
+  /** Hits and misses of one kind and upstream, bound once (see bind): one map lookup a request. */
+  lookupsOf(kind: Kind, upstream: string): Lookups {
+    const key = `${kind}\0${upstream}`;
+    let l = this.lookups.get(key);
+    if (!l) {
+      l = { hit: this.hits.labels({ kind, upstream }), miss: this.misses.labels({ kind, upstream }) };
+      this.lookups.set(key, l);
+    }
+    return l;
+  }
+
   /** Pulls of one upstream, bound once: prom-client hashes a label object on every inc() otherwise. */
   pullsOf(upstream: string): { inc(): void } {
     return this.bind(`pulls\0${upstream}`, () => this.pulls.labels({ upstream }));
@@ -125,6 +144,7 @@ export class Metrics {
     return this.bind(`served\0${source}`, () => this.bytesServed.labels({ source }));
   }
 
+  /** prom-client hashes a label object on every inc(): on the hot path, bind the labels once. */
   private bind(key: string, make: () => { inc(by?: number): void }) {
     let c = this.bound.get(key);
     if (!c) this.bound.set(key, (c = make()));

@@ -81,7 +81,6 @@ export class BlobService {
   private readonly followers = new Map<string, FillFollower>();
   private readonly shutdown = new AbortController();
   private readonly memory: LRUCache<string, InMemory> | undefined;
-  private readonly counters = new Map<string, { hit: { inc(): void }; miss: { inc(): void } }>();
   private readonly sendOptions: SendOptions;
 
   constructor(private readonly deps: BlobServiceDeps) {
@@ -101,17 +100,6 @@ export class BlobService {
         : undefined;
   }
 
-  /** Hit and miss counters bound to their labels once per upstream (inc() with labels hashes them). */
-  private countersFor(upstream: string) {
-    let c = this.counters.get(upstream);
-    if (!c) {
-      const labels = { kind: "blob", upstream } as const;
-      c = { hit: this.deps.metrics.hits.labels(labels), miss: this.deps.metrics.misses.labels(labels) };
-      this.counters.set(upstream, c);
-    }
-    return c;
-  }
-
   /** The blob left the cache (eviction): its copy in memory goes too. */
   forgetCached(hex: string): void {
     this.memory?.delete(hex);
@@ -124,7 +112,7 @@ export class BlobService {
 
   /** `upstream` is asked on a miss; the cache itself is shared by every upstream (one digest, one file). */
   async get(upstream: UpstreamClient, repo: string, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
-    const counters = this.countersFor(upstream.name);
+    const counters = this.deps.metrics.lookupsOf("blob", upstream.name);
     const cached = await this.openCached(d);
     if (cached) {
       counters.hit.inc();

@@ -41,14 +41,11 @@ export interface ManifestServiceDeps {
 }
 
 export class ManifestService {
-  // Bound once: prom-client hashes a label object on every inc() otherwise (the hot path).
   private readonly hit;
   private readonly miss;
 
   constructor(private readonly deps: ManifestServiceDeps) {
-    const labels = { kind: "manifest", upstream: deps.upstreamName } as const;
-    this.hit = deps.metrics.hits.labels(labels);
-    this.miss = deps.metrics.misses.labels(labels);
+    ({ hit: this.hit, miss: this.miss } = deps.metrics.lookupsOf("manifest", deps.upstreamName));
   }
 
   async get(repo: string, ref: Reference, accept: string[]): Promise<ManifestAnswer> {
