@@ -8,43 +8,32 @@ import { RegistryError } from "../../src/oci/errors.ts";
 import { pipe, type Pipe } from "./coordination-channels.ts";
 import { coordinationSuite } from "./coordination.suite.ts";
 
-coordinationSuite("workers", async () => {
-  let now = 1_000_000;
-  const hub = new CoordinationHub({ now: () => now });
-  const workers = ["1", "2"].map((id) => {
-    const p = pipe();
-    hub.attach(id, p.hub);
-    return new WorkerCoordinator(p.worker);
-  });
-  return {
-    members: [...workers, hub.local],
-    advance: (ms) => void (now += ms),
-    close: async () => {
-      await Promise.all([...workers, hub.local].map((m) => m.close()));
-      hub.close();
-    },
+/** Two WorkerCoordinators and the primary's own member on one hub; `batched` as pipe() says. */
+function harness(batched: boolean) {
+  return async () => {
+    let now = 1_000_000;
+    const hub = new CoordinationHub({ now: () => now });
+    const workers = ["1", "2"].map((id) => {
+      const p = pipe({ batched });
+      hub.attach(id, p.hub);
+      return new WorkerCoordinator(p.worker);
+    });
+    return {
+      members: [...workers, hub.local],
+      advance: (ms: number) => void (now += ms),
+      close: async () => {
+        await Promise.all([...workers, hub.local].map((m) => m.close()));
+        hub.close();
+      },
+    };
   };
-});
+}
+
+coordinationSuite("workers", harness(false));
 
 // Node's IPC hands a worker every message of one read in one go: an answer and the notice right
 // behind it (the flight it joins has already failed) arrive with no microtask between them.
-coordinationSuite("workers, messages arriving in batches", async () => {
-  let now = 1_000_000;
-  const hub = new CoordinationHub({ now: () => now });
-  const workers = ["1", "2"].map((id) => {
-    const p = pipe({ batched: true });
-    hub.attach(id, p.hub);
-    return new WorkerCoordinator(p.worker);
-  });
-  return {
-    members: [...workers, hub.local],
-    advance: (ms) => void (now += ms),
-    close: async () => {
-      await Promise.all([...workers, hub.local].map((m) => m.close()));
-      hub.close();
-    },
-  };
-});
+coordinationSuite("workers, messages arriving in batches", harness(true));
 
 describe("workers coordination: an answer and a notice in one batch", () => {
   it("a joiner whose flight fails right after it joined gets the rejection, and the key is free", async () => {
