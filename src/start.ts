@@ -7,7 +7,7 @@ import { ConfigError } from "./config/validate.ts";
 import type { Config } from "./config/schema.ts";
 import { createLogger } from "./log.ts";
 import { Metrics } from "./metrics/metrics.ts";
-import { CachePaths } from "./storage/paths.ts";
+import { openCache, type Cache } from "./storage/cache.ts";
 import { BlobStore } from "./storage/blob-store.ts";
 import { ManifestStore } from "./storage/manifest-store.ts";
 import { UpstreamClient } from "./upstream/client.ts";
@@ -52,7 +52,7 @@ export interface Running {
 export interface StartOptions {
   processMetrics?: boolean;
   /** Tests swap in a store that fails writes, to play a full disk. */
-  blobStore?: (paths: CachePaths) => BlobStore;
+  blobStore?: (cache: Cache) => BlobStore;
   /**
    * Run as one of `workers` cluster workers (cluster/primary.ts), sharing its scope with the
    * others. Undefined: a single process.
@@ -75,16 +75,17 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   );
   const metrics = new Metrics({ processMetrics: opts.processMetrics });
   if (worker) metrics.view = workerMetrics(metrics.registry);
-  const paths = new CachePaths(config.cache.dir);
+  const cache = await openCache(config);
+  const { driver, paths } = cache;
   const onError = (err: unknown) => log.error("an event handler failed", { error: (err as Error).message });
   // Every "one in flight per key" in the mirror goes through this: one process is one scope; a
   // worker shares its scope with the other workers through the primary.
   const coordinator: Coordinator = worker
     ? new WorkerCoordinator(primaryChannel(), { onError })
     : new InProcessCoordinator({ onError });
-  const blobStore = opts.blobStore?.(paths) ?? new BlobStore(paths);
+  const blobStore = opts.blobStore?.(cache) ?? new BlobStore(driver, paths);
   await blobStore.init({ clearTemp: !worker });
-  const manifestStore = new ManifestStore(paths, share(config.cache.manifestMemory));
+  const manifestStore = new ManifestStore(driver, share(config.cache.manifestMemory));
   // The eviction index exists once: here, or for all the workers in the primary.
   const evictor = worker
     ? undefined
@@ -150,7 +151,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     });
     upstreams.set(u.name, { client, manifests });
   }
-  const mirror = new Mirror(upstreams, config.upstream.name, blobs, paths, manifestStore);
+  const mirror = new Mirror(upstreams, config.upstream.name, blobs, driver, manifestStore);
   const allUpstreams = [config.upstream, ...config.upstreams];
   const startedAt = Date.now();
   const stats = () => collectStats(metrics, allUpstreams, startedAt);
@@ -160,13 +161,14 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const ops = {
     stats,
     history,
-    listCache: () => listCache(paths),
+    listCache: () => listCache(driver),
     listingWalks: coordinator.flights<Listing>("repositories"),
     ready: () =>
       readiness({
         tmpDir: paths.tmpDir,
         minFreeBytes: config.cache.minFree,
         staleServing: config.tag.maxStale > 0,
+        storageProblem: () => driver.problem(),
         downUpstreams: async () => (await stats()).upstreams.filter((u) => u.up === false).map((u) => u.name),
       }),
   };
@@ -186,7 +188,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     ? {
         token: config.admin.token,
         ops: cacheOperations({
-          paths,
+          cache,
           resolve: (name) => mirror.route(undefined, name),
           selfUrl: () => selfUrl,
           maxManifestBytes: config.limits.maxManifestSize,

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { Command, Option, type CommanderError } from "commander";
 import type { Config } from "../config/schema.ts";
 import { routeRepo } from "../mirror/routing.ts";
-import { CachePaths } from "../storage/paths.ts";
+import { openCache, type Cache } from "../storage/cache.ts";
 import { basicAuth, duration, mirrorUrl, platforms } from "./args.ts";
 import { describeError, EXIT_FAILED, EXIT_USAGE, UsageError } from "./errors.ts";
 import { collectGarbage } from "../maintenance/gc.ts";
@@ -28,7 +28,7 @@ Exit codes: 0 done, nothing wrong found; 1 failed, or found what it looks for (s
 export type StartLocal = (config: Config) => Promise<{ url: string; close(): Promise<void> }>;
 
 export function registerCommands(program: Command, loadConfig: () => Config, startLocal?: StartLocal): void {
-  const cachePaths = () => existingCache(loadConfig());
+  const cache = () => existingCache(loadConfig());
 
   sub(program, "warm")
     .description("pre-pull images into a running mirror's cache, through its registry API")
@@ -98,7 +98,7 @@ export function registerCommands(program: Command, loadConfig: () => Config, sta
     .description("list cached repositories, their tags and sizes")
     .option("--json", "print the listing as JSON")
     .action((o: { json?: boolean }) =>
-      run(async () => printListing(await listCache(cachePaths()), o.json === true)),
+      run(async () => printListing(await listCache((await cache()).driver), o.json === true)),
     );
 
   sub(program, "purge")
@@ -111,7 +111,7 @@ export function registerCommands(program: Command, loadConfig: () => Config, sta
     .action((ref: string | undefined, o: PurgeFlags) =>
       run(async () => {
         const config = loadConfig();
-        const result = await purgeCache(existingCache(config), resolverFor(config), {
+        const result = await purgeCache(await existingCache(config), resolverFor(config), {
           ...(ref !== undefined ? { ref } : {}),
           ...(o.repo !== undefined ? { repo: o.repo } : {}),
           ...(o.olderThan !== undefined ? { olderThanMs: o.olderThan } : {}),
@@ -133,7 +133,7 @@ export function registerCommands(program: Command, loadConfig: () => Config, sta
     .option("--json", "print what was removed as JSON")
     .action((o: GcFlags) =>
       run(async () => {
-        const result = await collectGarbage(cachePaths(), {
+        const result = await collectGarbage(await cache(), {
           dryRun: o.dryRun === true,
           minAgeMs: o.minAge,
           keepUntagged: o.keepUntagged === true,
@@ -148,7 +148,7 @@ export function registerCommands(program: Command, loadConfig: () => Config, sta
     .option("--json", "print the report as JSON")
     .action((o: { dryRun?: boolean; json?: boolean }) =>
       run(async () =>
-        printVerify(await verifyCache(cachePaths(), { dryRun: o.dryRun === true }), o.json === true),
+        printVerify(await verifyCache(await cache(), { dryRun: o.dryRun === true }), o.json === true),
       ),
     );
 }
@@ -211,11 +211,11 @@ function run(action: () => Promise<number>): Promise<void> {
  * The cache directory from the config, which must exist: listing or cleaning a directory that is
  * not there means cache.dir points somewhere else than the mirror's, and silence would hide that.
  */
-function existingCache(config: Config): CachePaths {
+function existingCache(config: Config): Promise<Cache> {
   if (!existsSync(config.cache.dir)) {
     throw new UsageError(`the cache directory ${config.cache.dir} (cache.dir) does not exist`);
   }
-  return new CachePaths(config.cache.dir);
+  return openCache(config);
 }
 
 /** The mirror on this machine, at the port the config says it listens on. */

@@ -7,7 +7,7 @@ import { Evictor } from "../mirror/eviction.ts";
 import { BLOB_ACTIVITY, BLOB_REMOVED, feedEvictor, type BlobActivity } from "../mirror/eviction-relay.ts";
 import { BlobStore } from "../storage/blob-store.ts";
 import { watchGeneration } from "../storage/generation.ts";
-import { CachePaths } from "../storage/paths.ts";
+import { openCache } from "../storage/cache.ts";
 import { MetricsCollector } from "./metrics.ts";
 import { answerHello, ipcChannel } from "./channel.ts";
 import { randomBytes } from "node:crypto";
@@ -33,8 +33,8 @@ const CRASHES_BEFORE_BACKOFF = 3;
 const CRASH_WINDOW_MS = 10_000;
 
 export async function runPrimary(config: Config, count: number, log: Logger): Promise<void> {
-  const paths = new CachePaths(config.cache.dir);
-  const store = new BlobStore(paths);
+  const { driver, paths } = await openCache(config);
+  const store = new BlobStore(driver, paths);
   // Only here, before any worker runs: debris of a previous run, never a live worker's fill.
   await store.init();
   const hub = new CoordinationHub({

@@ -3,14 +3,16 @@ import { statfs, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 // Readiness, for load balancers and Kubernetes: can this instance do its job right now? It can
-// when it can write to its cache (and has room), and when it can either reach its upstreams or
-// serve stale tags for them. Liveness (/healthz) is only "the process answers".
+// when it can write fills to its cache directory (and has room), reach its storage (the bucket,
+// with the s3 driver), and either reach its upstreams or serve stale tags for them. Liveness (/healthz) is only "the process answers".
 
 export interface ReadinessDeps {
   tmpDir: string;
   minFreeBytes: number;
   /** Serve-stale is on (tag.maxStale > 0): an unreachable upstream does not make us unready. */
   staleServing: boolean;
+  /** Why the storage cannot be used (StorageDriver.problem); undefined when it can. */
+  storageProblem: () => Promise<string | undefined>;
   /** Upstreams whose last answer was an outage. */
   downUpstreams: () => Promise<string[]>;
 }
@@ -40,6 +42,8 @@ export async function readiness(deps: ReadinessDeps): Promise<Readiness> {
   } catch (err) {
     checks.freeSpace = { ok: false, detail: (err as Error).message };
   }
+  const problem = await deps.storageProblem().catch((err: Error) => err.message);
+  checks.storage = problem === undefined ? { ok: true } : { ok: false, detail: problem };
   const down = await deps.downUpstreams();
   checks.upstreams =
     down.length === 0

@@ -1,7 +1,9 @@
 import { bumpGeneration } from "../storage/generation.ts";
+import { rm } from "node:fs/promises";
 import { parseDigest } from "../oci/digest.ts";
-import type { CachePaths } from "../storage/paths.ts";
-import { contentFiles, remove, tagFiles, tmpEntries } from "../storage/cache-walk.ts";
+import type { Cache } from "../storage/cache.ts";
+import { contentObjects, tagObjects, tmpEntries } from "../storage/cache-walk.ts";
+import { manifestMetaKey } from "../storage/keys.ts";
 import { ManifestGraph } from "./manifest-graph.ts";
 
 // `regmirror gc` and POST /admin/gc: mark and sweep over the cache directory. This returns what
@@ -9,7 +11,8 @@ import { ManifestGraph } from "./manifest-graph.ts";
 //
 // Kept (the marks): every manifest a tag record points to, and every cached child of a kept index
 // (or manifest list); every blob a kept manifest names. Removed: manifests nothing above reaches,
-// blobs no kept manifest names, and files in tmp/ (fills a crash left behind).
+// blobs no kept manifest names, files in tmp/ (fills a crash left behind), and the storage's own
+// debris (on S3: multipart uploads a crash interrupted).
 //
 // Anything touched within --min-age (default 1h) is kept whatever the marks say. That is what
 // makes gc safe beside a running mirror: the mirror writes a manifest just before its tag record,
@@ -34,20 +37,20 @@ export interface GcResult {
   dryRun: boolean;
   manifests: Sweep;
   blobs: Sweep;
-  /** Files in tmp/: fills that a crash left behind. */
+  /** Files in tmp/ and the storage's debris: fills and uploads that a crash left behind. */
   tmp: Sweep;
   freedBytes: number;
 }
 
-export async function collectGarbage(paths: CachePaths, opts: GcOptions): Promise<GcResult> {
+export async function collectGarbage({ driver, paths }: Cache, opts: GcOptions): Promise<GcResult> {
   const cutoff = Date.now() - opts.minAgeMs;
-  // Tags first, files after: a tag written during the walk names a manifest that is young.
-  const tags = await tagFiles(paths);
-  const manifests = await contentFiles(paths, "manifest");
-  const blobs = await contentFiles(paths, "blob");
+  // Tags first, content after: a tag written during the walk names a manifest that is young.
+  const tags = await tagObjects(driver);
+  const manifests = await contentObjects(driver, "manifest");
+  const blobs = await contentObjects(driver, "blob");
   const tmp = await tmpEntries(paths);
 
-  const graph = new ManifestGraph(paths);
+  const graph = new ManifestGraph(driver);
   const roots = [
     ...tags.flatMap((t) => (t.entries ?? []).map((e) => e.digest)),
     ...manifests.filter((m) => opts.keepUntagged || m.mtimeMs >= cutoff).map((m) => m.hex),
@@ -55,10 +58,11 @@ export async function collectGarbage(paths: CachePaths, opts: GcOptions): Promis
   const keptManifests = await graph.reachable(roots);
   const keptBlobs = await graph.blobsOf(keptManifests);
 
-  const sweep = async <T extends { path: string; size: number }>(
+  const sweep = async <T extends { size: number }>(
     files: T[],
     keep: (f: T) => boolean,
     name: (f: T) => string,
+    remove: (f: T) => Promise<boolean>,
   ): Promise<Sweep> => {
     const s: Sweep = { removed: [], bytes: 0, kept: 0 };
     for (const f of files) {
@@ -66,7 +70,7 @@ export async function collectGarbage(paths: CachePaths, opts: GcOptions): Promis
         s.kept++;
         continue;
       }
-      if (!opts.dryRun && !(await remove(f.path))) continue;
+      if (!opts.dryRun && !(await remove(f))) continue;
       s.removed.push(name(f));
       s.bytes += f.size;
     }
@@ -78,22 +82,28 @@ export async function collectGarbage(paths: CachePaths, opts: GcOptions): Promis
       manifests,
       (m) => keptManifests.has(m.hex),
       (m) => `sha256:${m.hex}`,
+      (m) => driver.delete(m.key),
     ),
     blobs: await sweep(
       blobs,
       (b) => keptBlobs.has(b.hex) || b.mtimeMs >= cutoff,
       (b) => `sha256:${b.hex}`,
+      (b) => driver.delete(b.key),
     ),
     tmp: await sweep(
       tmp,
       (t) => t.mtimeMs >= cutoff,
       (t) => t.name,
+      (t) => rm(t.path, { force: true }).then(() => true),
     ),
     freedBytes: 0,
   };
-  // A manifest's type record (storage/paths.ts) goes with it.
+  const debris = await driver.sweepDebris(opts.minAgeMs, opts.dryRun);
+  result.tmp.removed.push(...debris.map((d) => d.name));
+  result.tmp.bytes += debris.reduce((a, d) => a + d.size, 0);
+  // A manifest's type record (keys.ts) goes with it.
   if (!opts.dryRun)
-    for (const m of result.manifests.removed) await remove(paths.manifestMeta(parseDigest(m)!));
+    for (const m of result.manifests.removed) await driver.delete(manifestMetaKey(parseDigest(m)!));
   result.freedBytes = result.manifests.bytes + result.blobs.bytes + result.tmp.bytes;
   if (!opts.dryRun && result.manifests.removed.length + result.blobs.removed.length > 0)
     await bumpGeneration(paths);

@@ -1,9 +1,9 @@
-import type { CachePaths } from "../storage/paths.ts";
-import { contentFiles, tagFiles, type TagFile } from "../storage/cache-walk.ts";
+import type { StorageDriver } from "../storage/driver.ts";
+import { contentObjects, tagObjects, type TagObject } from "../storage/cache-walk.ts";
 import { ManifestGraph } from "./manifest-graph.ts";
 
 // `regmirror ls` and the status page (GET /api/repositories): the cached repositories, their tags
-// and sizes, read from the cache directory.
+// and sizes, read from the cache's storage.
 // A tag's size is the sum of the blobs its manifest names (for an index, those of the children
 // that are cached), counted once each; `cachedBytes` is how much of that is on disk now.
 
@@ -33,14 +33,14 @@ export interface Listing {
   cache: { blobs: number; blobBytes: number; manifests: number; manifestBytes: number };
 }
 
-export async function listCache(paths: CachePaths): Promise<Listing> {
+export async function listCache(driver: StorageDriver): Promise<Listing> {
   const [blobs, manifests, tags] = await Promise.all([
-    contentFiles(paths, "blob"),
-    contentFiles(paths, "manifest"),
-    tagFiles(paths),
+    contentObjects(driver, "blob"),
+    contentObjects(driver, "manifest"),
+    tagObjects(driver),
   ]);
   const blobSize = new Map(blobs.map((b) => [b.hex, b.size]));
-  const graph = new ManifestGraph(paths);
+  const graph = new ManifestGraph(driver);
 
   const usage = async (digests: string[]): Promise<Usage> => {
     const named = await graph.blobsOf(await graph.reachable(digests));
@@ -57,7 +57,7 @@ export async function listCache(paths: CachePaths): Promise<Listing> {
     return u;
   };
 
-  const byRepo = new Map<string, TagFile[]>();
+  const byRepo = new Map<string, TagObject[]>();
   for (const t of tags) {
     const key = `${t.upstream}/${t.repo}`;
     byRepo.set(key, [...(byRepo.get(key) ?? []), t]);

@@ -1,6 +1,6 @@
 import { parseDigest } from "../oci/digest.ts";
-import type { CachePaths } from "../storage/paths.ts";
-import { readIfPresent } from "../storage/cache-walk.ts";
+import type { StorageDriver } from "../storage/driver.ts";
+import { manifestKey } from "../storage/keys.ts";
 import { manifestRefs, type Descriptor, type ManifestRefs } from "./manifest-refs.ts";
 
 // The cached manifests as a graph: an index points to its child manifests, an image to its
@@ -10,12 +10,12 @@ import { manifestRefs, type Descriptor, type ManifestRefs } from "./manifest-ref
 export class ManifestGraph {
   private readonly memo = new Map<string, ManifestRefs | undefined>();
 
-  constructor(private readonly paths: CachePaths) {}
+  constructor(private readonly driver: StorageDriver) {}
 
   /** The references of a cached manifest by digest hex; undefined when it is not cached. */
   async refs(hex: string): Promise<ManifestRefs | undefined> {
     if (this.memo.has(hex)) return this.memo.get(hex);
-    const bytes = await readIfPresent(this.paths.manifest({ algorithm: "sha256", hex }));
+    const bytes = await this.driver.get(manifestKey({ algorithm: "sha256", hex }));
     const refs = bytes === undefined ? undefined : manifestRefs(bytes);
     this.memo.set(hex, refs);
     return refs;

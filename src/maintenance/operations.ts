@@ -1,5 +1,5 @@
 import { RegistryError } from "../oci/errors.ts";
-import type { CachePaths } from "../storage/paths.ts";
+import type { Cache } from "../storage/cache.ts";
 import { UsageError } from "./errors.ts";
 import { collectGarbage, type GcOptions, type GcResult } from "./gc.ts";
 import { parseImageRef, parsePlatform } from "./image-ref.ts";
@@ -11,7 +11,7 @@ import { warmImages, type WarmReport } from "./warm.ts";
 // directory, its routing and its own URL. start.ts builds this; the HTTP layer only calls it.
 
 export interface OperationsDeps {
-  paths: CachePaths;
+  cache: Cache;
   /** The mirror's own routing, so that `alpine:3.20` means what it means to a client. */
   resolve: RepoResolver;
   /** Where this mirror listens (known once it does); warm pulls through it like a client. */
@@ -32,8 +32,8 @@ export interface CacheOperations {
 // cache's generation file (storage/generation.ts), which purge and gc rewrite themselves.
 export function cacheOperations(deps: OperationsDeps): CacheOperations {
   return {
-    purge: (o) => asRequestErrors(() => purgeCache(deps.paths, deps.resolve, o)),
-    gc: (o) => collectGarbage(deps.paths, o),
+    purge: (o) => asRequestErrors(() => purgeCache(deps.cache, deps.resolve, o)),
+    gc: (o) => collectGarbage(deps.cache, o),
     warm: (images, platforms) =>
       asRequestErrors(() => {
         const refs = images.map(parseImageRef);

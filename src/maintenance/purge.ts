@@ -1,26 +1,20 @@
 import { bumpGeneration } from "../storage/generation.ts";
-import { dirname, join } from "node:path";
 import { parseDigest } from "../oci/digest.ts";
 import { isValidTag } from "../oci/reference.ts";
-import type { CachePaths } from "../storage/paths.ts";
-import {
-  contentFiles,
-  fileSize,
-  pruneEmptyDirs,
-  remove,
-  tagFiles,
-  type TagFile,
-} from "../storage/cache-walk.ts";
+import type { Cache } from "../storage/cache.ts";
+import type { StorageDriver } from "../storage/driver.ts";
+import { contentObjects, tagObjects, type TagObject } from "../storage/cache-walk.ts";
+import { blobKey, manifestKey, manifestMetaKey } from "../storage/keys.ts";
 import { UsageError } from "./errors.ts";
 
-// `regmirror purge` and POST /admin/purge: removes content from the cache directory, safely while
+// `regmirror purge` and POST /admin/purge: removes content from the cache, safely while
 // a mirror runs on it (to the mirror a removed blob is a miss, fetched again on demand). This
 // returns what it removed; the command layer (print.ts) or the admin API shows it.
 //
 //   purge REPO:TAG       the tag record (the manifests and blobs stay until `gc`)
 //   purge DIGEST         the blob or manifest with that digest (REPO@DIGEST works too)
 //   purge --repo NAME    every tag record of the repository
-//   purge --older-than D blobs not read for D (a blob's mtime is its last read)
+//   purge --older-than D blobs not read for D (storage/last-read.ts)
 //
 // A REF or --repo that matches nothing is a failure, like `rm` without -f: a typo must not pass
 // for success. --older-than is a sweep and succeeds whatever it found.
@@ -57,7 +51,7 @@ export interface PurgeResult {
 
 /** Removes what the options name; a malformed REF or name is a UsageError. Prints nothing. */
 export async function purgeCache(
-  paths: CachePaths,
+  { driver, paths }: Cache,
   resolve: RepoResolver,
   opts: PurgeOptions,
 ): Promise<PurgeResult> {
@@ -69,13 +63,13 @@ export async function purgeCache(
   let target: string;
   if (opts.olderThanMs !== undefined) {
     target = `blobs not read for ${Math.round(opts.olderThanMs / 1000)}s`;
-    removed = await purgeOlderThan(paths, Date.now() - opts.olderThanMs, opts.dryRun);
+    removed = await purgeOlderThan(driver, Date.now() - opts.olderThanMs, opts.dryRun);
   } else if (opts.repo !== undefined) {
     target = opts.repo;
-    removed = await purgeTags(paths, await findTags(paths, resolve, opts.repo, undefined), opts.dryRun);
+    removed = await purgeTags(driver, await findTags(driver, resolve, opts.repo, undefined), opts.dryRun);
   } else {
     target = opts.ref!;
-    removed = await purgeRef(paths, resolve, opts.ref!, opts.dryRun);
+    removed = await purgeRef(driver, resolve, opts.ref!, opts.dryRun);
   }
   if (!opts.dryRun && removed.length > 0) await bumpGeneration(paths);
   return {
@@ -88,7 +82,7 @@ export async function purgeCache(
 }
 
 async function purgeRef(
-  paths: CachePaths,
+  driver: StorageDriver,
   resolve: RepoResolver,
   ref: string,
   dryRun: boolean,
@@ -99,16 +93,16 @@ async function purgeRef(
     const d = parseDigest(text);
     if (!d) throw new UsageError(`"${text}" is not a sha256 digest`);
     const removed: Removed[] = [];
-    for (const [kind, path] of [
-      ["blob", paths.blob(d)],
-      ["manifest", paths.manifest(d)],
+    for (const [kind, key] of [
+      ["blob", blobKey(d)],
+      ["manifest", manifestKey(d)],
     ] as const) {
-      const size = await fileSize(path);
-      if (size === undefined) continue;
-      if (!dryRun && !(await remove(path))) continue;
-      // A manifest's type record (storage/paths.ts) goes with it.
-      if (!dryRun && kind === "manifest") await remove(paths.manifestMeta(d));
-      removed.push({ kind, name: text, bytes: size });
+      const found = await driver.stat(key);
+      if (found === undefined) continue;
+      if (!dryRun && !(await driver.delete(key))) continue;
+      // A manifest's type record (keys.ts) goes with it.
+      if (!dryRun && kind === "manifest") await driver.delete(manifestMetaKey(d));
+      removed.push({ kind, name: text, bytes: found.size });
     }
     return removed;
   }
@@ -118,20 +112,20 @@ async function purgeRef(
   }
   const tag = ref.slice(colon + 1);
   if (!isValidTag(tag)) throw new UsageError(`"${tag}" is not a valid tag`);
-  return purgeTags(paths, await findTags(paths, resolve, ref.slice(0, colon), tag), dryRun);
+  return purgeTags(driver, await findTags(driver, resolve, ref.slice(0, colon), tag), dryRun);
 }
 
 /**
  * Tag records of a repository name (one tag, or all). The name is routed as the mirror routes it
- * (`alpine` → docker.io/library/alpine); failing that, a leading component that is a directory
- * under repos/ is taken literally, for tags cached under an upstream no longer configured.
+ * (`alpine` → docker.io/library/alpine); failing that, a leading component is taken literally
+ * as the upstream, for tags cached under an upstream no longer configured.
  */
 async function findTags(
-  paths: CachePaths,
+  driver: StorageDriver,
   resolve: RepoResolver,
   name: string,
   tag: string | undefined,
-): Promise<TagFile[]> {
+): Promise<TagObject[]> {
   let routed: { upstream: string; repo: string };
   try {
     routed = resolve(name);
@@ -140,7 +134,7 @@ async function findTags(
   }
   const slash = name.indexOf("/");
   const literal = slash > 0 ? { upstream: name.slice(0, slash), repo: name.slice(slash + 1) } : undefined;
-  const all = await tagFiles(paths);
+  const all = await tagObjects(driver);
   const matching = (at: { upstream: string; repo: string }) =>
     all.filter(
       (t) => t.upstream === at.upstream && t.repo === at.repo && (tag === undefined || t.tag === tag),
@@ -149,24 +143,20 @@ async function findTags(
   return found.length > 0 || literal === undefined ? found : matching(literal);
 }
 
-async function purgeTags(paths: CachePaths, tags: TagFile[], dryRun: boolean): Promise<Removed[]> {
+async function purgeTags(driver: StorageDriver, tags: TagObject[], dryRun: boolean): Promise<Removed[]> {
   const removed: Removed[] = [];
   for (const t of tags) {
-    if (!dryRun) {
-      if (!(await remove(t.path))) continue;
-      // Leave no empty repository directories behind: `ls` and the catalog would show them.
-      await pruneEmptyDirs(dirname(t.path), join(paths.reposDir, t.upstream));
-    }
+    if (!dryRun && !(await driver.delete(t.key))) continue;
     removed.push({ kind: "tag", name: `${t.upstream}/${t.repo}:${t.tag}`, bytes: t.size });
   }
   return removed;
 }
 
-async function purgeOlderThan(paths: CachePaths, cutoffMs: number, dryRun: boolean): Promise<Removed[]> {
+async function purgeOlderThan(driver: StorageDriver, cutoffMs: number, dryRun: boolean): Promise<Removed[]> {
   const removed: Removed[] = [];
-  for (const b of await contentFiles(paths, "blob")) {
+  for (const b of await contentObjects(driver, "blob")) {
     if (b.mtimeMs >= cutoffMs) continue;
-    if (!dryRun && !(await remove(b.path))) continue;
+    if (!dryRun && !(await driver.delete(b.key))) continue;
     removed.push({ kind: "blob", name: `sha256:${b.hex}`, bytes: b.size });
   }
   return removed;

@@ -1,7 +1,7 @@
 import { bumpGeneration } from "../storage/generation.ts";
 import pLimit from "p-limit";
-import type { CachePaths } from "../storage/paths.ts";
-import { contentFiles, hashFile, remove, type ContentFile } from "../storage/cache-walk.ts";
+import type { Cache } from "../storage/cache.ts";
+import { contentObjects, hashObject, type ContentObject } from "../storage/cache-walk.ts";
 
 // `regmirror verify`: re-hashes every blob and manifest and removes each whose sha256 is not its
 // file name. The mirror only ever publishes verified files, so a mismatch means the disk (or
@@ -17,7 +17,7 @@ export interface VerifyOptions {
 }
 
 export interface Corrupt {
-  kind: ContentFile["kind"];
+  kind: ContentObject["kind"];
   digest: string;
   actual: string;
   bytes: number;
@@ -30,8 +30,8 @@ export interface VerifyResult {
   corrupt: Corrupt[];
 }
 
-export async function verifyCache(paths: CachePaths, opts: VerifyOptions): Promise<VerifyResult> {
-  const files = [...(await contentFiles(paths, "blob")), ...(await contentFiles(paths, "manifest"))];
+export async function verifyCache({ driver, paths }: Cache, opts: VerifyOptions): Promise<VerifyResult> {
+  const files = [...(await contentObjects(driver, "blob")), ...(await contentObjects(driver, "manifest"))];
   const limit = pLimit(CONCURRENCY);
   const corrupt: Corrupt[] = [];
   let checked = 0;
@@ -39,13 +39,13 @@ export async function verifyCache(paths: CachePaths, opts: VerifyOptions): Promi
   await Promise.all(
     files.map((f) =>
       limit(async () => {
-        const actual = await hashFile(f.path);
+        const actual = await hashObject(driver, f.key);
         // Gone meanwhile (eviction or a purge on a running mirror): nothing left to verify.
         if (actual === undefined) return;
         checked++;
         bytes += f.size;
         if (actual === f.hex) return;
-        if (!opts.dryRun) await remove(f.path);
+        if (!opts.dryRun) await driver.delete(f.key);
         corrupt.push({ kind: f.kind, digest: `sha256:${f.hex}`, actual: `sha256:${actual}`, bytes: f.size });
       }),
     ),

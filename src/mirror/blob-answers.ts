@@ -2,10 +2,12 @@ import { close } from "node:fs";
 import type { Writable } from "node:stream";
 import { RegistryError } from "../oci/errors.ts";
 import { sendBuffer, sendFile, sendStream, type SendOptions } from "../storage/send-file.ts";
+import type { ObjectReader } from "../storage/driver.ts";
 import { StorageError, type Followable } from "./fill.ts";
 
-// The three kinds of answer BlobService gives for a blob: a cached file (an open descriptor), a
-// cached blob in memory, and a fill in progress. Each holds something (a descriptor, a place in
+// The kinds of answer BlobService gives for a blob: a cached blob (an open reader of the
+// storage; on disk, a descriptor that sendfile(2) can send from), a cached blob in memory, and a
+// fill in progress. Each holds something (a descriptor, a place in
 // the fill) that must be let go exactly once, however the response ends.
 
 export interface BlobAnswer {
@@ -21,8 +23,30 @@ export interface BlobAnswer {
   release(): void;
 }
 
+/** A cached blob, open in storage. The answer owns `reader` from now on. */
+export function readerAnswer(reader: ObjectReader, opts: SendOptions): BlobAnswer {
+  const fd = reader.takeDescriptor?.();
+  if (fd !== undefined) return fileAnswer(fd, reader.size, opts);
+  let owned = true;
+  const release = () => {
+    if (owned) void reader.close().catch(() => undefined);
+    owned = false;
+  };
+  return {
+    size: reader.size,
+    source: "cache",
+    send: (out, start, end) => {
+      if (!owned) return void out.destroy();
+      owned = false;
+      const stream = reader.stream(start, end ?? reader.size - 1);
+      sendStream(stream, out, opts.stallMs, () => void reader.close().catch(() => undefined));
+    },
+    release,
+  };
+}
+
 /** A cached blob's open file. The answer owns `fd` from now on. */
-export function fileAnswer(fd: number, size: number, opts: SendOptions): BlobAnswer {
+function fileAnswer(fd: number, size: number, opts: SendOptions): BlobAnswer {
   // The descriptor goes to exactly one of send() and release(): closing it twice could close a
   // number the process has reused meanwhile.
   let owned = true;

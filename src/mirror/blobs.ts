@@ -1,5 +1,3 @@
-import { close, fstat, open, read } from "node:fs";
-import { promisify } from "node:util";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "winston";
 import { formatDigest, type Digest } from "../oci/digest.ts";
@@ -14,22 +12,16 @@ import { FillFollower, type FillTicket } from "./fill-follower.ts";
 import { FillWatch } from "./fill-watch.ts";
 import type { BlobIndex } from "./eviction.ts";
 import type { SendOptions } from "../storage/send-file.ts";
-import { bufferAnswer, fileAnswer, fillAnswer, type BlobAnswer } from "./blob-answers.ts";
+import { bufferAnswer, fillAnswer, readerAnswer, type BlobAnswer } from "./blob-answers.ts";
 import { blobPath, contentLength, directRange } from "./upstream-blob.ts";
 
-const openAsync = promisify(open);
-const fstatAsync = promisify(fstat);
-const readAsync = promisify(read);
-
-// Blobs: local-first and immutable. A cached blob is served from its file; a missing one is
+// Blobs: local-first and immutable. A cached blob is served from storage; a missing one is
 // fetched once (however many clients ask) and followed by every client while it lands.
 
 export type { BlobAnswer } from "./blob-answers.ts";
 
 /** Blobs up to this size are also kept in memory (cache.blobMemory): no syscall at all to serve them. */
 const SMALL_BLOB = 1024 * 1024;
-/** Record a read on disk at most this often per blob: the LRU needs minutes, not milliseconds. */
-const TOUCH_EVERY_MS = 60_000;
 
 export interface BlobServiceDeps {
   store: BlobStore;
@@ -66,12 +58,6 @@ export interface FollowerChange {
   delta: 1 | -1;
 }
 
-interface InMemory {
-  bytes: Buffer;
-  /** When the file's mtime was last set (the on-disk record of a read). */
-  touchedAt: number;
-}
-
 export class BlobService {
   /** Every fill's pump, so shutdown can wait for them. */
   private readonly pumps = new Set<Promise<void>>();
@@ -80,7 +66,7 @@ export class BlobService {
   /** Fills another worker runs, by digest hex: one follower (one descriptor, one poll) each. */
   private readonly followers = new Map<string, FillFollower>();
   private readonly shutdown = new AbortController();
-  private readonly memory: LRUCache<string, InMemory> | undefined;
+  private readonly memory: LRUCache<string, Buffer> | undefined;
   private readonly sendOptions: SendOptions;
 
   constructor(private readonly deps: BlobServiceDeps) {
@@ -93,9 +79,9 @@ export class BlobService {
     };
     this.memory =
       deps.memoryBytes > 0
-        ? new LRUCache<string, InMemory>({
+        ? new LRUCache<string, Buffer>({
             maxSize: deps.memoryBytes,
-            sizeCalculation: (e) => Math.max(e.bytes.length, 1),
+            sizeCalculation: (bytes) => Math.max(bytes.length, 1),
           })
         : undefined;
   }
@@ -155,7 +141,7 @@ export class BlobService {
     const follower = new FillFollower(
       ticket,
       ended,
-      this.deps.store.path(d),
+      () => this.deps.store.open(d),
       (start, end) => directRange(upstream, repo, d, start, end),
       (delta) =>
         void this.deps.followChanges
@@ -178,51 +164,29 @@ export class BlobService {
 
   private async openCached(d: Digest): Promise<BlobAnswer | undefined> {
     const { store, evictor } = this.deps;
+    // Reads are recorded by the eviction index, which persists them (last-read.ts); a blob
+    // removed behind our back leaves memory through the generation file (forgetAllCached).
     const mem = this.memory?.get(d.hex);
     if (mem) {
       evictor.read(d.hex);
-      if (Date.now() - mem.touchedAt > TOUCH_EVERY_MS) {
-        mem.touchedAt = Date.now();
-        // Removed by `regmirror purge`/`gc`/`verify` meanwhile: stop serving it from memory too.
-        store.touch(d).then(
-          (there) => there || this.memory?.delete(d.hex),
-          (err: Error) => this.touchFailed(err),
-        );
-      }
-      return bufferAnswer(mem.bytes, this.deps.stallTimeoutMs);
+      return bufferAnswer(mem, this.deps.stallTimeoutMs);
     }
-    let fd: number;
-    try {
-      fd = await openAsync(store.path(d), "r");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
-    // Holding the descriptor means eviction can unlink the file without cutting this response.
-    const st = await fstatAsync(fd).catch((err: unknown) => {
-      close(fd, () => undefined);
-      throw err;
-    });
+    const reader = await store.open(d);
+    if (!reader) return undefined;
     evictor.read(d.hex);
-    const touchedAt = Date.now() - st.mtimeMs > TOUCH_EVERY_MS ? Date.now() : st.mtimeMs;
-    if (touchedAt !== st.mtimeMs) store.touch(d).catch((err: Error) => this.touchFailed(err));
-    if (this.memory && st.size <= SMALL_BLOB) {
-      const bytes = Buffer.allocUnsafe(st.size);
+    if (this.memory && reader.size <= SMALL_BLOB) {
+      const bytes = Buffer.allocUnsafe(reader.size);
       try {
-        const { bytesRead } = await readAsync(fd, bytes, 0, st.size, 0);
-        if (bytesRead !== st.size) throw new Error("cached blob shorter than its size");
+        const { bytesRead } = await reader.read(bytes, 0, reader.size, 0);
+        if (bytesRead !== reader.size) throw new Error("cached blob shorter than its size");
       } finally {
-        close(fd, () => undefined);
+        await reader.close();
       }
-      this.memory.set(d.hex, { bytes, touchedAt });
+      this.memory.set(d.hex, bytes);
       return bufferAnswer(bytes, this.deps.stallTimeoutMs);
     }
-    return fileAnswer(fd, st.size, this.sendOptions);
-  }
-
-  /** The read could not be recorded: eviction may take this blob early; worth knowing why. */
-  private touchFailed(err: Error): void {
-    this.deps.log.warn("could not record a blob read", { error: err.message });
+    // Holding the reader means eviction can remove the blob without cutting this response.
+    return readerAnswer(reader, this.sendOptions);
   }
 
   private async headUpstream(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobAnswer> {
@@ -256,7 +220,6 @@ export class BlobService {
   ): Promise<FillTicket> {
     const { store, metrics, log, evictor, fillTimeoutMs, abandonedFillTimeoutMs } = this.deps;
     const fallback = (start: number, end: number | undefined) => directRange(upstream, repo, d, start, end);
-    const finalPath = store.path(d);
     // The fill's own limits, not the client's: it must outlive a client that hangs up.
     const watch = new FillWatch({
       stallMs: fillTimeoutMs,
@@ -295,7 +258,7 @@ export class BlobService {
       // No temp file: every follower goes to the upstream itself (FillFollower).
       return { temp: "", ...(size !== undefined ? { size } : {}) };
     }
-    const fill = new BlobFill({ writer, file, size, finalPath, fallback, watch });
+    const fill = new BlobFill({ writer, file, size, openPublished: () => store.open(d), fallback, watch });
     this.running.set(d.hex, fill);
     metrics.fillsInFlight.inc();
     const landed = fill.pump(res.body);

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import { open, type FileHandle } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { StorageError, type Fallback, type Followable, type FillState } from "./fill.ts";
+import { StorageError, type Fallback, type FillFile, type Followable, type FillState } from "./fill.ts";
 
 // A blob fill that another worker runs, followed through its temp file.
 //
@@ -32,6 +32,17 @@ const POLL_MS = 2;
 /** Followers mostly read what landed long ago: big reads, few syscalls and chunks. */
 const READ_CHUNK = 1024 * 1024;
 
+/** The file a follower reads: the owner's temp file, or the published blob once it is committed. */
+interface FollowedFile extends FillFile {
+  /** How many bytes are in it now. */
+  size(): Promise<number>;
+}
+
+/** The published blob (a reader from the storage driver, which knows its size). */
+export interface PublishedFile extends FillFile {
+  readonly size: number;
+}
+
 export class FillFollowerError extends Error {
   constructor() {
     super("the transfer of this blob failed in another worker");
@@ -47,7 +58,7 @@ export class FillFollower implements Followable {
   /** Bytes known to be in the file: what the shared poll last saw. */
   private known = 0;
   /** One descriptor for every reader in this worker (reads are positional); opened by the first. */
-  private file: Promise<FileHandle> | undefined;
+  private file: Promise<FollowedFile> | undefined;
   private holders = 0;
   private readonly events = new EventEmitter();
   private polling = false;
@@ -55,8 +66,8 @@ export class FillFollower implements Followable {
   constructor(
     readonly ticket: FillTicket,
     ended: Promise<"done" | "failed">,
-    /** The published blob: where the file is once the owner has committed it. */
-    private readonly finalPath: string,
+    /** Opens the published blob: where the bytes are once the owner has committed them. */
+    private readonly openPublished: () => Promise<PublishedFile | undefined>,
     private readonly fallback: Fallback,
     /** Tells the owner a client here started (+1) or stopped (-1) following: see BlobFill.followedElsewhere. */
     private readonly following: (delta: 1 | -1) => void = () => undefined,
@@ -99,16 +110,27 @@ export class FillFollower implements Followable {
   }
 
   /** The temp file, or the published blob if the owner has committed it meanwhile. */
-  private async openFile(): Promise<FileHandle> {
+  private async openFile(): Promise<FollowedFile> {
     try {
-      return await open(this.ticket.temp, "r");
+      const fh: FileHandle = await open(this.ticket.temp, "r");
+      return {
+        read: (buffer, offset, length, position) => fh.read(buffer, offset, length, position),
+        close: () => fh.close(),
+        size: async () => (await fh.stat()).size,
+      };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
-    // Renamed (committed) or removed (failed): only the flight's end tells which.
+    // Published (renamed or uploaded) or removed (failed): only the flight's end tells which.
     await this.ended;
     if (this.state !== "done") throw this.error ?? new FillFollowerError();
-    return open(this.finalPath, "r");
+    const published = await this.openPublished();
+    if (!published) throw new Error("the blob left the cache as it landed");
+    return {
+      read: (b, o, l, p) => published.read(b, o, l, p),
+      close: () => published.close(),
+      size: () => Promise.resolve(published.size),
+    };
   }
 
   /**
@@ -116,17 +138,17 @@ export class FillFollower implements Followable {
    * of this worker, and only while one of them waits: 16 clients cost one fstat every POLL_MS,
    * not sixteen.
    */
-  private more(file: FileHandle): Promise<void> {
+  private more(file: FollowedFile): Promise<void> {
     const changed = new Promise<void>((resolve) => this.events.once("change", resolve));
     if (!this.polling) void this.poll(file);
     return changed;
   }
 
-  private async poll(file: FileHandle): Promise<void> {
+  private async poll(file: FollowedFile): Promise<void> {
     this.polling = true;
     try {
       while (this.events.listenerCount("change") > 0 && this.state === "running") {
-        const size = (await file.stat()).size;
+        const size = await file.size();
         if (size > this.known) {
           this.known = size;
           this.events.emit("change");
@@ -153,7 +175,7 @@ export class FillFollower implements Followable {
     while (pos < stop) {
       if (this.state === "failed") throw this.error ?? new FillFollowerError();
       // Once "done" is seen, a size read after it is the blob's whole size.
-      if (this.state === "done") final ??= (await file.stat()).size;
+      if (this.state === "done") final ??= await file.size();
       const size = final ?? this.known;
       const avail = Math.min(final !== undefined ? size : Math.max(0, size - 1), stop);
       if (pos < avail) {

@@ -1,7 +1,6 @@
 import { EventEmitter } from "node:events";
-import { open, type FileHandle } from "node:fs/promises";
 import { Readable } from "node:stream";
-import type { BlobWriter } from "../storage/blob-store.ts";
+import { PublishError, type BlobWriter } from "../storage/blob-store.ts";
 import type { FillWatch } from "./fill-watch.ts";
 
 // One blob coming from the upstream into the cache, readable while it lands.
@@ -70,8 +69,8 @@ export interface BlobFillOptions {
   file: FillFile;
   /** From the upstream's Content-Length; undefined when it sent none. */
   size: number | undefined;
-  /** The published blob: only for a reader that joins after the fill has let its file go. */
-  finalPath: string;
+  /** Opens the published blob: only for a reader that joins after the fill has let its file go. */
+  openPublished: () => Promise<FillFile | undefined>;
   fallback: Fallback;
   /** The fill's limits; told of every byte and every reader. */
   watch?: FillWatch;
@@ -152,7 +151,11 @@ export class BlobFill implements Followable {
       await this.copy(body, writer);
       // Verified, durable and published before the last byte goes out: a client that has its
       // whole blob can count on the cache having it too (warm relies on that).
-      await writer.commit();
+      await writer.commit().catch((err: unknown) => {
+        // The bytes were right and are in the temp file, but the storage would not take them:
+        // readers finish from the upstream, as when a write fails mid-fill.
+        throw err instanceof PublishError ? new StorageError(err) : err;
+      });
       this.verified = true;
       this.state = "done";
       // Everything is in the file now: let the memory go at once rather than at the next full
@@ -277,11 +280,17 @@ export class BlobFill implements Followable {
     return new Promise((resolve) => this.events.once("change", resolve));
   }
 
+  private async openPublished(): Promise<FillFile> {
+    const file = await this.opts.openPublished();
+    if (!file) throw new Error("the blob left the cache as it landed");
+    return file;
+  }
+
   private async *read(start: number, end: number | undefined): AsyncGenerator<Buffer> {
     const stop = end === undefined ? Infinity : end + 1;
     let pos = start;
     /** Only for a reader that joined after the fill let its file go (the fill was just done). */
-    let own: FileHandle | undefined;
+    let own: FillFile | undefined;
     let buf: Buffer | undefined;
     try {
       while (pos < stop && this.state !== "failed") {
@@ -294,7 +303,7 @@ export class BlobFill implements Followable {
             continue;
           }
           // Older than the tail: it was written, so the file has it.
-          const file = this.file ?? (own ??= await open(this.opts.finalPath, "r"));
+          const file = this.file ?? (own ??= await this.openPublished());
           buf ??= Buffer.allocUnsafe(READ_CHUNK);
           const { bytesRead } = await file.read(buf, 0, Math.min(READ_CHUNK, avail - pos), pos);
           if (bytesRead === 0) throw new Error("cache file shorter than what landed");

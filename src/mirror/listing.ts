@@ -1,8 +1,6 @@
-import { readdir } from "node:fs/promises";
-import { dirname } from "node:path";
 import { RegistryError } from "../oci/errors.ts";
-import type { CachePaths } from "../storage/paths.ts";
-import { isNotFound } from "../storage/cache-walk.ts";
+import type { StorageDriver } from "../storage/driver.ts";
+import { tagsPrefix } from "../storage/keys.ts";
 import type { Routed } from "./routing.ts";
 
 // /v2/_catalog and /v2/<name>/tags/list, answered from what the cache holds: a mirror lists
@@ -26,16 +24,14 @@ export function paginate(sorted: string[], n: number | undefined, last: string |
 }
 
 /** Tags of one repository; NAME_UNKNOWN when the mirror has none. */
-export async function cachedTags(paths: CachePaths, at: Routed): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dirname(paths.tag(at.upstream, at.repo, "x")));
-  } catch (err) {
-    // No directory: no tags. Anything else (EMFILE, EACCES) is a fault, not a 404.
-    if (!isNotFound(err)) throw err;
-    names = [];
+export async function cachedTags(driver: StorageDriver, at: Routed): Promise<string[]> {
+  const prefix = tagsPrefix(at.upstream, at.repo);
+  const tags: string[] = [];
+  // A listing that fails (EACCES, an unreachable bucket) is a fault, not a 404.
+  for await (const o of driver.list(prefix)) {
+    const name = o.key.slice(prefix.length);
+    if (!name.includes("/") && name.endsWith(".json")) tags.push(name.slice(0, -".json".length));
   }
-  const tags = names.filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -".json".length));
   if (tags.length === 0)
     throw new RegistryError("NAME_UNKNOWN", "no tags of this repository are cached", {
       detail: { name: at.repo },

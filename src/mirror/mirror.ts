@@ -5,7 +5,7 @@ import type { BlobAnswer, BlobService } from "./blobs.ts";
 import type { ManifestAnswer, ManifestService } from "./manifests.ts";
 import { routeRepo, type Routed } from "./routing.ts";
 import { cachedRepositories, cachedTags, paginate, type Page } from "./listing.ts";
-import type { CachePaths } from "../storage/paths.ts";
+import type { StorageDriver } from "../storage/driver.ts";
 import type { ManifestStore } from "../storage/manifest-store.ts";
 
 // What the HTTP layer talks to: "manifest X of repository Y", "blob Z". It picks the upstream
@@ -24,7 +24,7 @@ export class Mirror {
     private readonly upstreams: ReadonlyMap<string, UpstreamEntry>,
     private readonly defaultName: string,
     private readonly blobs: BlobService,
-    private readonly paths: CachePaths,
+    private readonly storage: StorageDriver,
     private readonly store: ManifestStore,
   ) {
     this.names = new Set(upstreams.keys());
@@ -43,7 +43,7 @@ export class Mirror {
   }
 
   async tags(at: Routed, n: number | undefined, last: string | undefined): Promise<Page> {
-    return paginate(await cachedTags(this.paths, at), n, last);
+    return paginate(await cachedTags(this.storage, at), n, last);
   }
 
   /** `ns` narrows the catalog to one configured registry. */

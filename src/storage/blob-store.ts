@@ -1,13 +1,18 @@
-import { mkdir, open, readdir, rename, rm, stat, utimes, type FileHandle } from "node:fs/promises";
-import { dirname } from "node:path";
+import { mkdir, open, readdir, rm, type FileHandle } from "node:fs/promises";
 import type { Hash } from "node:crypto";
 import { formatDigest, sha256Hasher, type Digest } from "../oci/digest.ts";
-import { CachePaths } from "./paths.ts";
+import type { CachePaths } from "./paths.ts";
 import { tempName, tempOwner } from "./atomic.ts";
+import type { ObjectReader, StorageDriver } from "./driver.ts";
+import { BLOBS, blobKey, contentHex } from "./keys.ts";
 
-// Content-addressed blob files. A blob becomes visible under its digest only through
-// BlobWriter.commit(), which checks size and sha256 first and then fsyncs and renames: a reader
-// of blobs/ can never see a partial or wrong file, whatever happens to the process.
+// Content-addressed blobs. A blob is written to a local temp file and becomes visible under its
+// digest only through BlobWriter.commit(), which checks size and sha256 first and then hands
+// the file to the driver to publish: nothing can ever see a partial or wrong blob under a
+// digest, whatever happens to the process.
+
+/** Uploads older than this at start are a crash's debris, not a fill of another replica. */
+const DEBRIS_AGE_MS = 60 * 60_000;
 
 export class DigestMismatchError extends Error {
   constructor(
@@ -16,6 +21,14 @@ export class DigestMismatchError extends Error {
   ) {
     super(`content does not match its digest: expected ${expected}, got ${actual}`);
     this.name = "DigestMismatchError";
+  }
+}
+
+/** The blob was right but the storage could not take it: readers go on from the upstream. */
+export class PublishError extends Error {
+  constructor(cause: unknown) {
+    super(`cannot publish the blob: ${(cause as Error).message ?? String(cause)}`, { cause });
+    this.name = "PublishError";
   }
 }
 
@@ -29,18 +42,19 @@ export class SizeMismatchError extends Error {
   }
 }
 
-function isNotFound(err: unknown): boolean {
-  return (err as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
-}
-
-export interface BlobStat {
+export interface StoredBlob {
+  hex: string;
   size: number;
-  /** Last read, in ms since the epoch (kept in the file's mtime so it survives a restart). */
-  lastRead: number;
+  /** When it was published (ms since the epoch); the last read is the eviction index's (last-read.ts). */
+  modifiedMs: number;
 }
 
+/** Blobs by digest over the storage driver, and the local temp files their fills are written to. */
 export class BlobStore {
-  constructor(readonly paths: CachePaths) {}
+  constructor(
+    readonly driver: StorageDriver,
+    readonly paths: CachePaths,
+  ) {}
 
   /**
    * Creates the layout. With `clearTemp` (a single process, or the primary before it forks)
@@ -49,11 +63,9 @@ export class BlobStore {
    */
   async init({ clearTemp = true } = {}): Promise<void> {
     if (clearTemp) await rm(this.paths.tmpDir, { recursive: true, force: true });
-    await Promise.all(
-      [this.paths.blobsDir, this.paths.manifestsDir, this.paths.reposDir, this.paths.tmpDir].map((d) =>
-        mkdir(d, { recursive: true }),
-      ),
-    );
+    await mkdir(this.paths.tmpDir, { recursive: true });
+    // Uploads a crash interrupted are debris too, once old enough not to be another replica's.
+    await this.driver.init(clearTemp ? { debrisAgeMs: DEBRIS_AGE_MS } : {});
   }
 
   /** Removes the temp files of a process that is gone (a worker that died mid-fill). */
@@ -64,71 +76,42 @@ export class BlobStore {
     return mine.length;
   }
 
-  path(d: Digest): string {
-    return this.paths.blob(d);
+  open(d: Digest): Promise<ObjectReader | undefined> {
+    return this.driver.open(blobKey(d));
   }
 
-  async stat(d: Digest): Promise<BlobStat | undefined> {
-    try {
-      const s = await stat(this.paths.blob(d));
-      return { size: s.size, lastRead: s.mtimeMs };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
-  }
-
-  /**
-   * Records a read; eviction orders blobs by this. False when the file is gone (purged from
-   * outside); any other failure (EACCES, EMFILE) rejects: it is not an answer about the blob.
-   */
-  async touch(d: Digest, when = Date.now()): Promise<boolean> {
-    const t = new Date(when);
-    try {
-      await utimes(this.paths.blob(d), t, t);
-      return true;
-    } catch (err) {
-      if (isNotFound(err)) return false;
-      throw err;
-    }
+  async stat(d: Digest): Promise<StoredBlob | undefined> {
+    const o = await this.driver.stat(blobKey(d));
+    return o && { hex: d.hex, size: o.size, modifiedMs: o.modifiedMs };
   }
 
   async remove(d: Digest): Promise<void> {
-    await rm(this.paths.blob(d), { force: true });
+    await this.driver.delete(blobKey(d));
   }
 
   async beginWrite(d: Digest, expectedSize?: number): Promise<BlobWriter> {
     const tmp = tempName(this.paths.tmpDir);
     const fh = await open(tmp, "wx");
-    return new BlobWriter(d, tmp, this.paths.blob(d), fh, expectedSize);
+    return new BlobWriter(d, tmp, fh, expectedSize, (file) => this.driver.publish(file, blobKey(d)));
   }
 
   /**
-   * Every cached blob with its size and last read; for the eviction index at start. Files and
-   * folders removed meanwhile (ENOENT) are skipped. Any other error goes to `onError` and the
-   * listing goes on without that entry, so one unreadable folder does not hide the whole cache;
-   * without `onError` it is thrown.
+   * Every cached blob with its size; for the eviction index at start. A listing that fails
+   * part-way goes to `onError` with what was listed so far kept (one unreadable folder must not
+   * hide the whole cache); without `onError` it is thrown.
    */
   async *list(
     onError: (err: Error) => void = (err) => {
       throw err;
     },
-  ): AsyncGenerator<{ hex: string; size: number; lastRead: number }> {
-    const settle = <T>(p: Promise<T>): Promise<T | undefined> =>
-      p.catch((err: unknown) => {
-        if (!isNotFound(err)) onError(err as Error);
-        return undefined;
-      });
-    const prefixes = (await settle(readdir(this.paths.blobsDir))) ?? [];
-    for (const p of prefixes) {
-      const dir = `${this.paths.blobsDir}/${p}`;
-      const names = (await settle(readdir(dir))) ?? [];
-      const stats = await Promise.all(
-        names.map((n) =>
-          settle(stat(`${dir}/${n}`).then((s) => ({ hex: n, size: s.size, lastRead: s.mtimeMs }))),
-        ),
-      );
-      for (const s of stats) if (s) yield s;
+  ): AsyncGenerator<StoredBlob> {
+    try {
+      for await (const o of this.driver.list(BLOBS)) {
+        const hex = contentHex(o.key);
+        if (hex) yield { hex, size: o.size, modifiedMs: o.modifiedMs };
+      }
+    } catch (err) {
+      onError(err as Error);
     }
   }
 }
@@ -146,9 +129,10 @@ export class BlobWriter {
   constructor(
     readonly digest: Digest,
     readonly tmpPath: string,
-    private readonly finalPath: string,
     private readonly fh: FileHandle,
     private readonly expectedSize: number | undefined,
+    /** Moves the verified file under the digest's key (StorageDriver.publish). */
+    private readonly publish: (file: string) => Promise<void>,
   ) {}
 
   get written(): number {
@@ -157,7 +141,8 @@ export class BlobWriter {
 
   /**
    * A read descriptor of the file being written, for readers that follow the write. It stays
-   * valid across commit's rename and a later unlink (eviction), which a path would not.
+   * valid across publishing (a rename, or an upload and unlink) and a later eviction, which a
+   * path would not.
    */
   openReader(): Promise<FileHandle> {
     return open(this.tmpPath, "r");
@@ -201,7 +186,10 @@ export class BlobWriter {
     }
   }
 
-  /** Verifies, fsyncs and publishes. On any failure the temp file is removed and nothing is cached. */
+  /**
+   * Verifies, fsyncs and publishes. On any failure the temp file is removed and nothing is
+   * cached; a failure to publish is a PublishError (the bytes were right, the storage failed).
+   */
   async commit(): Promise<void> {
     try {
       if (this.expectedSize !== undefined && this.offset !== this.expectedSize) {
@@ -213,11 +201,15 @@ export class BlobWriter {
       await this.fh.sync();
       await this.fh.close();
       this.closed = true;
-      await mkdir(dirname(this.finalPath), { recursive: true });
-      await rename(this.tmpPath, this.finalPath);
     } catch (err) {
       await this.abort();
       throw err;
+    }
+    try {
+      await this.publish(this.tmpPath);
+    } catch (err) {
+      await rm(this.tmpPath, { force: true });
+      throw new PublishError(err);
     }
   }
 

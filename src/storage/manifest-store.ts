@@ -1,13 +1,12 @@
-import { readFile } from "node:fs/promises";
 import { LRUCache } from "lru-cache";
-import { writeFileAtomic } from "./atomic.ts";
-import { isNotFound, parseTagRecord, readIfPresent, taggedRepositories } from "./cache-walk.ts";
-import type { CachePaths } from "./paths.ts";
+import { parseTagRecord, taggedRepositories } from "./cache-walk.ts";
+import type { StorageDriver } from "./driver.ts";
+import { manifestKey, manifestMetaKey, tagKey } from "./keys.ts";
 import type { Digest } from "../oci/digest.ts";
 import { MANIFEST_TYPES } from "../oci/media-types.ts";
 
 // Manifests by digest, and tag records. Both are small and hot (every pull starts with them),
-// so they are served from memory and written through to disk, where they survive a restart.
+// so they are served from memory and written through to storage, where they survive a restart.
 
 export interface TagEntry {
   /**
@@ -48,10 +47,10 @@ export interface StoredManifest {
 export class ManifestStore {
   private readonly manifests: LRUCache<string, StoredManifest>;
   private readonly tags = new LRUCache<string, TagRecord>({ max: 100_000 });
-  private readonly repos = new RepoIndex(() => taggedRepositories(this.paths));
+  private readonly repos = new RepoIndex(() => taggedRepositories(this.driver));
 
   constructor(
-    private readonly paths: CachePaths,
+    private readonly driver: StorageDriver,
     memoryBytes: number,
   ) {
     this.manifests = new LRUCache<string, StoredManifest>({
@@ -67,7 +66,7 @@ export class ManifestStore {
   async get(d: Digest): Promise<StoredManifest | undefined> {
     const hit = this.manifests.get(d.hex);
     if (hit) return hit;
-    const [bytes, mediaType] = await Promise.all([readIfPresent(this.paths.manifest(d)), this.readType(d)]);
+    const [bytes, mediaType] = await Promise.all([this.driver.get(manifestKey(d)), this.readType(d)]);
     if (bytes === undefined) return undefined;
     const m: StoredManifest = { bytes, mediaType };
     this.manifests.set(d.hex, m);
@@ -82,7 +81,7 @@ export class ManifestStore {
   async put(d: Digest, bytes: Buffer, mediaType: string): Promise<void> {
     this.manifests.set(d.hex, { bytes, mediaType });
     await this.writeType(d, mediaType);
-    await writeFileAtomic(this.paths.manifest(d), bytes, this.paths.tmpDir);
+    await this.driver.put(manifestKey(d), bytes);
   }
 
   /** For a manifest cached before types were recorded: its sniffed type, from now on kept. */
@@ -94,12 +93,12 @@ export class ManifestStore {
 
   private async writeType(d: Digest, mediaType: string): Promise<void> {
     const record: ManifestMeta = { mediaType };
-    await writeFileAtomic(this.paths.manifestMeta(d), JSON.stringify(record), this.paths.tmpDir);
+    await this.driver.put(manifestMetaKey(d), JSON.stringify(record));
   }
 
   /** The recorded type; undefined when there is none, or it is torn or not a manifest type. */
   private async readType(d: Digest): Promise<string | undefined> {
-    const text = await readIfPresent(this.paths.manifestMeta(d));
+    const text = await this.driver.get(manifestMetaKey(d));
     if (text === undefined) return undefined;
     try {
       const t = (JSON.parse(text.toString("utf8")) as Partial<ManifestMeta> | null)?.mediaType;
@@ -122,17 +121,12 @@ export class ManifestStore {
     const key = `${upstream}/${repo}:${tag}`;
     const hit = fresh ? undefined : this.tags.get(key);
     if (hit) return hit;
-    let text: string;
-    try {
-      text = await readFile(this.paths.tag(upstream, repo, tag), "utf8");
-    } catch (err) {
-      // Only "there is no record" is a miss. EMFILE, EACCES, EIO are the caller's to report:
-      // swallowed, they would turn every request into a silent refetch.
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    // Only "there is no record" is a miss. EMFILE, EACCES, EIO, an unreachable bucket reject:
+    // swallowed, they would turn every request into a silent refetch.
+    const bytes = await this.driver.get(tagKey(upstream, repo, tag));
+    if (bytes === undefined) return undefined;
     // A record torn or edited by something other than us: ask the upstream again.
-    const rec = parseTagRecord(text);
+    const rec = parseTagRecord(bytes.toString("utf8"));
     if (rec) this.tags.set(key, rec);
     return rec;
   }
@@ -149,7 +143,7 @@ export class ManifestStore {
     others.sort((a, b) => b.checkedAt - a.checkedAt);
     const rec: TagRecord = { entries: [entry, ...others.slice(0, MAX_TAG_ENTRIES - 1)] };
     this.tags.set(`${upstream}/${repo}:${tag}`, rec);
-    await writeFileAtomic(this.paths.tag(upstream, repo, tag), JSON.stringify(rec), this.paths.tmpDir);
+    await this.driver.put(tagKey(upstream, repo, tag), JSON.stringify(rec));
     this.repos.add(upstream, repo);
   }
 
@@ -160,14 +154,14 @@ export class ManifestStore {
 
   /**
    * Tag records were removed behind the store's back (purge, gc): the next catalog walks the
-   * directory again. Records cached in memory stay; a purged tag is a record the upstream
+   * storage again. Records cached in memory stay; a purged tag is a record the upstream
    * confirms again anyway.
    */
   invalidateRepositories(): void {
     this.repos.invalidate();
   }
 
-  /** Files were removed behind the store's back (storage/generation.ts): forget every copy in memory. */
+  /** Objects were removed behind the store's back (storage/generation.ts): forget every copy in memory. */
   forgetMemory(): void {
     this.manifests.clear();
     this.tags.clear();
@@ -176,9 +170,9 @@ export class ManifestStore {
 }
 
 /**
- * Which repositories have tag records, without a directory walk per /v2/_catalog: walked once
+ * Which repositories have tag records, without a walk per /v2/_catalog: walked once
  * (lazily), kept up to date as tags are written, walked again after invalidate() and, to pick
- * up what another process did to the directory (`regmirror purge` from a shell), after
+ * up what another process did to the storage (`regmirror purge` from a shell), after
  * REFRESH_MS. Concurrent requests share one walk.
  */
 class RepoIndex {

@@ -38,7 +38,11 @@ function blobFile(cacheDir: string, digest: string): string {
 describe("a storage error at the start of a fill", () => {
   it("serves that request from the upstream and caches the blob on the next one", async () => {
     const fake = await startFakeUpstream();
-    const mirror = await startTestMirror(fake.url, {}, { blobStore: (paths) => new FlakyStartStore(paths) });
+    const mirror = await startTestMirror(
+      fake.url,
+      {},
+      { blobStore: (c) => new FlakyStartStore(c.driver, c.paths) },
+    );
     try {
       const bytes = randomBytes(2 * MiB);
       const digest = fake.addBlob(bytes);

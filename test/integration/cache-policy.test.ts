@@ -13,6 +13,7 @@ import { fakeAndMirror, startTestMirror, type TestMirror } from "../fixtures/mir
 import { get } from "../fixtures/http.ts";
 import { value } from "../fixtures/metrics.ts";
 import { BlobStore, BlobWriter } from "../../src/storage/blob-store.ts";
+import type { Cache } from "../../src/storage/cache.ts";
 
 const MiB = 1024 * 1024;
 const blobFile = (m: TestMirror, digest: string) =>
@@ -247,10 +248,10 @@ describe("eviction", () => {
 /** A disk that fills up after `limit` bytes of any one blob (or at once, with limit 0). */
 class FullDiskStore extends BlobStore {
   constructor(
-    paths: ConstructorParameters<typeof BlobStore>[0],
+    cache: Cache,
     private readonly limit: number,
   ) {
-    super(paths);
+    super(cache.driver, cache.paths);
   }
   override async beginWrite(...args: Parameters<BlobStore["beginWrite"]>): Promise<BlobWriter> {
     if (this.limit === 0)
@@ -276,11 +277,7 @@ describe("a full disk", () => {
   for (const limit of [0, MiB]) {
     it(`still gets the client a correct blob when writes fail after ${limit} bytes`, async () => {
       const fake = await startFakeUpstream();
-      const mirror = await startTestMirror(
-        fake.url,
-        {},
-        { blobStore: (paths) => new FullDiskStore(paths, limit) },
-      );
+      const mirror = await startTestMirror(fake.url, {}, { blobStore: (c) => new FullDiskStore(c, limit) });
       try {
         const bytes = randomBytes(4 * MiB);
         const digest = fake.addBlob(bytes);

@@ -2,6 +2,7 @@
 // clients, and a hostile upstream. Only registry errors come back, nothing is written outside
 // the cache directory, nothing crashes, and a good pull works afterwards.
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { createServer } from "node:http";
 import { randomBytes } from "node:crypto";
 import { connect } from "node:net";
@@ -218,8 +219,14 @@ async function badRequests(base: string, dispatcher: Agent, parent: string, cach
   await Promise.all(Array.from({ length: 16 }, worker));
   assert.ok(![...seen.keys()].some((s) => s >= 500), `no server errors: ${JSON.stringify([...seen])}`);
   assert.deepEqual(new Set(await readdir(parent)), before, "nothing written beside the cache directory");
-  const top = (await readdir(cacheDir)).sort();
-  assert.deepEqual(top, ["blobs", "generation", "manifests", "repos", "tmp"]);
+  // Only the cache's own layout (storage/keys.ts, paths.ts), made as content arrives.
+  const ours = new Set(["blobs", "generation", "manifests", "repos", "state", "tmp"]);
+  const top = await readdir(cacheDir);
+  assert.deepEqual(
+    top.filter((n) => !ours.has(n)),
+    [],
+    "nothing but the layout in the cache directory",
+  );
 }
 
 describe("hostile input", () => {
@@ -281,7 +288,7 @@ describe("hostile input", () => {
         "UPSTREAM_ERROR",
       );
     }
-    assert.deepEqual(await readdir(join(mirror.cacheDir, "manifests", "sha256")), [], "nothing cached");
+    assert.equal(existsSync(join(mirror.cacheDir, "manifests")), false, "nothing cached");
     fake.clearBehaviours();
   });
 

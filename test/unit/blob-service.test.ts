@@ -17,7 +17,7 @@ import type { FillTicket } from "../../src/mirror/fill-follower.ts";
 import { digestOf, parseDigest, type Digest } from "../../src/oci/digest.ts";
 import { RegistryError } from "../../src/oci/errors.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
-import { CachePaths } from "../../src/storage/paths.ts";
+import { filesystemCache } from "../../src/storage/cache.ts";
 import type { UpstreamClient, UpstreamRequest, UpstreamResponse } from "../../src/upstream/client.ts";
 import { value } from "../fixtures/metrics.ts";
 
@@ -76,7 +76,8 @@ describe("BlobService", () => {
   let store: BlobStore;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "regmirror-blobs-"));
-    store = new BlobStore(new CachePaths(dir));
+    const cache = filesystemCache(dir);
+    store = new BlobStore(cache.driver, cache.paths);
     await store.init();
   });
   after(async () => {

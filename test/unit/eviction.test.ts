@@ -7,18 +7,30 @@ import { describe, it } from "node:test";
 import type { Logger } from "winston";
 import { Evictor } from "../../src/mirror/eviction.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
-import { parseDigest } from "../../src/oci/digest.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
-import { CachePaths } from "../../src/storage/paths.ts";
+import { filesystemCache } from "../../src/storage/cache.ts";
+import type { ObjectInfo, StorageDriver } from "../../src/storage/driver.ts";
+import { LAST_READ } from "../../src/storage/keys.ts";
 
 const hex = (n: number) => n.toString(16).padStart(64, "0");
 
-/** What the Evictor uses of a BlobStore, in memory; remove() of `failing` fails with EACCES. */
+/**
+ * What the Evictor uses of a BlobStore, in memory; remove() of `failing` fails with EACCES. Its
+ * driver keeps only what the index saves (the last reads).
+ */
 class MemStore {
   readonly removed: string[] = [];
   failing = new Set<string>();
+  readonly saved = new Map<string, Buffer>();
+  readonly driver = {
+    get: (key: string) => Promise.resolve(this.saved.get(key)),
+    put: (key: string, data: Buffer | string) => {
+      this.saved.set(key, Buffer.from(data));
+      return Promise.resolve();
+    },
+  } as unknown as StorageDriver;
   constructor(
-    readonly files: Array<{ hex: string; size: number; lastRead: number }> = [],
+    readonly files: Array<{ hex: string; size: number; modifiedMs: number }> = [],
     readonly listErrors: Error[] = [],
   ) {}
   async *list(onError: (err: Error) => void) {
@@ -70,8 +82,8 @@ describe("Evictor", () => {
   it("indexes what is on disk oldest read first, and reports folders it cannot read", async () => {
     const store = new MemStore(
       [
-        { hex: hex(1), size: 60, lastRead: Date.now() - 1000 },
-        { hex: hex(2), size: 60, lastRead: Date.now() - 5000 },
+        { hex: hex(1), size: 60, modifiedMs: Date.now() - 1000 },
+        { hex: hex(2), size: 60, modifiedMs: Date.now() - 5000 },
       ],
       [Object.assign(new Error("EACCES: permission denied, scandir"), { code: "EACCES" })],
     );
@@ -81,6 +93,23 @@ describe("Evictor", () => {
     await ev.close();
     assert.deepEqual(store.removed, [hex(2)], "the older read goes");
     assert.ok(lines.some((l) => l.level === "error" && /cannot index/.test(l.message)));
+  });
+
+  it("saves the last reads, and the next index orders by them, not by when blobs were written", async () => {
+    const store = new MemStore([
+      { hex: hex(1), size: 40, modifiedMs: Date.now() - 9000 },
+      { hex: hex(2), size: 40, modifiedMs: Date.now() - 5000 },
+    ]);
+    const first = evictor(store, 100);
+    await first.start();
+    first.read(hex(1)); // the older blob is the more recently read one now
+    await first.close();
+    assert.ok(store.saved.has(LAST_READ));
+    store.files.push({ hex: hex(3), size: 40, modifiedMs: Date.now() });
+    const second = evictor(store, 100);
+    await second.start(); // 120 bytes of 100: one goes
+    await second.close();
+    assert.deepEqual(store.removed, [hex(2)]);
   });
 
   it("logs a removal that fails instead of dropping it silently", async () => {
@@ -94,40 +123,37 @@ describe("Evictor", () => {
   });
 });
 
-describe("BlobStore errors", () => {
-  it("touch: false for a blob that is gone, a rejection for any other failure", async () => {
+describe("BlobStore listing", () => {
+  it("lists blobs only: a stray file where a folder should be is no blob", async () => {
     const root = await mkdtemp(join(tmpdir(), "regmirror-store-"));
     try {
-      const store = new BlobStore(new CachePaths(root));
+      const cache = filesystemCache(root);
+      const store = new BlobStore(cache.driver, cache.paths);
       await store.init();
-      const gone = parseDigest(`sha256:${hex(1)}`)!;
-      assert.equal(await store.touch(gone), false);
-      // A file where the prefix folder should be: ENOTDIR, which is not "gone".
-      const blocked = parseDigest(`sha256:ab${"0".repeat(62)}`)!;
-      await writeFile(join(root, "blobs", "sha256", "ab"), "");
-      await assert.rejects(store.touch(blocked), { code: "ENOTDIR" });
+      const sha = join(root, "blobs", "sha256");
+      await mkdir(join(sha, "cd"), { recursive: true });
+      await writeFile(join(sha, "cd", `cd${"1".repeat(62)}`), "hello");
+      await writeFile(join(sha, "ab"), "");
+      const found: string[] = [];
+      for await (const e of store.list()) found.push(e.hex);
+      assert.deepEqual(found, [`cd${"1".repeat(62)}`]);
     } finally {
       await rm(root, { recursive: true, force: true });
     }
   });
 
-  it("list: an unreadable folder is reported and the rest still listed", async () => {
-    const root = await mkdtemp(join(tmpdir(), "regmirror-store-"));
-    try {
-      const store = new BlobStore(new CachePaths(root));
-      await store.init();
-      const sha = join(root, "blobs", "sha256");
-      await mkdir(join(sha, "cd"), { recursive: true });
-      await writeFile(join(sha, "cd", `cd${"1".repeat(62)}`), "hello");
-      await writeFile(join(sha, "ab"), ""); // readdir of it fails with ENOTDIR
-      const errors: Error[] = [];
-      const found: string[] = [];
-      for await (const e of store.list((err) => errors.push(err))) found.push(e.hex);
-      assert.deepEqual(found, [`cd${"1".repeat(62)}`]);
-      assert.equal(errors.length, 1);
-      assert.equal((errors[0] as NodeJS.ErrnoException).code, "ENOTDIR");
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
+  it("a listing that fails part-way is reported, and what it listed is kept", async () => {
+    const failing = {
+      async *list(): AsyncGenerator<ObjectInfo> {
+        yield { key: `blobs/sha256/cd/cd${"1".repeat(62)}`, size: 5, modifiedMs: 1 };
+        throw Object.assign(new Error("EACCES: permission denied, scandir"), { code: "EACCES" });
+      },
+    } as unknown as StorageDriver;
+    const store = new BlobStore(failing, filesystemCache("/nonexistent").paths);
+    const errors: Error[] = [];
+    const found: string[] = [];
+    for await (const e of store.list((err) => errors.push(err))) found.push(e.hex);
+    assert.deepEqual(found, [`cd${"1".repeat(62)}`]);
+    assert.equal((errors[0] as NodeJS.ErrnoException).code, "EACCES");
   });
 });

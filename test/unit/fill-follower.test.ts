@@ -4,10 +4,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { appendFile, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { FillFollower, FillFollowerError } from "../../src/mirror/fill-follower.ts";
+import { filesystemCache } from "../../src/storage/cache.ts";
 
 /** As a client's answer does: joined for as long as it reads. */
 async function readAll(f: FillFollower, start = 0, end?: number): Promise<Buffer> {
@@ -35,6 +36,8 @@ describe("FillFollower", () => {
   after(async () => {
     await rm(dir, { recursive: true, force: true });
   });
+  /** The published blob, as the storage driver would open it. */
+  const published = (path: string) => async () => await filesystemCache(dir).driver.open(relative(dir, path));
   const noFallback = () => {
     throw new Error("no fallback expected");
   };
@@ -45,7 +48,7 @@ describe("FillFollower", () => {
     const body = randomBytes(300_000);
     await writeFile(temp, body.subarray(0, 1000));
     const { ended, end } = ending();
-    const f = new FillFollower({ temp, size: body.length }, ended, final, noFallback);
+    const f = new FillFollower({ temp, size: body.length }, ended, published(final), noFallback);
     const got = readAll(f);
     await sleep(10);
     await appendFile(temp, body.subarray(1000));
@@ -63,7 +66,7 @@ describe("FillFollower", () => {
     const body = randomBytes(1_000_000);
     await writeFile(temp, body.subarray(0, 10));
     const { ended, end } = ending();
-    const f = new FillFollower({ temp, size: body.length }, ended, join(dir, "m"), noFallback);
+    const f = new FillFollower({ temp, size: body.length }, ended, published(join(dir, "m")), noFallback);
     const reads = [0, 1, 500_000, 999_999].map((start) => readAll(f, start));
     for (let at = 10; at < body.length; at += 100_000) {
       await sleep(3);
@@ -84,7 +87,7 @@ describe("FillFollower", () => {
     const f = new FillFollower(
       { temp: join(dir, "b.gone"), size: body.length },
       Promise.resolve("done"),
-      final,
+      published(final),
       noFallback,
     );
     assert.deepEqual(await readAll(f, 100, 199), body.subarray(100, 200));
@@ -94,7 +97,7 @@ describe("FillFollower", () => {
     const temp = join(dir, "c.tmp");
     await writeFile(temp, randomBytes(4000));
     const { ended, end } = ending();
-    const f = new FillFollower({ temp, size: 10_000 }, ended, join(dir, "c"), noFallback);
+    const f = new FillFollower({ temp, size: 10_000 }, ended, published(join(dir, "c")), noFallback);
     const got = readAll(f);
     await sleep(10);
     end("failed");
@@ -107,7 +110,7 @@ describe("FillFollower", () => {
     const f = new FillFollower(
       { temp: "", size: body.length },
       Promise.resolve("done"),
-      join(dir, "d"),
+      published(join(dir, "d")),
       (start, end) =>
         (async function* () {
           yield body.subarray(start, (end ?? body.length - 1) + 1);

@@ -41,7 +41,7 @@ function newFill(file: MemFile, size: number, watch?: FillWatch): BlobFill {
     writer: file,
     file,
     size,
-    finalPath: "/nonexistent/never-opened",
+    openPublished: () => Promise.reject(new Error("never opened")),
     fallback: () => {
       throw new Error("no fallback in these tests");
     },

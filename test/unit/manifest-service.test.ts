@@ -16,7 +16,7 @@ import { OCI_MANIFEST } from "../../src/oci/media-types.ts";
 import { parseReference } from "../../src/oci/reference.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
 import { ManifestStore } from "../../src/storage/manifest-store.ts";
-import { CachePaths } from "../../src/storage/paths.ts";
+import { filesystemCache, type Cache } from "../../src/storage/cache.ts";
 import type { UpstreamClient, UpstreamRequest, UpstreamResponse } from "../../src/upstream/client.ts";
 import { value } from "../fixtures/metrics.ts";
 
@@ -58,11 +58,11 @@ class FakeUpstream {
 
 describe("ManifestService coalescing", () => {
   let dir: string;
-  let paths: CachePaths;
+  let cache: Cache;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "regmirror-manifests-"));
-    paths = new CachePaths(dir);
-    await new BlobStore(paths).init(); // the cache layout
+    cache = filesystemCache(dir);
+    await new BlobStore(cache.driver, cache.paths).init(); // the cache layout
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -72,7 +72,7 @@ describe("ManifestService coalescing", () => {
     const upstream = new FakeUpstream(manifest);
     const metrics = new Metrics({ processMetrics: false });
     const manifests = new ManifestService({
-      store: new ManifestStore(paths, 1 << 20),
+      store: new ManifestStore(cache.driver, 1 << 20),
       upstream: upstream as unknown as UpstreamClient,
       upstreamName: "fake",
       metrics,
