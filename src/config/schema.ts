@@ -152,6 +152,37 @@ export const ConfigSchema = z
         minFree: size.prefault("1GiB"),
       })
       .prefault({}),
+    storage: z
+      .strictObject({
+        /** Where blobs, manifests and tags live: cache.dir, or an S3 bucket (fills stay in cache.dir). */
+        driver: z.enum(["filesystem", "s3"]).prefault("filesystem"),
+        s3: z
+          .strictObject({
+            /** Empty: AWS itself (or AWS_ENDPOINT_URL_S3). */
+            endpoint: z.union([z.literal(""), httpUrl]).prefault(""),
+            bucket: z
+              .string()
+              .regex(/^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "not an S3 bucket name (3-63 of a-z 0-9 . -)")
+              .prefault(""),
+            /** Empty: AWS_REGION, the profile's, or us-east-1. */
+            region: z.string().prefault(""),
+            /** Keys go below this (e.g. "regmirror/"), so one bucket can hold other things too. */
+            prefix: z
+              .string()
+              .refine((p) => !p.startsWith("/") && !p.split("/").includes(".."), 'no leading "/" and no ".."')
+              .transform((p) => (p === "" || p.endsWith("/") ? p : `${p}/`))
+              .prefault(""),
+            /** Bucket in the path, not the host name: most S3-compatible servers (MinIO, Ceph) need it. */
+            forcePathStyle: boolean.prefault(false),
+            /** Empty: the AWS SDK's chain (AWS_ACCESS_KEY_ID, profiles, instance roles). */
+            accessKeyId: z.string().prefault(""),
+            secretAccessKey: z.string().prefault(""),
+            /** Answer cached blob GETs with a 307 to a presigned URL: the bytes skip the mirror. */
+            redirect: boolean.prefault(false),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     tag: z
       .strictObject({
         ttl: duration.prefault("5m"),
@@ -214,6 +245,20 @@ export const ConfigSchema = z
         code: "custom",
         path: ["tls", c.tls.cert ? "key" : "cert"],
         message: "tls.cert and tls.key go together",
+      });
+    }
+    if (c.storage.driver === "s3" && !c.storage.s3.bucket) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["storage", "s3", "bucket"],
+        message: "required with storage.driver s3",
+      });
+    }
+    if (Boolean(c.storage.s3.accessKeyId) !== Boolean(c.storage.s3.secretAccessKey)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["storage", "s3", c.storage.s3.accessKeyId ? "secretAccessKey" : "accessKeyId"],
+        message: "storage.s3.accessKeyId and storage.s3.secretAccessKey go together",
       });
     }
     const seen = new Set([c.upstream.name]);
