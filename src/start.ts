@@ -121,6 +121,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     memoryBytes: share(config.cache.blobMemory),
     sendfile: config.cache.sendfile,
     sendfileThreads: config.cache.sendfileThreads,
+    redirect: config.storage.driver === "s3" && config.storage.s3.redirect,
     stallTimeoutMs: config.limits.stallTimeout,
     fills: coordinator.flights<FillTicket>("blob-fills"),
     ...(worker ? { followChanges: coordinator.events<FollowerChange>("blob-fill-followers") } : {}),

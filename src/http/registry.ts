@@ -225,6 +225,17 @@ function sendBlob(
     // Content-addressed: the bytes behind this URL can never change.
     "cache-control": "max-age=31536000, immutable",
   };
+  if (b.redirect !== undefined && req.method === "GET") {
+    // As distribution's redirect option: the client fetches the bytes (its Range included) there.
+    res.writeHead(307, {
+      ...API_VERSION,
+      "docker-content-digest": digest,
+      location: b.redirect,
+      "content-length": 0,
+    });
+    res.end();
+    return;
+  }
   const range = parseRange(req.headers.range, b.size);
   if (range.kind === "unsatisfiable") {
     b.release();

@@ -1,6 +1,7 @@
 import type { ServerResponse } from "node:http";
 import type { Logger } from "winston";
 import { RegistryError } from "../oci/errors.ts";
+import { StorageUnavailableError } from "../storage/driver.ts";
 
 // Writing registry answers: the API version header on everything, and errors in the one JSON
 // shape clients parse ({"errors":[...]}), so dockerd sees a registry error and falls back.
@@ -29,9 +30,15 @@ export function sendJson(
   res.end(text);
 }
 
-/** Anything thrown, as the registry error the client gets: a non-RegistryError is our bug. */
+/**
+ * Anything thrown, as the registry error the client gets: storage that cannot be reached is a
+ * 503 (the client retries; /readyz says why), and anything else not a RegistryError is our bug.
+ */
 export function toRegistryError(err: unknown): RegistryError {
-  return err instanceof RegistryError ? err : new RegistryError("UNKNOWN", "internal error", { cause: err });
+  if (err instanceof RegistryError) return err;
+  if (err instanceof StorageUnavailableError)
+    return new RegistryError("UNAVAILABLE", "the cache's storage is unavailable", { cause: err });
+  return new RegistryError("UNKNOWN", "internal error", { cause: err });
 }
 
 /**
@@ -83,6 +90,8 @@ export function logFailure(log: Logger, e: RegistryError, fields: Record<string,
     const cause = e.cause instanceof Error ? e.cause : e;
     log.error("request failed: internal error", { ...fields, error: cause.message, stack: cause.stack });
   } else if (e.status >= 500) {
-    log.warn("request failed", { ...fields, code: e.code, error: e.message });
+    // The cause (which bucket, which endpoint) is for the log, not for the client.
+    const why = e.cause instanceof Error ? `${e.message}: ${e.cause.message}` : e.message;
+    log.warn("request failed", { ...fields, code: e.code, error: why });
   }
 }

@@ -21,6 +21,19 @@ export interface BlobAnswer {
    */
   send(out: Writable, start: number, end: number | undefined): void;
   release(): void;
+  /** Set when a GET is better answered with a 307 there (storage.s3.redirect); HEAD ignores it. */
+  redirect?: string;
+}
+
+/** A cached blob the client is to GET from the storage itself, at `url`. */
+export function redirectAnswer(url: string, size: number): BlobAnswer {
+  return {
+    size,
+    source: "cache",
+    redirect: url,
+    send: (out) => void out.destroy(new Error("a redirect has no body")),
+    release: () => undefined,
+  };
 }
 
 /** A cached blob, open in storage. The answer owns `reader` from now on. */

@@ -12,7 +12,7 @@ import { FillFollower, type FillTicket } from "./fill-follower.ts";
 import { FillWatch } from "./fill-watch.ts";
 import type { BlobIndex } from "./eviction.ts";
 import type { SendOptions } from "../storage/send-file.ts";
-import { bufferAnswer, fillAnswer, readerAnswer, type BlobAnswer } from "./blob-answers.ts";
+import { bufferAnswer, fillAnswer, readerAnswer, redirectAnswer, type BlobAnswer } from "./blob-answers.ts";
 import { blobPath, contentLength, directRange } from "./upstream-blob.ts";
 
 // Blobs: local-first and immutable. A cached blob is served from storage; a missing one is
@@ -38,6 +38,8 @@ export interface BlobServiceDeps {
   sendfile: boolean;
   /** Most sendfile(2) transfers at once; more take the JavaScript path (cache.sendfileThreads). */
   sendfileThreads: number;
+  /** Send GETs of cached blobs to the storage itself where it can (storage.s3.redirect). */
+  redirect?: boolean;
   /** A client that takes no bytes for this long is cut off, on every path (limits.stallTimeout). */
   stallTimeoutMs: number;
   /**
@@ -99,7 +101,7 @@ export class BlobService {
   /** `upstream` is asked on a miss; the cache itself is shared by every upstream (one digest, one file). */
   async get(upstream: UpstreamClient, repo: string, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
     const counters = this.deps.metrics.lookupsOf("blob", upstream.name);
-    const cached = await this.openCached(d);
+    const cached = await this.openCached(d, method);
     if (cached) {
       counters.hit.inc();
       return cached;
@@ -162,7 +164,7 @@ export class BlobService {
     await Promise.allSettled([...this.pumps]);
   }
 
-  private async openCached(d: Digest): Promise<BlobAnswer | undefined> {
+  private async openCached(d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer | undefined> {
     const { store, evictor } = this.deps;
     // Reads are recorded by the eviction index, which persists them (last-read.ts); a blob
     // removed behind our back leaves memory through the generation file (forgetAllCached).
@@ -170,6 +172,14 @@ export class BlobService {
     if (mem) {
       evictor.read(d.hex);
       return bufferAnswer(mem, this.deps.stallTimeoutMs);
+    }
+    // With redirect on, a GET of a blob not held in memory goes to the storage itself: the
+    // bytes cost the bucket, not us. A HEAD is answered here.
+    if (this.deps.redirect && method === "GET") {
+      const there = await store.redirect(d);
+      if (!there) return undefined;
+      evictor.read(d.hex);
+      return redirectAnswer(there.url, there.size);
     }
     const reader = await store.open(d);
     if (!reader) return undefined;
