@@ -107,12 +107,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, defaultFile = "
 /** ${VAR} in upstream usernames and passwords, so secrets can stay out of mirror.yml. */
 function interpolateCredentials(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
   const problems: string[] = [];
-  const entries: Array<[string, unknown]> = [["upstream", raw.upstream]];
-  if (Array.isArray(raw.upstreams)) raw.upstreams.forEach((u, i) => entries.push([`upstreams.${i}`, u]));
-  for (const [path, entry] of entries) {
+  const login = ["username", "password"];
+  const entries: Array<[string, unknown, string[]]> = [["upstream", raw.upstream, login]];
+  if (Array.isArray(raw.upstreams))
+    raw.upstreams.forEach((u, i) => entries.push([`upstreams.${i}`, u, login]));
+  const storage = raw.storage as { s3?: unknown } | undefined;
+  entries.push(["storage.s3", storage?.s3, ["accessKeyId", "secretAccessKey"]]);
+  for (const [path, entry, fields] of entries) {
     if (typeof entry !== "object" || entry === null) continue;
     const e = entry as Record<string, unknown>;
-    for (const field of ["username", "password"]) {
+    for (const field of fields) {
       const v = e[field];
       if (typeof v !== "string") continue;
       const { value, missing } = interpolate(v, env);

@@ -247,3 +247,32 @@ test("upstream and every upstreams[] entry take the same keys, with the same def
     /"upstreams\.0\.tagTTL"/,
   );
 });
+
+test("storage.s3: keys from ${VAR}, and each bad value refused by its key", () => {
+  const file = join(dir, "s3.yml");
+  writeFileSync(
+    file,
+    "storage:\n  driver: s3\n  s3:\n    bucket: my-cache\n    prefix: mirror\n    accessKeyId: ${S3_KEY}\n    secretAccessKey: ${S3_SECRET}\n",
+  );
+  const { config } = loadConfig({ REGMIRROR_CONFIG: file, S3_KEY: "k", S3_SECRET: "s" });
+  assert.equal(config.storage.s3.accessKeyId, "k");
+  assert.equal(config.storage.s3.secretAccessKey, "s");
+  assert.equal(config.storage.s3.prefix, "mirror/", "a prefix is a folder");
+  const refused = (env: Record<string, string>) => problems(() => loadConfig(env, "/nonexistent")).join("\n");
+  assert.match(
+    refused({ REGMIRROR_STORAGE_DRIVER: "s3" }),
+    /storage\.s3\.bucket.*required with storage\.driver s3/,
+  );
+  assert.match(refused({ REGMIRROR_STORAGE_DRIVER: "gcs" }), /storage\.driver/);
+  assert.match(
+    refused({ REGMIRROR_STORAGE_S3_BUCKET: "No_Such" }),
+    /storage\.s3\.bucket.*not an S3 bucket name/,
+  );
+  assert.match(
+    refused({ REGMIRROR_STORAGE_S3_ACCESS_KEY_ID: "k" }),
+    /storage\.s3\.secretAccessKey.*go together/,
+  );
+  assert.match(refused({ REGMIRROR_STORAGE_S3_PREFIX: "/abs" }), /storage\.s3\.prefix/);
+  assert.match(refused({ REGMIRROR_STORAGE_S3_ENDPOINT: "minio:9000" }), /storage\.s3\.endpoint/);
+  assert.match(refused({ REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: "maybe" }), /storage\.s3\.forcePathStyle/);
+});
