@@ -208,11 +208,12 @@ function run(action: () => Promise<number>): Promise<void> {
 }
 
 /**
- * The cache directory from the config, which must exist: listing or cleaning a directory that is
- * not there means cache.dir points somewhere else than the mirror's, and silence would hide that.
+ * The cache the config names. On disk its directory must exist: listing or cleaning a directory
+ * that is not there means cache.dir points somewhere else than the mirror's, and silence would
+ * hide that. (With S3 the bucket answers for itself.)
  */
 function existingCache(config: Config): Promise<Cache> {
-  if (!existsSync(config.cache.dir)) {
+  if (config.storage.driver === "filesystem" && !existsSync(config.cache.dir)) {
     throw new UsageError(`the cache directory ${config.cache.dir} (cache.dir) does not exist`);
   }
   return openCache(config);
