@@ -19,10 +19,17 @@ export interface ObjectInfo {
   modifiedMs: number;
 }
 
-/** An object opened for reading. It holds the object (on disk: a descriptor) until close(). */
+/**
+ * An object opened for reading, until close(). On disk it holds the object (a descriptor), so a
+ * removal does not cut it; on S3 each read or stream is a ranged GET of its own, and an object
+ * removed meanwhile fails the reads that start after that.
+ */
 export interface ObjectReader {
   readonly size: number;
-  /** A positional read, as FileHandle.read: for small blobs read whole and for fill readers. */
+  /**
+   * A positional read for small blobs read whole and for fill readers. Unlike FileHandle.read it
+   * fills `length` bytes unless the object ends first.
+   */
   read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
   /** Bytes [start, end] (inclusive) as a stream; the reader must stay open until it ends. */
   stream(start: number, end: number): Readable;

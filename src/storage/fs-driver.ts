@@ -160,8 +160,19 @@ class FileReader implements ObjectReader {
     readonly size: number,
   ) {}
 
-  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
-    return readAsync(this.fd, buffer, offset, length, position);
+  async read(
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+  ): Promise<{ bytesRead: number }> {
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await readAsync(this.fd, buffer, offset + done, length - done, position + done);
+      if (bytesRead === 0) break; // the end of the file
+      done += bytesRead;
+    }
+    return { bytesRead: done };
   }
 
   stream(start: number, end: number): Readable {
