@@ -18,6 +18,7 @@ import { spawnMirror } from "../fixtures/mirror-process.ts";
 import { sha256 } from "../fixtures/http.ts";
 import { makeCert } from "../fixtures/tls.ts";
 import { freePort } from "../fixtures/ports.ts";
+import { startS3, type S3Server } from "../fixtures/s3.ts";
 
 const HEX = "0123456789abcdef".repeat(4);
 
@@ -95,25 +96,66 @@ function badPaths(n: number): string[] {
 
 /**
  * Every switch that changes the request path: logins (the challenge is built from the request),
- * TLS, the JavaScript send path, and two workers (a process tree: coordination over IPC, fills
- * followed through files). The generated bad requests go through each.
+ * TLS, the JavaScript send path, two workers (a process tree: coordination over IPC, fills
+ * followed through files), and the S3 storage driver (a real Ceph RADOS Gateway). The
+ * generated bad requests go through each.
  */
-const MODES: Array<{ name: string; logins?: boolean; tls?: boolean; sendfile?: boolean; workers?: number }> =
-  [
-    { name: "open, plain HTTP, sendfile" },
-    { name: "logins on", logins: true },
-    { name: "logins on, over TLS", logins: true, tls: true },
-    { name: "sendfile off", sendfile: false },
-    { name: "two workers, logins on", workers: 2, logins: true },
-    { name: "two workers, over TLS, sendfile off", workers: 2, tls: true, sendfile: false },
-  ];
+interface Mode {
+  name: string;
+  logins?: boolean;
+  tls?: boolean;
+  sendfile?: boolean;
+  workers?: number;
+  s3?: boolean;
+}
+const MODES: Mode[] = [
+  { name: "open, plain HTTP, sendfile" },
+  { name: "logins on", logins: true },
+  { name: "logins on, over TLS", logins: true, tls: true },
+  { name: "sendfile off", sendfile: false },
+  { name: "two workers, logins on", workers: 2, logins: true },
+  { name: "two workers, over TLS, sendfile off", workers: 2, tls: true, sendfile: false },
+  { name: "S3 storage, logins on", s3: true, logins: true },
+  { name: "S3 storage, two workers", s3: true, workers: 2 },
+];
+
+/** One S3 server for the modes that need it, started by the first. */
+let s3: Promise<S3Server> | undefined;
+after(async () => (await s3)?.stop());
+
+/** The storage settings of an s3 mode (a fresh bucket), as config and as environment. */
+async function s3Storage(): Promise<{ settings: Record<string, unknown>; env: Record<string, string> }> {
+  const server = await (s3 ??= startS3());
+  const bucket = await server.newBucket();
+  const s3Settings = {
+    endpoint: server.endpoint,
+    bucket,
+    region: server.region,
+    forcePathStyle: true,
+    accessKeyId: server.accessKeyId,
+    secretAccessKey: server.secretAccessKey,
+  };
+  return {
+    settings: { driver: "s3", s3: s3Settings },
+    env: {
+      REGMIRROR_STORAGE_DRIVER: "s3",
+      REGMIRROR_STORAGE_S3_ENDPOINT: server.endpoint,
+      REGMIRROR_STORAGE_S3_BUCKET: bucket,
+      REGMIRROR_STORAGE_S3_REGION: server.region,
+      REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: "true",
+      REGMIRROR_STORAGE_S3_ACCESS_KEY_ID: server.accessKeyId,
+      REGMIRROR_STORAGE_S3_SECRET_ACCESS_KEY: server.secretAccessKey,
+    },
+  };
+}
 
 /** regmirror as a process tree of `workers` workers, with the same settings as startTestMirror's. */
 async function spawnTestMirror(
   fakeUrl: string,
   parent: string,
-  mode: { workers?: number; logins?: boolean; tls?: boolean; sendfile?: boolean },
+  mode: Mode,
   htpasswd: string,
+  storageEnv: Record<string, string>,
 ): Promise<Pick<TestMirror, "url" | "tlsUrl" | "cacheDir" | "stop">> {
   const cacheDir = join(parent, "cache");
   const tlsPort = mode.tls ? await freePort() : undefined;
@@ -125,6 +167,7 @@ async function spawnTestMirror(
     REGMIRROR_LIMITS_HEADERS_TIMEOUT: "1s",
     REGMIRROR_CACHE_SENDFILE: String(mode.sendfile ?? true),
     ...(mode.logins ? { REGMIRROR_AUTH_HTPASSWD: htpasswd } : {}),
+    ...storageEnv,
     ...(cert
       ? {
           REGMIRROR_TLS_CERT: cert.cert,
@@ -145,7 +188,7 @@ async function spawnTestMirror(
 }
 
 for (const mode of MODES) {
-  describe(`hostile input: ${mode.name}`, { timeout: 60_000 }, () => {
+  describe(`hostile input: ${mode.name}`, { timeout: mode.s3 ? 120_000 : 60_000 }, () => {
     let fake: FakeUpstream;
     let mirror: Pick<TestMirror, "url" | "tlsUrl" | "cacheDir" | "stop">;
     let parent: string;
@@ -158,9 +201,11 @@ for (const mode of MODES) {
       parent = await mkdtemp(join(tmpdir(), "regmirror-hostile-"));
       const htpasswd = join(parent, "htpasswd");
       await writeFile(htpasswd, `user:${bcrypt.hashSync("pw", 4)}\n`);
+      const storage = mode.s3 ? await s3Storage() : { settings: {}, env: {} };
       mirror = mode.workers
-        ? await spawnTestMirror(fake.url, parent, mode, htpasswd)
+        ? await spawnTestMirror(fake.url, parent, mode, htpasswd, storage.env)
         : await startTestMirror(fake.url, {
+            storage: storage.settings,
             cache: { dir: join(parent, "cache"), sendfile: mode.sendfile ?? true },
             limits: { headersTimeout: "1s" },
             ...(mode.logins ? { auth: { htpasswd } } : {}),
