@@ -41,7 +41,7 @@ export class StorageError extends Error {
 export type Fallback = (start: number, end: number | undefined) => AsyncIterable<Buffer>;
 
 /** What a fill needs of the cache file being written (a BlobWriter; a fake in unit tests). */
-export type FillWriter = Pick<BlobWriter, "written" | "writev" | "commit" | "abort">;
+export type FillWriter = Pick<BlobWriter, "written" | "writev" | "verify" | "publish" | "abort">;
 
 /** A read descriptor of that same file (a FileHandle; a fake in unit tests). */
 export interface FillFile {
@@ -140,7 +140,7 @@ export class BlobFill implements Followable {
     }
   }
 
-  /** Copies `body` into the cache. Resolves when committed; rejects (after cleanup) otherwise. */
+  /** Copies `body` into the cache. Resolves when published; rejects (after cleanup) otherwise. */
   async pump(body: Readable): Promise<void> {
     const writer = this.opts.writer;
     const signal = this.opts.watch?.signal;
@@ -149,14 +149,17 @@ export class BlobFill implements Followable {
     else signal?.addEventListener("abort", onAbort, { once: true });
     try {
       await this.copy(body, writer);
-      // Verified, durable and published before the last byte goes out: a client that has its
-      // whole blob can count on the cache having it too (warm relies on that).
-      await writer.commit().catch((err: unknown) => {
+      // Verified and durable before the last byte goes out: a client never gets a whole wrong
+      // blob. Publishing (a rename on disk, an upload to S3) goes on after it: until it is done
+      // the flight is still held, so the next request follows this fill's file, not the upstream.
+      await writer.verify();
+      this.verified = true;
+      this.events.emit("change");
+      await writer.publish().catch((err: unknown) => {
         // The bytes were right and are in the temp file, but the storage would not take them:
-        // readers finish from the upstream, as when a write fails mid-fill.
+        // readers still on their way finish from the upstream, as when a write fails mid-fill.
         throw err instanceof PublishError ? new StorageError(err) : err;
       });
-      this.verified = true;
       this.state = "done";
       // Everything is in the file now: let the memory go at once rather than at the next full
       // GC (readers still on their way read the rest back through the shared descriptor).

@@ -140,7 +140,7 @@ export class BlobWriter {
     private readonly fh: FileHandle,
     private readonly expectedSize: number | undefined,
     /** Moves the verified file under the digest's key (StorageDriver.publish). */
-    private readonly publish: (file: string) => Promise<void>,
+    private readonly publishTo: (file: string) => Promise<void>,
   ) {}
 
   get written(): number {
@@ -194,11 +194,17 @@ export class BlobWriter {
     }
   }
 
-  /**
-   * Verifies, fsyncs and publishes. On any failure the temp file is removed and nothing is
-   * cached; a failure to publish is a PublishError (the bytes were right, the storage failed).
-   */
+  /** Verifies, fsyncs and publishes: verify() then publish(). */
   async commit(): Promise<void> {
+    await this.verify();
+    await this.publish();
+  }
+
+  /**
+   * Checks size and digest, fsyncs and closes the file. On a mismatch (or any failure) the temp
+   * file is removed and this rejects: nothing will be cached.
+   */
+  async verify(): Promise<void> {
     try {
       if (this.expectedSize !== undefined && this.offset !== this.expectedSize) {
         throw new SizeMismatchError(this.expectedSize, this.offset);
@@ -213,8 +219,15 @@ export class BlobWriter {
       await this.abort();
       throw err;
     }
+  }
+
+  /**
+   * Hands the verified file to the storage; the temp name is gone afterwards whatever the
+   * outcome. A failure is a PublishError: the bytes were right, the storage failed.
+   */
+  async publish(): Promise<void> {
     try {
-      await this.publish(this.tmpPath);
+      await this.publishTo(this.tmpPath);
     } catch (err) {
       await rm(this.tmpPath, { force: true });
       throw new PublishError(err);

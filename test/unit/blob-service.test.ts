@@ -85,6 +85,14 @@ describe("BlobService", () => {
   });
 
   function service(metrics = new Metrics({ processMetrics: false })) {
+    // Counts the clients that reached the fill's flight (run: started or joined it).
+    const fills = new InProcessCoordinator().flights<FillTicket>("blob-fills");
+    const reached = { n: 0 };
+    const run = fills.run.bind(fills);
+    fills.run = (key, fn) => {
+      reached.n++;
+      return run(key, fn);
+    };
     const evictor = new Evictor({ store, metrics, log: quiet, maxSizeBytes: 1 << 30, blobTtlMs: 0 });
     const blobs = new BlobService({
       store,
@@ -97,9 +105,9 @@ describe("BlobService", () => {
       sendfile: false,
       sendfileThreads: 1,
       stallTimeoutMs: 60_000,
-      fills: new InProcessCoordinator().flights<FillTicket>("blob-fills"),
+      fills,
     });
-    return { blobs, metrics, evictor };
+    return { blobs, metrics, evictor, reached };
   }
 
   function cold(size: number): { bytes: Buffer; d: Digest; upstream: FakeUpstream; client: UpstreamClient } {
@@ -134,8 +142,14 @@ describe("BlobService", () => {
     assert.equal(upstream.count("GET"), 1);
     const text = await metrics.registry.metrics();
     assert.equal(value(text, "regmirror_coalesced_requests_total", { kind: "blob" }), 49);
-    // The fill is over: the next GET is a hit, and asks the upstream nothing.
-    const hit = await blobs.get(client, "library/x", d, "GET");
+    // Once published, the next GET is a hit, and asks the upstream nothing (until then it
+    // follows the fill's file: see the test of BlobFill that holds the publish back).
+    let hit = await blobs.get(client, "library/x", d, "GET");
+    while (hit.source !== "cache") {
+      hit.release();
+      await new Promise((r) => setTimeout(r, 5));
+      hit = await blobs.get(client, "library/x", d, "GET");
+    }
     assert.equal(hit.source, "cache");
     hit.release();
     assert.equal(upstream.requests.length, 1);
@@ -144,11 +158,13 @@ describe("BlobService", () => {
   });
 
   it("gives a failed upstream answer to every waiting client, and the next GET asks afresh", async () => {
-    const { blobs, evictor } = service();
+    const { blobs, evictor, reached } = service();
     const { d, upstream, client } = cold(1024);
     upstream.status = 503;
     const answers = Array.from({ length: 10 }, () => blobs.get(client, "library/x", d, "GET"));
     await upstream.requested(1);
+    // All ten are waiting on the one fill (a cache lookup may take a moment), then it fails.
+    while (reached.n < 10) await new Promise((r) => setImmediate(r));
     upstream.answer();
     for (const a of answers) await assert.rejects(a, RegistryError);
     assert.equal(upstream.count("GET"), 1, "one upstream GET for all ten");

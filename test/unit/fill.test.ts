@@ -20,7 +20,14 @@ class MemFile implements FillWriter, FillFile {
   async writev(chunks: Buffer[]): Promise<void> {
     this.data = Buffer.concat([this.data, ...chunks]);
   }
-  async commit(): Promise<void> {
+  verified = false;
+  /** Resolves publish(); tests that hold it back replace it. */
+  publishing: Promise<void> = Promise.resolve();
+  async verify(): Promise<void> {
+    this.verified = true;
+  }
+  async publish(): Promise<void> {
+    await this.publishing;
     this.committed = true;
   }
   async abort(): Promise<void> {
@@ -66,6 +73,24 @@ async function feed(body: PassThrough, bytes: Buffer, parts: number, everyMs: nu
 }
 
 describe("BlobFill", () => {
+  it("sends the last byte once the digest is verified, while the blob is still being published", async () => {
+    const bytes = randomBytes(300_000);
+    const file = new MemFile();
+    let published!: () => void;
+    file.publishing = new Promise((resolve) => (published = resolve));
+    const fill = newFill(file, bytes.length);
+    const leave = fill.join();
+    const pumped = fill.pump(new PassThrough().end(bytes) as PassThrough);
+    assert.deepEqual(await readAll(fill), bytes, "the whole blob, before the upload ended");
+    assert.ok(file.verified);
+    assert.equal(file.committed, false);
+    assert.equal(fill.state, "running", "the fill is held until published");
+    published();
+    await pumped;
+    assert.equal(fill.state, "done");
+    leave();
+  });
+
   it("keeps its shared file open until the fill is done and its last reader has left", async () => {
     const bytes = randomBytes(9 * 1024 * 1024); // more than the in-memory tail
     const file = new MemFile();
