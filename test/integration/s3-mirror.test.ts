@@ -2,6 +2,7 @@
 // fixture) reached through a TCP gate the tests can shut: real pulls cold and warm, redirects,
 // eviction, purge, and what a bucket that goes away does to clients and to the cache.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -20,6 +21,22 @@ import { value } from "../fixtures/metrics.ts";
 import { skopeo } from "../fixtures/skopeo.ts";
 
 const MiB = 1024 * 1024;
+
+/** The regmirror command line, as a shell runs it. */
+function cli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "src/main.ts", ...args],
+      { env: { PATH: process.env.PATH ?? "", ...env }, timeout: 60_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err === null ? 0 : typeof err.code === "number" ? err.code : -1, stdout, stderr }),
+    );
+  });
+}
 const sha256 = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
 const blobKey = (digest: string) => `blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}`;
 
@@ -109,6 +126,29 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
           const name = l.digest.slice(7);
           assert.equal(sha256(await readFile(join(second, name))), l.digest);
         }
+
+        // The maintenance commands read the same bucket from a shell, with no cache.dir at all.
+        const env = {
+          REGMIRROR_CACHE_DIR: join(work, "no-such-dir"),
+          REGMIRROR_STORAGE_DRIVER: "s3",
+          REGMIRROR_STORAGE_S3_ENDPOINT: gate.url,
+          REGMIRROR_STORAGE_S3_BUCKET: bucket,
+          REGMIRROR_STORAGE_S3_PREFIX: "cache/",
+          REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: "true",
+          REGMIRROR_STORAGE_S3_ACCESS_KEY_ID: s3.accessKeyId,
+          REGMIRROR_STORAGE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+        };
+        const ls = await cli(["ls", "--json"], env);
+        assert.equal(ls.code, 0, ls.stderr);
+        const listing = JSON.parse(ls.stdout) as {
+          repositories: Array<{ name: string; cachedBlobs: number; blobs: number }>;
+        };
+        const repo = listing.repositories.find((r) => r.name === "library/s3app");
+        assert.ok(repo, ls.stdout);
+        assert.equal(repo.cachedBlobs, repo.blobs, "every blob of the image is in the bucket");
+        const verify = await cli(["verify", "--json"], env);
+        assert.equal(verify.code, 0, verify.stderr);
+        assert.equal((JSON.parse(verify.stdout) as { corrupt: unknown[] }).corrupt.length, 0);
       } finally {
         await mirror.stop();
       }
