@@ -5,7 +5,7 @@
 import type { Upstream } from "../test/fixtures/upstream.ts";
 import { MANIFEST_ACCEPT, type Content, type BenchImage } from "./content.ts";
 import type { Values } from "./figures-cold.ts";
-import { runFollowClient } from "./follow.ts";
+import { startFollowClient, type FollowResult } from "./follow.ts";
 import { runLoadgen, type LoadResult } from "./loadgen.ts";
 import { cpuMeter, machineBusySeconds, RssSampler } from "./proc.ts";
 import type { Target } from "./targets.ts";
@@ -122,15 +122,18 @@ export async function warmBlobs(
   // Each stream starts on a different layer (the load generator takes paths in turn).
   const opts = { port: target.port, conns, durationS, paths: image.layerPaths };
   if (target.blobClient === "follow") {
-    const m = await measured(upstream, target, durationS, () => runFollowClient(opts));
+    const client = await startFollowClient(opts);
+    let m: Measured<FollowResult>;
+    try {
+      m = await measured(upstream, target, durationS, () => client.go());
+    } finally {
+      client.kill();
+    }
     const r = m.result;
-    const answers = r.requests + r.errors;
     return {
       ...blobValues(m, durationS),
       ...storageValues(m, durationS, r.bytes),
-      // The load alone: client_cpu_s includes the Node client's own start-up.
-      client_cpu_cores: r.load_cpu_s / durationS,
-      redirected_share: answers > 0 ? Math.min(1, r.redirects / answers) : 0,
+      redirected_share: r.answers > 0 ? r.redirects / r.answers : 0,
     };
   }
   const m = await measured(upstream, target, durationS, () => runLoadgen(opts));

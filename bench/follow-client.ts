@@ -5,13 +5,15 @@
 // different start. A 200 from the mirror itself (a small blob it holds in memory) is read as is.
 //
 // Usage: node --import tsx bench/follow-client.ts -p PORT -c CONNS -d SECONDS PATH...
+// It prints "ready" once loaded and starts the load when a line arrives on stdin, so that its own
+// start-up (tsx, undici) falls outside the measured window (bench/follow.ts).
 //
 // Prints one JSON object in loadgen's shape (see loadgen.ts, LoadResult): bytes are body bytes
 // that arrived before the deadline (responses in flight then are abandoned, as loadgen does);
 // ttfb_ms is from the GET to the mirror until the first body byte of the final answer, so it
-// includes the redirect's round trip; headers_ms until the final answer's headers. Also:
-// redirects (answers that were 307) and load_cpu_s (its CPU during the load alone; client_cpu_s
-// is the whole process, start-up included, so that the benchmark can tell it from other load).
+// includes the redirect's round trip; headers_ms until the final answer's headers; client_cpu_s
+// is its CPU during the load alone. Also: answers (the mirror's answers, finished or not) and
+// redirects (those that were a 307).
 import { parseArgs } from "node:util";
 import { Agent, Pool, type Dispatcher } from "undici";
 
@@ -44,6 +46,7 @@ let bytes = 0;
 let completed = 0;
 let errors = 0;
 let redirects = 0;
+let answers = 0;
 
 const controller = new AbortController();
 const signal = controller.signal;
@@ -52,6 +55,7 @@ let stopping = false;
 async function fetchOnce(path: string): Promise<void> {
   const t0 = performance.now();
   let res: Dispatcher.ResponseData = await mirror.request({ path, method: "GET", signal });
+  answers++;
   if (res.statusCode === 307) {
     redirects++;
     const location = res.headers.location;
@@ -102,6 +106,8 @@ function percentiles(xs: number[]): Record<string, number> {
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1), min: at(0) };
 }
 
+process.stdout.write("ready\n");
+await new Promise<void>((resolve) => process.stdin.once("data", () => resolve()));
 const cpu0 = process.cpuUsage();
 const timer = setTimeout(() => {
   stopping = true;
@@ -111,7 +117,6 @@ await Promise.all(Array.from({ length: conns }, (_, i) => stream(i)));
 clearTimeout(timer);
 const elapsed = durationS; // bytes after the deadline are not counted
 const load = process.cpuUsage(cpu0);
-const all = process.cpuUsage();
 process.stdout.write(
   JSON.stringify({
     conns,
@@ -121,9 +126,9 @@ process.stdout.write(
     elapsed_s: elapsed,
     mb_per_s: bytes / elapsed / 1e6,
     req_per_s: completed / elapsed,
-    client_cpu_s: (all.user + all.system) / 1e6,
-    load_cpu_s: (load.user + load.system) / 1e6,
+    client_cpu_s: (load.user + load.system) / 1e6,
     timed_out: false,
+    answers,
     redirects,
     headers_ms: percentiles(headers),
     ttfb_ms: percentiles(ttfb),
