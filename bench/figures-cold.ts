@@ -13,6 +13,8 @@ export interface Endpoint {
   port: number;
   /** The process tree to charge CPU time to (a Target's); the upstream's own is not measured. */
   pid?: number;
+  /** Its storage's processes (an S3 column's RGW and OSD), whose CPU is reported apart. */
+  storagePids?: number[];
 }
 
 // distribution fetches a missed blob a second time in the background, after the client has its
@@ -39,6 +41,7 @@ export async function coldPull(
 ): Promise<Values> {
   await upstream.resetRequests();
   const cpu = target.pid === undefined ? undefined : cpuMeter(target.pid);
+  const storage = target.storagePids?.map((pid) => cpuMeter(pid));
   const r = await runLoadgen({
     port: target.port,
     conns,
@@ -48,12 +51,14 @@ export async function coldPull(
   });
   await new Promise((res) => setTimeout(res, LATE_FILL_MS));
   const cpuS = cpu?.done().cpu;
+  const storageCpuS = storage?.reduce((sum, m) => sum + m.done().cpu, 0);
   const seen = await upstream.requests();
   const gets = blobRequests(seen, "GET", image.blobPaths);
   const upstreamBytes = seen.reduce((s, e) => s + e.bytes, 0);
   return {
     wall_s: r.elapsed_s,
     ...(cpuS === undefined ? {} : { cpu_s: cpuS }),
+    ...(storageCpuS === undefined ? {} : { storage_cpu_s: storageCpuS }),
     ttfb_p50_ms: r.ttfb_ms.p50,
     ttfb_max_ms: r.ttfb_ms.max,
     upstream_blob_gets: gets.length,

@@ -5,7 +5,8 @@
 import type { Upstream } from "../test/fixtures/upstream.ts";
 import { MANIFEST_ACCEPT, type Content, type BenchImage } from "./content.ts";
 import type { Values } from "./figures-cold.ts";
-import { runLoadgen } from "./loadgen.ts";
+import { startFollowClient, type FollowResult } from "./follow.ts";
+import { runLoadgen, type LoadResult } from "./loadgen.ts";
 import { cpuMeter, machineBusySeconds, RssSampler } from "./proc.ts";
 import type { Target } from "./targets.ts";
 import { runWrk } from "./wrk.ts";
@@ -53,6 +54,8 @@ interface Measured<T> {
   sysShare: number;
   /** Cores the rest of the machine used meanwhile: other tenants (noise). */
   otherCores: number;
+  /** CPU seconds of the target's storage processes (RGW, OSD), if it has any. */
+  storageCpuS?: number;
 }
 
 async function measured<T extends { client_cpu_s: number }>(
@@ -64,6 +67,7 @@ async function measured<T extends { client_cpu_s: number }>(
   await upstream.resetRequests();
   const rss = new RssSampler(target.pid);
   const cpu = cpuMeter(target.pid);
+  const storage = (target.storagePids ?? []).map((pid) => cpuMeter(pid));
   const machine0 = machineBusySeconds();
   const self0 = process.cpuUsage();
   let result: T;
@@ -74,11 +78,12 @@ async function measured<T extends { client_cpu_s: number }>(
     throw err;
   }
   const { cpu: cpuS, sys: sysS } = cpu.done();
+  const storageCpuS = target.storagePids ? storage.reduce((sum, m) => sum + m.done().cpu, 0) : undefined;
   const machine = machineBusySeconds() - machine0;
   const self = process.cpuUsage(self0);
   const rssPeak = rss.stop();
-  // Everything busy that was neither the target, nor the client, nor this process.
-  const other = machine - cpuS - result.client_cpu_s - (self.user + self.system) / 1e6;
+  // Everything busy that was neither the target, nor its storage, nor the client, nor this process.
+  const other = machine - cpuS - (storageCpuS ?? 0) - result.client_cpu_s - (self.user + self.system) / 1e6;
   const upstreamRequests = (await upstream.requests()).length;
   return {
     result,
@@ -89,10 +94,24 @@ async function measured<T extends { client_cpu_s: number }>(
     processes: rss.processes,
     upstreamRequests,
     otherCores: Math.max(0, other) / seconds,
+    storageCpuS,
   };
 }
 
-/** MB/s (10^6 bytes per second) serving the layers of `image` over `conns` keep-alive streams. */
+/** What a column with storage processes (S3) spent there, and how its blobs reached the client. */
+function storageValues(m: Measured<unknown>, durationS: number, bytes: number): Values {
+  if (m.storageCpuS === undefined) return {};
+  return {
+    storage_cpu_cores: m.storageCpuS / durationS,
+    storage_cpu_s_per_gb: bytes > 0 ? m.storageCpuS / (bytes / 1e9) : 0,
+  };
+}
+
+/**
+ * MB/s (10^6 bytes per second) serving the layers of `image` over `conns` keep-alive streams.
+ * Measured with loadgen, or for a column that redirects to its bucket with the client that
+ * follows the 307 (then `redirected_share` says how many answers were one).
+ */
 export async function warmBlobs(
   upstream: Upstream,
   target: Target,
@@ -101,9 +120,27 @@ export async function warmBlobs(
   durationS: number,
 ): Promise<Values> {
   // Each stream starts on a different layer (the load generator takes paths in turn).
-  const m = await measured(upstream, target, durationS, () =>
-    runLoadgen({ port: target.port, conns, durationS, paths: image.layerPaths }),
-  );
+  const opts = { port: target.port, conns, durationS, paths: image.layerPaths };
+  if (target.blobClient === "follow") {
+    const client = await startFollowClient(opts);
+    let m: Measured<FollowResult>;
+    try {
+      m = await measured(upstream, target, durationS, () => client.go());
+    } finally {
+      client.kill();
+    }
+    const r = m.result;
+    return {
+      ...blobValues(m, durationS),
+      ...storageValues(m, durationS, r.bytes),
+      redirected_share: r.answers > 0 ? r.redirects / r.answers : 0,
+    };
+  }
+  const m = await measured(upstream, target, durationS, () => runLoadgen(opts));
+  return { ...blobValues(m, durationS), ...storageValues(m, durationS, m.result.bytes) };
+}
+
+function blobValues(m: Measured<LoadResult>, durationS: number): Values {
   const r = m.result;
   return {
     mb_per_s: r.mb_per_s,

@@ -2,6 +2,7 @@
 // ratios of regmirror (workers=auto) and regmirror(workers=1) to each peer, and of the one to the
 // other, computed within this run only.
 import { Results, WARM_FIGURES } from "./results.ts";
+import { S3_REDIRECT, S3_STREAMED } from "./s3.ts";
 
 interface Row {
   label: string;
@@ -12,6 +13,8 @@ interface Row {
   digits: number;
   /** A count, not a cost: no ratio columns (regmirror's 3 processes are not "0.60× nginx's"). */
   noRatio?: boolean;
+  /** Shown only when an S3 column ran (--storage s3): latency and storage rows. */
+  s3Only?: boolean;
 }
 
 const row = (label: string, figure: string, metric: string, digits: number): Row => ({
@@ -25,6 +28,7 @@ const row = (label: string, figure: string, metric: string, digits: number): Row
 export const ROWS: Row[] = [
   row("cold pull big:1, wall s", "cold-big", "wall_s", 2),
   row("cold pull big:1, CPU s (process tree)", "cold-big", "cpu_s", 2),
+  { ...row("cold pull big:1, S3 server (RGW+OSD) CPU s", "cold-big", "storage_cpu_s", 2), s3Only: true },
   row("cold pull big:1, TTFB p50 ms", "cold-big", "ttfb_p50_ms", 1),
   row("cold pull big:1, upstream blob GETs (of 5)", "cold-big", "upstream_blob_gets", 0),
   row("cold pull big:1, upstream blob HEADs", "cold-big", "upstream_blob_heads", 0),
@@ -47,6 +51,36 @@ export const ROWS: Row[] = [
   row("warm 64 KiB blobs ×8, MB/s", "warm-64KiB-x8", "mb_per_s", 0),
   row("warm 64 KiB blobs ×64, MB/s", "warm-64KiB-x64", "mb_per_s", 0),
   row("warm 64 KiB blobs ×64, TTFB p99 ms", "warm-64KiB-x64", "ttfb_p99_ms", 1),
+  ...["64MiB", "64KiB"].flatMap((size) =>
+    [1, 8, 64].flatMap((n) =>
+      (["p50", "p99"] as const)
+        .filter((p) => !(size === "64KiB" && n === 64 && p === "p99")) // a row of its own above
+        .map((p) => ({
+          ...row(
+            `warm ${size === "64MiB" ? "64 MiB" : "64 KiB"} blobs ×${n}, TTFB ${p} ms`,
+            `warm-${size}-x${n}`,
+            `ttfb_${p}_ms`,
+            1,
+          ),
+          s3Only: true,
+        })),
+    ),
+  ),
+  ...["64MiB", "64KiB"].flatMap((size) => {
+    const label = size === "64MiB" ? "64 MiB" : "64 KiB";
+    const f = `warm-${size}-x8`;
+    return [
+      { ...row(`mirror CPU cores (process tree), ${label} ×8`, f, "cpu_cores", 2), s3Only: true },
+      { ...row(`S3 server (RGW+OSD) CPU cores, ${label} ×8`, f, "storage_cpu_cores", 2), s3Only: true },
+      { ...row(`S3 server (RGW+OSD) CPU s per GB, ${label} ×8`, f, "storage_cpu_s_per_gb", 2), s3Only: true },
+      { ...row(`client CPU cores, ${label} ×8`, f, "client_cpu_cores", 2), s3Only: true },
+      {
+        ...row(`share of answers that were a 307, ${label} ×8`, f, "redirected_share", 2),
+        s3Only: true,
+        noRatio: true,
+      },
+    ];
+  }),
   row("manifest by tag, 64 conns, req/s", "manifest-tag", "req_per_s", 0),
   row("manifest by tag, p50 ms", "manifest-tag", "p50_ms", 2),
   row("manifest by tag, p99 ms", "manifest-tag", "p99_ms", 2),
@@ -101,7 +135,16 @@ export const ROWS: Row[] = [
 export const SINGLE = "regmirror(workers=1)";
 
 /** Column order: the direct upstream (cold floor) first, regmirror, then the peers. */
-const ORDER = ["upstream (direct)", "regmirror", SINGLE, "regmirror(info)", "distribution", "nginx"];
+const ORDER = [
+  "upstream (direct)",
+  "regmirror",
+  S3_STREAMED,
+  S3_REDIRECT,
+  SINGLE,
+  "regmirror(info)",
+  "distribution",
+  "nginx",
+];
 const PEERS = ["distribution", "nginx"];
 
 export function rowValue(res: Results, r: Row, target: string): number | undefined {
@@ -123,7 +166,7 @@ function ratio(a: number | undefined, b: number | undefined): string {
 /**
  * The Markdown table: one row per measured quantity, one column per target, then the ratios:
  * regmirror (workers=auto) and regmirror(workers=1) to each peer, workers=auto to workers=1 (the
- * gain from workers), and the info log to the warn log.
+ * gain from workers), the info log to the warn log, and each S3 column to the filesystem one.
  */
 export function table(res: Results): string {
   const present = res.targets();
@@ -137,8 +180,11 @@ export function table(res: Results): string {
     ...(single ? [...peers.map((p) => `workers=1 / ${p}`), "auto / workers=1"] : []),
   ];
   if (present.includes("regmirror(info)")) head.push("info / warn log");
+  const s3 = [S3_STREAMED, S3_REDIRECT].filter((c) => present.includes(c));
+  head.push(...s3.map((c) => `${c.slice("regmirror(".length, -1)} / fs`));
   const lines = [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`];
   for (const r of ROWS) {
+    if (r.s3Only && s3.length === 0) continue;
     const vals = cols.map((t) => rowValue(res, r, t));
     if (vals.every((v) => v === undefined)) continue;
     const mine = rowValue(res, r, "regmirror");
@@ -151,6 +197,7 @@ export function table(res: Results): string {
     ];
     if (single) cells.push(...peers.map((p) => rt(one, rowValue(res, r, p))), rt(mine, one));
     if (present.includes("regmirror(info)")) cells.push(rt(rowValue(res, r, "regmirror(info)"), mine));
+    cells.push(...s3.map((c) => rt(rowValue(res, r, c), mine)));
     lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");

@@ -1,5 +1,5 @@
 // `npm run bench [-- --vs distribution --vs nginx] [--quick] [--reps N] [--only cold,warm,...] [--profile]
-//   [--env NAME=VALUE]... [--no-info] [--no-workers1] [--startup-blobs N]`
+//   [--env NAME=VALUE]... [--no-info] [--no-workers1] [--startup-blobs N] [--storage s3]`
 //
 // Measures regmirror against a real upstream (Debian's docker-registry on loopback) the way its
 // users feel it, side by side with the peers, and prints a Markdown table, the goals of issues 3
@@ -7,10 +7,12 @@
 //
 // "regmirror" runs as users run it, with `workers` at its default (auto: one worker per CPU);
 // "regmirror(workers=1)" is the single process next to it, so the gain from workers shows.
+// `--storage s3` adds "regmirror(s3)" and "regmirror(s3,redirect)" to the cold and warm figures:
+// the same mirror on the S3 driver against a local Ceph RGW (bench/s3.ts).
 import { spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { cpus, release } from "node:os";
+import { cpus, release, tmpdir } from "node:os";
 import { parseArgs } from "node:util";
 import { installCleanup } from "./cleanup.ts";
 import { startLoadedUpstream } from "./content.ts";
@@ -21,6 +23,7 @@ import { coldPhase, NoiseBudget, startupPhase, warmPhase, type PhaseContext } fr
 import { profileRegmirror } from "./profile.ts";
 import { SINGLE, table } from "./report.ts";
 import { Results, WARM_FIGURES } from "./results.ts";
+import { S3_REDIRECT, S3_STREAMED, startBenchS3, type BenchS3 } from "./s3.ts";
 import {
   REPO_ROOT,
   regmirrorCommand,
@@ -45,6 +48,7 @@ const { values: args } = parseArgs({
     profile: { type: "boolean", default: false },
     "startup-blobs": { type: "string", default: "100000" },
     env: { type: "string", multiple: true, default: [] },
+    storage: { type: "string", default: "filesystem" },
   },
   strict: true,
 });
@@ -66,6 +70,13 @@ const phases = new Set<Phase>(
       }),
 );
 if (args.profile && args.only === undefined) phases.clear(); // --profile alone runs only the profile
+const storages = new Set(
+  args.storage.split(",").map((s) => {
+    if (s !== "filesystem" && s !== "s3") throw new Error(`--storage ${s}: storages are filesystem, s3`);
+    return s;
+  }),
+);
+const withS3 = storages.has("s3");
 const quick = args.quick;
 const reps = Number(args.reps ?? (quick ? 1 : 4));
 const withInfo = !args["no-info"];
@@ -124,6 +135,28 @@ function workersNote(results: Results): string {
   if (results.targets().includes(SINGLE))
     lines.push(`"${SINGLE}" ran with REGMIRROR_WORKERS=1${tree(SINGLE)}.`);
   return lines.join(" ");
+}
+
+/** What the S3 columns are, which client measured them, and what the S3 server was. */
+function s3Note(results: Results, s3: BenchS3): string {
+  const cores = (target: string) => {
+    const v = results.median("warm-64MiB-x8", target, "cpu_cores");
+    return v === undefined ? "" : ` (${v.toFixed(2)} cores at 64 MiB ×8)`;
+  };
+  return [
+    `"regmirror" keeps its cache on the filesystem (the default). "${S3_STREAMED}" is the same mirror`,
+    `(workers=${regmirrorEnv.REGMIRROR_WORKERS ?? "auto"}) with storage.driver s3, cached blobs streamed`,
+    `from the bucket through it; "${S3_REDIRECT}" also has storage.s3.redirect true: a cached`,
+    `blob's GET is a 307 to a presigned bucket URL (blobs of up to 1 MiB held in memory excepted).`,
+    `The S3 server is the tests' single-node Ceph 16 RADOS Gateway (one mon, one bluestore OSD on`,
+    `a sparse file under ${tmpdir()}) on loopback, on the same cores as everything else; each`,
+    `start of an S3 column had a new, empty bucket (${s3.buckets()} in this run). Clients: every`,
+    `column's cold figures and warm manifest figures, and the warm blob figures of all columns but`,
+    `"${S3_REDIRECT}", are loadgen (C, does not follow redirects) and wrk; "${S3_REDIRECT}"'s warm`,
+    `blob figures are bench/follow-client.ts (Node + undici, GET mirror → 307 → GET bucket on`,
+    `keep-alive connections, same stream counts), whose TTFB includes the redirect's round trip.`,
+    `"S3 server (RGW+OSD) CPU" is radosgw + ceph-osd from /proc${cores(S3_REDIRECT) ? `; the redirecting mirror itself used` + cores(S3_REDIRECT) : ""}.`,
+  ].join(" ");
 }
 
 /** Is the load generator the bottleneck? Against the fastest server there is, loadgen vs curl. */
@@ -196,10 +229,21 @@ async function main(): Promise<void> {
     env: { REGMIRROR_WORKERS: "1" },
   };
   const peerSpecs: TargetSpec[] = peers.map((p) => ({ name: p, kind: p }));
-  const coldSpecs = [mirror, ...(withSingle ? [single] : []), ...peerSpecs];
+  let s3: BenchS3 | undefined;
+  if (withS3 && (phases.has("cold") || phases.has("warm"))) {
+    const t1 = performance.now();
+    s3 = await startBenchS3();
+    process.stderr.write(
+      `bench: S3 server (Ceph RGW) ${s3.server.endpoint} up in ${Math.round(performance.now() - t1)} ms\n`,
+    );
+  }
+  const s3Specs = s3?.specs ?? [];
+  const coldSpecs = [mirror, ...s3Specs, ...(withSingle ? [single] : []), ...peerSpecs];
   // The same mirror with per-request log lines (info), to show what logging costs.
   const info: TargetSpec = { name: "regmirror(info)", kind: "regmirror", logLevel: "info" };
-  const warmSpecs = withInfo ? [mirror, ...(withSingle ? [single] : []), info, ...peerSpecs] : coldSpecs;
+  const warmSpecs = withInfo
+    ? [mirror, ...s3Specs, ...(withSingle ? [single] : []), info, ...peerSpecs]
+    : coldSpecs;
 
   // A failing phase (a target that would not start, a peer missing) is reported, and the figures
   // of the other phases still are: a long run is not thrown away for one part.
@@ -214,13 +258,18 @@ async function main(): Promise<void> {
     }
   };
   let checks: string[] = [];
-  if (phases.has("cold")) await attempt("cold", () => coldPhase(ctx, coldSpecs));
-  if (phases.has("warm"))
-    await attempt("warm", () =>
-      warmPhase(ctx, warmSpecs, async (targets) => {
-        if (phases.has("check")) checks = await loadgenCheck(results, targets, content.big.layerPaths[0]!);
-      }),
-    );
+  try {
+    if (phases.has("cold")) await attempt("cold", () => coldPhase(ctx, coldSpecs));
+    if (phases.has("warm"))
+      await attempt("warm", () =>
+        warmPhase(ctx, warmSpecs, async (targets) => {
+          if (phases.has("check")) checks = await loadgenCheck(results, targets, content.big.layerPaths[0]!);
+        }),
+      );
+  } finally {
+    // Stopped before start-up and the profile, which do not use it; its exit hook covers a crash.
+    await s3?.stop();
+  }
   if (phases.has("startup")) await attempt("startup", () => startupPhase(ctx, Number(args["startup-blobs"])));
   let profile = "";
   if (args.profile)
@@ -237,6 +286,7 @@ async function main(): Promise<void> {
     "",
     workersNote(results),
   );
+  if (s3) report.push("", s3Note(results, s3));
   if (results.samples.length > 0) {
     report.push("", table(results), "", goalsText(evaluateGoals(results)));
   }

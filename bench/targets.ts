@@ -24,6 +24,21 @@ export interface TargetSpec {
    * REGMIRROR_WORKERS=1 for the single-process column next to the default (workers=auto).
    */
   env?: Record<string, string>;
+  /**
+   * regmirror only: more environment, computed anew at every start of this column, e.g. an S3
+   * column's own fresh bucket, so that each cold figure starts really cold (bench/s3.ts).
+   */
+  freshEnv?: () => Promise<Record<string, string>>;
+  /**
+   * Processes serving this column's storage (the S3 server's RGW and OSD): their CPU is reported
+   * apart from the target's, and is not counted as other tenants' noise.
+   */
+  storagePids?: number[];
+  /**
+   * Which client measures the warm blob figures: loadgen (default), or "follow", the Node client
+   * that follows a 307 to the bucket (bench/follow-client.ts), for a column that redirects.
+   */
+  blobClient?: "loadgen" | "follow";
 }
 
 export interface Target {
@@ -46,6 +61,9 @@ export interface Target {
    */
   died(): string | undefined;
   stop(): Promise<void>;
+  /** From the spec: see TargetSpec. */
+  storagePids?: number[];
+  blobClient?: "loadgen" | "follow";
 }
 
 /** How regmirror is run: the compiled build when it compiles, else through tsx. */
@@ -111,6 +129,7 @@ async function commandFor(
       // it mid-run, and a bench run must not depend on it. Defaults plus the variables below.
       const config = join(dir, "regmirror.yml");
       await writeFile(config, "# defaults; bench/targets.ts sets the rest with REGMIRROR_* variables\n");
+      const fresh = spec.freshEnv ? await spec.freshEnv() : {};
       return {
         cmd: process.execPath,
         args: [...(opts.nodeFlags ?? []), ...opts.regmirror.args],
@@ -124,6 +143,7 @@ async function commandFor(
           REGMIRROR_LOG_LEVEL: spec.logLevel ?? "warn",
           ...opts.env,
           ...spec.env,
+          ...fresh,
         },
       };
     }
@@ -178,6 +198,8 @@ async function launch(spec: TargetSpec, opts: LaunchOptions, dir: string, port: 
     cacheDir,
     startMs,
     died: () => death,
+    storagePids: spec.storagePids,
+    blobClient: spec.blobClient,
     async stop() {
       stopping = true;
       await stopGroup(child, 10_000);
