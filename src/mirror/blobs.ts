@@ -173,13 +173,16 @@ export class BlobService {
       evictor.read(d.hex);
       return bufferAnswer(mem, this.deps.stallTimeoutMs);
     }
-    // With redirect on, a GET of a blob not held in memory goes to the storage itself: the
-    // bytes cost the bucket, not us. A HEAD is answered here.
+    // With redirect on, a GET of a blob goes to the storage itself: the bytes cost the bucket,
+    // not us. Not a small one: it is read once into memory (below) and served from there, as a
+    // 307 and a second request would cost the client more than the bytes. A HEAD stays here.
     if (this.deps.redirect && method === "GET") {
       const there = await store.redirect(d);
       if (!there) return undefined;
-      evictor.read(d.hex);
-      return redirectAnswer(there.url, there.size);
+      if (!this.memory || there.size > SMALL_BLOB) {
+        evictor.read(d.hex);
+        return redirectAnswer(there.url, there.size);
+      }
     }
     const reader = await store.open(d);
     if (!reader) return undefined;

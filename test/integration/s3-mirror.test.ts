@@ -22,6 +22,15 @@ import { skopeo } from "../fixtures/skopeo.ts";
 
 const MiB = 1024 * 1024;
 
+/** Waits for `ok` (a blob's upload ends after its client has the last byte), up to 30 s. */
+async function until(ok: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await ok())) {
+    if (Date.now() > deadline) assert.fail(`never: ${what}`);
+    await sleep(20);
+  }
+}
+
 /** The regmirror command line, as a shell runs it. */
 function cli(
   args: string[],
@@ -106,7 +115,7 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
           `dir:${first}`,
         );
         assert.equal(await up.count("GET", "/v2/library/s3app/blobs/"), image.layers.length + 1);
-        for (const l of image.layers) assert.ok(await inBucket(bucket, blobKey(l.digest)), l.digest);
+        for (const l of image.layers) await until(() => inBucket(bucket, blobKey(l.digest)), l.digest);
         assert.deepEqual(
           (await readdir(mirror.cacheDir)).filter((n) => n === "blobs" || n === "manifests"),
           [],
@@ -175,7 +184,7 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
         assert.equal(await inBucket(bucket, blobKey(digest)), false);
         const again = await get(`${mirror.url}/v2/library/s3cut/blobs/${digest}`);
         assert.equal(again.digest, digest);
-        assert.ok(await inBucket(bucket, blobKey(digest)));
+        await until(() => inBucket(bucket, blobKey(digest)), "the second fill is uploaded");
       } finally {
         fake.clearBehaviours();
         await mirror.stop();
@@ -193,6 +202,8 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
         const digest = fake.addBlob(bytes);
         const url = `${mirror.url}/v2/library/s3r/blobs/${digest}`;
         assert.equal((await get(url)).digest, digest, "the miss is streamed through the mirror");
+        // The last byte goes out before the upload ends; until then GETs follow the fill.
+        await until(() => inBucket(bucket, blobKey(digest)), "the blob is uploaded");
         const res = await fetch(url, { redirect: "manual" });
         assert.equal(res.status, 307);
         const location = res.headers.get("location")!;
@@ -201,6 +212,14 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
         const part = await fetch(location, { headers: { range: "bytes=10-19" } });
         assert.equal(part.status, 206);
         assert.deepEqual(Buffer.from(await part.arrayBuffer()), bytes.subarray(10, 20));
+        // A small blob is served from the mirror's memory: a 307 would cost more than its bytes.
+        const small = randomBytes(64 * 1024);
+        const smallDigest = fake.addBlob(small);
+        const smallUrl = `${mirror.url}/v2/library/s3r/blobs/${smallDigest}`;
+        await get(smallUrl);
+        const direct = await fetch(smallUrl, { redirect: "manual" });
+        assert.equal(direct.status, 200);
+        assert.equal(sha256(Buffer.from(await direct.arrayBuffer())), smallDigest);
         const head = await fetch(url, { method: "HEAD" });
         assert.equal(head.status, 200, "a HEAD is answered by the mirror");
         assert.equal(head.headers.get("content-length"), String(bytes.length));
@@ -217,13 +236,20 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
       });
       try {
         const blobs = [1, 2, 3].map(() => randomBytes(MiB));
+        const digests: string[] = [];
         for (const b of blobs) {
           const d = fake.addBlob(b);
+          digests.push(d);
           assert.equal((await get(`${mirror.url}/v2/library/s3e/blobs/${d}`)).digest, d);
+          // Indexed once uploaded: the third one takes the total past maxSize.
+          await until(() => inBucket(bucket, blobKey(d)), "uploaded");
         }
-        await sleep(300);
+        await until(async () => !(await inBucket(bucket, blobKey(digests[0]!))), "the oldest evicted");
+        await until(
+          async () => value(await mirror.metrics(), "regmirror_cache_size_bytes") === 2 * MiB,
+          "the index counts the two left",
+        );
         assert.equal(await blobCount(bucket), 2, "the least recently read blob left the bucket");
-        assert.equal(value(await mirror.metrics(), "regmirror_cache_size_bytes"), 2 * MiB);
       } finally {
         await mirror.stop();
       }
@@ -273,15 +299,17 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
         await sleep(150);
         gate.shut();
         const got = await pending;
-        gate.open();
         assert.equal(got.status, 200);
         assert.ok(got.complete);
         assert.equal(got.digest, digest);
-        assert.equal(await inBucket(bucket, blobKey(digest)), false, "nothing cached");
-        assert.equal(
-          value(await mirror.metrics(), "regmirror_fill_failures_total", { reason: "storage" }),
-          1,
+        // The upload comes after the last byte: the gate stays shut until it has failed.
+        await until(
+          async () =>
+            value(await mirror.metrics(), "regmirror_fill_failures_total", { reason: "storage" }) === 1,
+          "the upload failed",
         );
+        gate.open();
+        assert.equal(await inBucket(bucket, blobKey(digest)), false, "nothing cached");
       } finally {
         gate.open();
         fake.clearBehaviours();
@@ -297,7 +325,7 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
         const bytes = randomBytes(MiB);
         const digest = fake.addBlob(bytes);
         await get(`${mirror.url}/v2/library/s3p/blobs/${digest}`);
-        assert.ok(await inBucket(bucket, blobKey(digest)));
+        await until(() => inBucket(bucket, blobKey(digest)), "the blob is uploaded");
         const res = await fetch(`${mirror.url}/admin/purge`, {
           method: "POST",
           headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
