@@ -271,7 +271,16 @@ export class BlobService {
       // No temp file: every follower goes to the upstream itself (FillFollower).
       return { temp: "", ...(size !== undefined ? { size } : {}) };
     }
-    const fill = new BlobFill({ writer, file, size, openPublished: () => store.open(d), fallback, watch });
+    const fill = new BlobFill({
+      writer,
+      file,
+      size,
+      openPublished: () => store.open(d),
+      fallback,
+      watch,
+      // An upload to S3 takes as long again as the download: clients need not wait for it.
+      releaseBeforePublish: store.driver.kind === "s3",
+    });
     this.running.set(d.hex, fill);
     metrics.fillsInFlight.inc();
     const landed = fill.pump(res.body);

@@ -74,6 +74,12 @@ export interface BlobFillOptions {
   fallback: Fallback;
   /** The fill's limits; told of every byte and every reader. */
   watch?: FillWatch;
+  /**
+   * Let the last byte go once the digest is verified, before the blob is published. For storage
+   * where publishing is slow (an upload to S3); on disk (a rename) the last byte waits for it, so
+   * a client that has its whole blob can count on the cache having it too.
+   */
+  releaseBeforePublish?: boolean;
 }
 
 const READ_CHUNK = 256 * 1024;
@@ -150,16 +156,19 @@ export class BlobFill implements Followable {
     try {
       await this.copy(body, writer);
       // Verified and durable before the last byte goes out: a client never gets a whole wrong
-      // blob. Publishing (a rename on disk, an upload to S3) goes on after it: until it is done
-      // the flight is still held, so the next request follows this fill's file, not the upstream.
+      // blob. With releaseBeforePublish, publishing (an upload) goes on after it: until it is
+      // done the flight is still held, so the next request follows this fill's file.
       await writer.verify();
-      this.verified = true;
-      this.events.emit("change");
+      if (this.opts.releaseBeforePublish) {
+        this.verified = true;
+        this.events.emit("change");
+      }
       await writer.publish().catch((err: unknown) => {
         // The bytes were right and are in the temp file, but the storage would not take them:
         // readers still on their way finish from the upstream, as when a write fails mid-fill.
         throw err instanceof PublishError ? new StorageError(err) : err;
       });
+      this.verified = true;
       this.state = "done";
       // Everything is in the file now: let the memory go at once rather than at the next full
       // GC (readers still on their way read the rest back through the shared descriptor).

@@ -43,8 +43,9 @@ class MemFile implements FillWriter, FillFile {
   }
 }
 
-function newFill(file: MemFile, size: number, watch?: FillWatch): BlobFill {
+function newFill(file: MemFile, size: number, watch?: FillWatch, releaseBeforePublish = false): BlobFill {
   return new BlobFill({
+    releaseBeforePublish,
     writer: file,
     file,
     size,
@@ -73,12 +74,12 @@ async function feed(body: PassThrough, bytes: Buffer, parts: number, everyMs: nu
 }
 
 describe("BlobFill", () => {
-  it("sends the last byte once the digest is verified, while the blob is still being published", async () => {
+  it("with releaseBeforePublish (S3), sends the last byte once verified, while the blob is still being published", async () => {
     const bytes = randomBytes(300_000);
     const file = new MemFile();
     let published!: () => void;
     file.publishing = new Promise((resolve) => (published = resolve));
-    const fill = newFill(file, bytes.length);
+    const fill = newFill(file, bytes.length, undefined, true);
     const leave = fill.join();
     const pumped = fill.pump(new PassThrough().end(bytes) as PassThrough);
     assert.deepEqual(await readAll(fill), bytes, "the whole blob, before the upload ended");
