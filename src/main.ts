@@ -30,7 +30,8 @@ function configOrExit(): Config {
 
 async function serve(): Promise<void> {
   const config = configOrExit();
-  const count = resolveWorkers(config.workers);
+  // A replica of a cluster is one process: it scales out with replicas (schema.ts).
+  const count = config.cluster.redis ? 1 : resolveWorkers(config.workers);
   if (cluster.isPrimary && count > 1) {
     try {
       // Checked here, once: a worker that cannot read them would only die at start.

@@ -71,6 +71,17 @@ const httpUrl = z.string().transform((v, ctx) => {
   return u.origin + u.pathname.replace(/\/+$/, "");
 });
 
+/** redis://[user:password@]host:port[/db] or rediss://…; "" = no cluster. */
+const redisUrl = z.string().refine((v) => {
+  if (v === "") return true;
+  try {
+    const u = new URL(v);
+    return (u.protocol === "redis:" || u.protocol === "rediss:") && u.hostname !== "";
+  } catch {
+    return false;
+  }
+}, "not a redis:// or rediss:// URL");
+
 export const LOG_LEVELS = ["error", "warn", "info", "http", "debug"] as const;
 
 /** A registry host as clients name it in image references: docker.io, ghcr.io, registry.local:5000. */
@@ -183,6 +194,14 @@ export const ConfigSchema = z
           .prefault({}),
       })
       .prefault({}),
+    cluster: z
+      .strictObject({
+        /** Replicas sharing this Redis (and one storage) act as one mirror; "" = on its own. */
+        redis: redisUrl.prefault(""),
+        /** How the other replicas reach this one (fills they follow); "" = http://<hostname>:<listen port>. */
+        advertise: z.union([z.literal(""), httpUrl]).prefault(""),
+      })
+      .prefault({}),
     tag: z
       .strictObject({
         ttl: duration.prefault("5m"),
@@ -245,6 +264,21 @@ export const ConfigSchema = z
         code: "custom",
         path: ["tls", c.tls.cert ? "key" : "cert"],
         message: "tls.cert and tls.key go together",
+      });
+    }
+    if (c.cluster.redis && c.workers !== "auto" && c.workers > 1) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["workers"],
+        message:
+          "a replica of a cluster (cluster.redis) runs as one process: set workers to 1 or auto, and scale out with replicas",
+      });
+    }
+    if (c.cluster.redis && c.storage.driver !== "s3") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["storage", "driver"],
+        message: "the replicas of a cluster (cluster.redis) share one bucket: set storage.driver to s3",
       });
     }
     if (c.storage.driver === "s3" && !c.storage.s3.bucket) {
