@@ -15,6 +15,7 @@ import type { Flights } from "../coordination/coordinator.ts";
 import { adminRouter, type AdminDeps } from "./admin.ts";
 import { Repositories } from "./repositories.ts";
 import { statusRoutes } from "./status-routes.ts";
+import { serveFill, type FillServing } from "./fills.ts";
 
 // The HTTP servers: /v2/ goes straight to the registry handler (the hot path, see registry.ts);
 // everything else — metrics, health, the status page, the admin API, the login endpoint — is an
@@ -43,6 +44,8 @@ export interface HandlerDeps extends RegistryDeps {
   pulls: PullLog;
   /** The admin API; absent (admin.token empty) means /admin/* is 404. */
   admin?: Omit<AdminDeps, "log" | "changed">;
+  /** In a cluster: this replica's fills, for the other replicas (fills.ts). */
+  fills?: FillServing;
 }
 
 export function createHandler(deps: HandlerDeps): Handler {
@@ -111,7 +114,8 @@ export function createHandler(deps: HandlerDeps): Handler {
     res.setHeader("x-content-type-options", NOSNIFF["x-content-type-options"]);
     const url = req.url ?? "/";
     if (url === "/v2" || url.startsWith("/v2/") || url.startsWith("/v2?")) registry(req, res);
-    else app(req, res);
+    else if (!(deps.fills && url.startsWith("/_regmirror/") && serveFill(deps.fills, req, res)))
+      app(req, res);
   };
 }
 

@@ -10,6 +10,7 @@ import type { Events, Flight, FlightRun, Flights } from "../coordination/coordin
 import { BlobFill, StorageError, type FillFile } from "./fill.ts";
 import { FillFollower, type FillTicket } from "./fill-follower.ts";
 import { FillWatch } from "./fill-watch.ts";
+import { RemoteFill, type FillOrigin } from "./remote-fill.ts";
 import type { BlobIndex } from "./eviction.ts";
 import type { SendOptions } from "../storage/send-file.ts";
 import { bufferAnswer, fillAnswer, readerAnswer, redirectAnswer, type BlobAnswer } from "./blob-answers.ts";
@@ -52,6 +53,11 @@ export interface BlobServiceDeps {
    * it from counting as abandoned. Absent in a single process, where every reader is local.
    */
   followChanges?: Events<FollowerChange>;
+  /**
+   * In a cluster: where this replica serves its fills to the others (http/fills.ts). Its tickets
+   * carry it, and a fill another replica runs is followed from there.
+   */
+  origin?: FillOrigin;
 }
 
 /** A client in some worker started (+1) or stopped (-1) following the fill of `hex`. */
@@ -65,8 +71,8 @@ export class BlobService {
   private readonly pumps = new Set<Promise<void>>();
   /** The fills this process runs, by digest hex: its own clients read them from memory. */
   private readonly running = new Map<string, BlobFill>();
-  /** Fills another worker runs, by digest hex: one follower (one descriptor, one poll) each. */
-  private readonly followers = new Map<string, FillFollower>();
+  /** Fills another worker (or replica) runs, by digest hex: one follower each. */
+  private readonly followers = new Map<string, FillFollower | RemoteFill>();
   private readonly shutdown = new AbortController();
   private readonly memory: LRUCache<string, Buffer> | undefined;
   private readonly sendOptions: SendOptions;
@@ -86,6 +92,11 @@ export class BlobService {
             sizeCalculation: (bytes) => Math.max(bytes.length, 1),
           })
         : undefined;
+  }
+
+  /** The fill of `hex` this process runs, for the other replicas (http/fills.ts). */
+  runningFill(hex: string): BlobFill | undefined {
+    return this.running.get(hex);
   }
 
   /** The blob left the cache (eviction): its copy in memory goes too. */
@@ -137,21 +148,22 @@ export class BlobService {
     d: Digest,
     ticket: FillTicket,
     ended: Promise<"done" | "failed">,
-  ): FillFollower {
+  ): FillFollower | RemoteFill {
     const known = this.followers.get(d.hex);
     if (known && known.ticket.temp === ticket.temp) return known;
-    const follower = new FillFollower(
-      ticket,
-      ended,
-      () => this.deps.store.open(d),
-      (start, end) => directRange(upstream, repo, d, start, end),
-      (delta) =>
-        void this.deps.followChanges
-          ?.publish({ hex: d.hex, delta })
-          .catch((err: Error) =>
-            this.deps.log.warn("could not tell a fill's owner of a follower", { error: err.message }),
-          ),
-    );
+    const openPublished = () => this.deps.store.open(d);
+    const fallback = (start: number, end: number | undefined) => directRange(upstream, repo, d, start, end);
+    const following = (delta: 1 | -1) =>
+      void this.deps.followChanges
+        ?.publish({ hex: d.hex, delta })
+        .catch((err: Error) =>
+          this.deps.log.warn("could not tell a fill's owner of a follower", { error: err.message }),
+        );
+    // Another replica's fill is followed over HTTP; another worker's, through its file.
+    const remote = ticket.origin && ticket.origin.member !== this.deps.origin?.member;
+    const follower = remote
+      ? new RemoteFill(d.hex, ticket.origin!, ticket, ended, openPublished, fallback, following)
+      : new FillFollower(ticket, ended, openPublished, fallback, following);
     this.followers.set(d.hex, follower);
     // Once the flight is over, the next request finds the blob cached (or starts afresh).
     void ended.then(() => this.followers.get(d.hex) === follower && this.followers.delete(d.hex));
@@ -269,7 +281,7 @@ export class BlobService {
         error: (err as Error).message,
       });
       // No temp file: every follower goes to the upstream itself (FillFollower).
-      return { temp: "", ...(size !== undefined ? { size } : {}) };
+      return { temp: "", ...(size !== undefined ? { size } : {}), ...this.originField() };
     }
     const fill = new BlobFill({
       writer,
@@ -317,6 +329,10 @@ export class BlobService {
     const held = landed.finally(over);
     held.catch(() => undefined);
     flight.holdUntil(held);
-    return { temp: writer.tmpPath, ...(size !== undefined ? { size } : {}) };
+    return { temp: writer.tmpPath, ...(size !== undefined ? { size } : {}), ...this.originField() };
+  }
+
+  private originField(): { origin?: FillOrigin } {
+    return this.deps.origin ? { origin: this.deps.origin } : {};
   }
 }

@@ -3,6 +3,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { StorageError, type Fallback, type FillFile, type Followable, type FillState } from "./fill.ts";
+import type { FillOrigin } from "./remote-fill.ts";
 
 // A blob fill that another worker runs, followed through its temp file.
 //
@@ -25,6 +26,8 @@ export interface FillTicket {
   temp: string;
   /** From the upstream's Content-Length; absent when it sent none. */
   size?: number;
+  /** In a cluster (cluster.redis): the replica running the fill, for the others (remote-fill.ts). */
+  origin?: FillOrigin;
 }
 
 /** How often a follower that has caught up looks for new bytes: well under the 50 ms target. */
