@@ -19,6 +19,9 @@ import type { Coordinator } from "./coordination/coordinator.ts";
 import { WorkerCoordinator } from "./coordination/member.ts";
 import { Evictor, type BlobIndex } from "./mirror/eviction.ts";
 import { BLOB_ACTIVITY, BLOB_REMOVED, EvictionRelay, type BlobActivity } from "./mirror/eviction-relay.ts";
+
+/** The event every replica hears when a purge or gc removed something (cluster.redis). */
+const CACHE_CHANGED = "cache-changed";
 import { watchGeneration } from "./storage/generation.ts";
 import { primaryChannel } from "./cluster/channel.ts";
 import { workerMetrics } from "./cluster/metrics.ts";
@@ -33,7 +36,9 @@ import { TokenIssuer } from "./access/tokens.ts";
 import { RepoPolicy } from "./access/policy.ts";
 import { PullLog } from "./metrics/pull-log.ts";
 import { listCache, type Listing } from "./maintenance/ls.ts";
-import { cacheOperations } from "./maintenance/operations.ts";
+import { cacheOperations, type CacheOperations } from "./maintenance/operations.ts";
+import { joinCluster } from "./cluster/replica.ts";
+import { EvictionLeader } from "./cluster/eviction-leader.ts";
 
 // The composition root: the one place that builds every part of a serving mirror and wires them
 // together with plain constructor arguments. main.ts loads it only in a process that serves
@@ -78,39 +83,63 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const cache = await openCache(config);
   const { driver, paths } = cache;
   const onError = (err: unknown) => log.error("an event handler failed", { error: (err as Error).message });
+  // A replica of a cluster (cluster.redis) shares its scope with the other replicas through Redis.
+  const replica = config.cluster.redis && !worker ? joinCluster(config, log, metrics) : undefined;
   // Every "one in flight per key" in the mirror goes through this: one process is one scope; a
-  // worker shares its scope with the other workers through the primary.
+  // worker shares its scope with the other workers through the primary, a replica with the
+  // other replicas through Redis.
   const coordinator: Coordinator = worker
     ? new WorkerCoordinator(primaryChannel(), { onError })
-    : new InProcessCoordinator({ onError });
+    : (replica?.coordinator ?? new InProcessCoordinator({ onError }));
+  // Where the eviction index lives: here (one process), in the primary (workers), or in the
+  // replica holding the eviction lease (cluster); the others pass their activity on.
+  const shared = worker || replica !== undefined;
   const blobStore = opts.blobStore?.(cache) ?? new BlobStore(driver, paths);
   await blobStore.init({ clearTemp: !worker });
   const manifestStore = new ManifestStore(driver, share(config.cache.manifestMemory));
-  // The eviction index exists once: here, or for all the workers in the primary.
-  const evictor = worker
-    ? undefined
-    : new Evictor({
-        store: blobStore,
-        metrics,
-        log,
-        maxSizeBytes: config.cache.maxSize,
-        blobTtlMs: config.cache.blobTTL,
-        onRemove: (hex) => blobs.forgetCached(hex),
-      });
-  const relay = worker
-    ? new EvictionRelay(coordinator.events<BlobActivity>(BLOB_ACTIVITY), (err) =>
+  const removed = coordinator.events<{ hex: string }>(BLOB_REMOVED);
+  const newEvictor = () =>
+    new Evictor({
+      store: blobStore,
+      metrics,
+      log,
+      maxSizeBytes: config.cache.maxSize,
+      blobTtlMs: config.cache.blobTTL,
+      onRemove: replica
+        ? (hex) =>
+            void removed
+              .publish({ hex })
+              .catch((err: Error) =>
+                log.warn("could not tell the replicas of an eviction", { error: err.message }),
+              )
+        : (hex) => blobs.forgetCached(hex),
+    });
+  // The eviction index exists once: here, for all the workers in the primary, or for the whole
+  // cluster in the replica holding the eviction lease.
+  const evictor = shared ? undefined : newEvictor();
+  const activity = coordinator.events<BlobActivity>(BLOB_ACTIVITY);
+  const leader = replica
+    ? new EvictionLeader(coordinator.leases("cluster"), activity, newEvictor, log)
+    : undefined;
+  const relay = shared
+    ? new EvictionRelay(activity, (err) =>
         log.error("could not pass on blob activity", { error: err.message }),
       )
     : undefined;
   const index: BlobIndex = (evictor ?? relay)!;
-  if (worker)
-    coordinator.events<{ hex: string }>(BLOB_REMOVED).subscribe(({ hex }) => blobs.forgetCached(hex));
-  // `regmirror purge`/`gc`/`verify`, from a shell or the admin API of any worker.
-  const stopWatching = watchGeneration(paths, () => {
+  if (shared) removed.subscribe(({ hex }) => blobs.forgetCached(hex));
+  // `regmirror purge`/`gc`/`verify`, from a shell or the admin API of any worker (or replica).
+  const cacheChanged = () => {
     manifestStore.forgetMemory();
     blobs.forgetAllCached();
-    evictor?.reload().catch((err: Error) => log.error("could not index the cache", { error: err.message }));
-  });
+    (evictor ?? leader?.current)
+      ?.reload()
+      .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
+  };
+  const stopWatching = watchGeneration(paths, cacheChanged);
+  // The other replicas see no file of ours: they hear of a purge through Redis.
+  const changes = coordinator.events<{ at: number }>(CACHE_CHANGED);
+  const stopHearing = replica ? changes.subscribe(cacheChanged) : () => undefined;
   const blobs = new BlobService({
     store: blobStore,
     evictor: index,
@@ -124,7 +153,8 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     redirect: config.storage.driver === "s3" && config.storage.s3.redirect,
     stallTimeoutMs: config.limits.stallTimeout,
     fills: coordinator.flights<FillTicket>("blob-fills"),
-    ...(worker ? { followChanges: coordinator.events<FollowerChange>("blob-fill-followers") } : {}),
+    ...(shared ? { followChanges: coordinator.events<FollowerChange>("blob-fill-followers") } : {}),
+    ...(replica ? { origin: replica.origin } : {}),
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {
@@ -170,6 +200,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         minFreeBytes: config.cache.minFree,
         staleServing: config.tag.maxStale > 0,
         storageProblem: () => driver.problem(),
+        ...(replica ? { notes: () => ({ cluster: replica.problem() }) } : {}),
         downUpstreams: async () => (await stats()).upstreams.filter((u) => u.up === false).map((u) => u.name),
       }),
   };
@@ -188,14 +219,17 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const admin = config.admin.token
     ? {
         token: config.admin.token,
-        ops: cacheOperations({
-          cache,
-          resolve: (name) => mirror.route(undefined, name),
-          selfUrl: () => selfUrl,
-          maxManifestBytes: config.limits.maxManifestSize,
-          // With logins on, warm shows the mirror a token of its own making.
-          ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
-        }),
+        ops: announced(
+          cacheOperations({
+            cache,
+            resolve: (name) => mirror.route(undefined, name),
+            selfUrl: () => selfUrl,
+            maxManifestBytes: config.limits.maxManifestSize,
+            // With logins on, warm shows the mirror a token of its own making.
+            ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
+          }),
+          replica ? () => changes.publish({ at: Date.now() }) : undefined,
+        ),
       }
     : undefined;
   const handler = createHandler({
@@ -206,6 +240,15 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     pulls,
     admin,
     gate,
+    ...(replica
+      ? {
+          fills: {
+            token: replica.origin.token,
+            running: (hex: string) => blobs.runningFill(hex),
+            stallTimeoutMs: config.limits.stallTimeout,
+          },
+        }
+      : {}),
     policy: new RepoPolicy(config.access.allow, config.access.deny),
     // The bound is the mirror's: with N workers each takes its share, so one client cannot hold
     // N × perClient upstream connections and descriptors (connections are dealt out in turn).
@@ -217,6 +260,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const http = createHttpServer(handler, limits);
   servers.push(http);
   const port = await listen(http, config.listen);
+  replica?.listening(port);
   const url = `http://${displayHost(config.listen.host)}:${port}`;
   selfUrl = url;
   let tlsServer: TlsServer | undefined;
@@ -230,6 +274,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const indexed = evictor
     ?.start()
     .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
+  leader?.start();
   if (
     config.upstream.name === "docker.io" &&
     !/(^|\.)docker\.io$/.test(new URL(config.upstream.url).hostname)
@@ -264,13 +309,33 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       for (const s of servers) s.closeAllConnections();
       history.stop();
       stopWatching();
+      stopHearing();
       await mirror.close();
       relay?.flush();
+      await leader?.stop();
       await coordinator.close();
       await indexed;
       await evictor?.close();
       log.info("regmirror stopped");
       log.close();
+    },
+  };
+}
+
+/** In a cluster, purges and gc through the admin API are announced to every replica (`announce`). */
+function announced(ops: CacheOperations, announce: (() => Promise<void>) | undefined): CacheOperations {
+  if (!announce) return ops;
+  return {
+    ...ops,
+    purge: async (o) => {
+      const r = await ops.purge(o);
+      if (!r.dryRun && r.removed.length > 0) await announce();
+      return r;
+    },
+    gc: async (o) => {
+      const r = await ops.gc(o);
+      if (!r.dryRun && r.manifests.removed.length + r.blobs.removed.length > 0) await announce();
+      return r;
     },
   };
 }

@@ -13,6 +13,8 @@ export interface ReadinessDeps {
   staleServing: boolean;
   /** Why the storage cannot be used (StorageDriver.problem); undefined when it can. */
   storageProblem: () => Promise<string | undefined>;
+  /** Conditions that degrade the mirror but leave it ready (a cluster without Redis): name → reason. */
+  notes?: () => Record<string, string | undefined>;
   /** Upstreams whose last answer was an outage. */
   downUpstreams: () => Promise<string[]>;
 }
@@ -44,6 +46,8 @@ export async function readiness(deps: ReadinessDeps): Promise<Readiness> {
   }
   const problem = await deps.storageProblem().catch((err: Error) => err.message);
   checks.storage = problem === undefined ? { ok: true } : { ok: false, detail: problem };
+  for (const [name, detail] of Object.entries(deps.notes?.() ?? {}))
+    checks[name] = detail === undefined ? { ok: true } : { ok: true, detail };
   const down = await deps.downUpstreams();
   checks.upstreams =
     down.length === 0

@@ -2,6 +2,7 @@ import type { ServerResponse } from "node:http";
 import type { Logger } from "winston";
 import { RegistryError } from "../oci/errors.ts";
 import { StorageUnavailableError } from "../storage/driver.ts";
+import { MemberGoneError } from "../coordination/protocol.ts";
 
 // Writing registry answers: the API version header on everything, and errors in the one JSON
 // shape clients parse ({"errors":[...]}), so dockerd sees a registry error and falls back.
@@ -38,6 +39,11 @@ export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
   if (err instanceof StorageUnavailableError)
     return new RegistryError("UNAVAILABLE", "the cache's storage is unavailable", { cause: err });
+  // The worker or replica fetching this for everyone died: the next try fetches afresh.
+  if (err instanceof MemberGoneError)
+    return new RegistryError("UNAVAILABLE", "the transfer this waited for was lost; try again", {
+      cause: err,
+    });
   return new RegistryError("UNKNOWN", "internal error", { cause: err });
 }
 

@@ -96,6 +96,17 @@ export class Metrics {
     aggregator: "min",
     registers: [this.registry],
   });
+  readonly clusterUp = new Gauge({
+    name: "regmirror_cluster_redis_up",
+    help: "In a cluster (cluster.redis): 1 while this replica reaches Redis, else 0 (it then serves and fills on its own)",
+    aggregator: "min",
+    registers: [this.registry],
+  });
+  readonly clusterOutages = new Counter({
+    name: "regmirror_cluster_redis_outages_total",
+    help: "Times this replica lost Redis (coordination falls back to this replica alone until it is back)",
+    registers: [this.registry],
+  });
   readonly evictions = new Counter({
     name: "regmirror_evictions_total",
     help: "Blobs removed from the cache, by reason (size: over cache.maxSize; age: unread for cache.blobTTL)",

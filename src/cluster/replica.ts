@@ -1,0 +1,64 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import type { Logger } from "winston";
+import type { Config } from "../config/schema.ts";
+import { RedisCoordinator } from "../coordination/redis.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import type { FillOrigin } from "../mirror/remote-fill.ts";
+
+// A replica of a cluster (cluster.redis): several mirrors sharing one Redis and one bucket act as
+// one. Redis carries the coordination (coordination/redis.ts): one upstream fetch per blob and
+// one tag revalidation per TTL cluster-wide, the eviction lease, and the events (purges, blob
+// activity). A replica's fills are followed by the others over HTTP (http/fills.ts): its
+// address and a token of its own go out with each fill's ticket.
+//
+// Without Redis a replica keeps serving what is cached and keeps filling, on its own (the
+// coordinator runs flights locally while it is away); it logs it, counts it, and /readyz says
+// so while staying ready.
+
+export interface Replica {
+  coordinator: RedisCoordinator;
+  /** Where this replica serves its fills; `url` is known once it listens (listening()). */
+  origin: FillOrigin;
+  /** Sets the advertised address from the port it listens on, unless cluster.advertise names one. */
+  listening(port: number): void;
+  /** Why coordination is degraded, for /readyz; undefined when Redis is there. */
+  problem(): string | undefined;
+}
+
+export function joinCluster(config: Config, log: Logger, metrics: Metrics): Replica {
+  const coordinator = new RedisCoordinator({
+    url: config.cluster.redis,
+    onError: (err) => log.debug("cluster coordination", { error: (err as Error).message }),
+  });
+  const origin: FillOrigin = {
+    member: coordinator.memberId,
+    url: config.cluster.advertise,
+    token: randomBytes(24).toString("hex"),
+  };
+  let wasUp = false;
+  metrics.clusterUp.set(0);
+  coordinator.onStatus((up) => {
+    metrics.clusterUp.set(up ? 1 : 0);
+    if (up) log.info("cluster: Redis reached; coordinating with the other replicas");
+    else if (wasUp) {
+      metrics.clusterOutages.inc();
+      log.warn("cluster: Redis lost; serving and filling on this replica alone until it is back");
+    }
+    wasUp = up;
+  });
+  return {
+    coordinator,
+    origin,
+    listening(port) {
+      if (origin.url) return;
+      const host = config.listen.host;
+      const name = host === "0.0.0.0" || host === "::" || host === "" ? hostname() : host;
+      origin.url = `http://${name.includes(":") ? `[${name}]` : name}:${port}`;
+    },
+    problem: () =>
+      coordinator.connected
+        ? undefined
+        : "Redis (cluster.redis) is out of reach: this replica serves and fills on its own",
+  };
+}

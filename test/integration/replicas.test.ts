@@ -1,0 +1,270 @@
+// Three regmirror replicas acting as one mirror: one Redis (Debian's redis-server) for
+// coordination, one S3 bucket (a real Ceph RADOS Gateway) for the cache, each replica its own
+// process on loopback. The upstream is the in-process fake: it is made slow, so that latecomers
+// are shown to get bytes while the fill runs.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { get as httpGet } from "node:http";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { HeadObjectCommand } from "@aws-sdk/client-s3";
+import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
+import { sha256 } from "../fixtures/http.ts";
+import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
+import { startRedis } from "../fixtures/redis.ts";
+import { startS3, type S3Server } from "../fixtures/s3.ts";
+
+const MiB = 1024 * 1024;
+const ADMIN = "replicas-admin-token-0123456789";
+
+interface Fetched {
+  status: number;
+  digest: string;
+  length: number;
+  complete: boolean;
+  firstByteAt: number;
+  doneAt: number;
+}
+
+/** A GET on a connection of its own, timing its first byte and its end. */
+function fetchTimed(url: string, headers: Record<string, string> = {}): Promise<Fetched> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let firstByteAt = -1;
+    const req = httpGet(url, { agent: false, headers }, (res) => {
+      res.on("data", (c: Buffer) => {
+        if (firstByteAt < 0) firstByteAt = performance.now();
+        chunks.push(c);
+      });
+      const done = (complete: boolean) => {
+        const body = Buffer.concat(chunks);
+        resolve({
+          status: res.statusCode ?? 0,
+          digest: sha256(body),
+          length: body.length,
+          complete,
+          firstByteAt,
+          doneAt: performance.now(),
+        });
+      };
+      res.on("end", () => done(true));
+      res.on("error", () => done(false));
+      res.on("aborted", () => done(false));
+    });
+    req.on("error", () =>
+      resolve({
+        status: 0,
+        digest: "",
+        length: 0,
+        complete: false,
+        firstByteAt: -1,
+        doneAt: performance.now(),
+      }),
+    );
+  });
+}
+
+async function until(ok: () => Promise<boolean> | boolean, what: string, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > deadline) assert.fail(`never: ${what}`);
+    await sleep(25);
+  }
+}
+
+describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
+  let s3: S3Server;
+  let redis: Awaited<ReturnType<typeof startRedis>>;
+  let fake: FakeUpstream;
+  let work: string;
+  let bucket: string;
+  let replicas: MirrorProcess[];
+
+  const blobKey = (digest: string) => `blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}`;
+  const inBucket = async (digest: string) => {
+    try {
+      await s3.client().send(new HeadObjectCommand({ Bucket: bucket, Key: blobKey(digest) }));
+      return true;
+    } catch (err) {
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404)
+        return false;
+      throw err;
+    }
+  };
+  /** /readyz of a replica says whether it reaches Redis. */
+  const coordinated = async (m: MirrorProcess) => {
+    const res = await fetch(`${m.url}/readyz`).catch(() => undefined);
+    if (!res) return false;
+    const body = (await res.json()) as { checks: Record<string, { ok: boolean; detail?: string }> };
+    return body.checks.cluster !== undefined && body.checks.cluster.detail === undefined;
+  };
+
+  const spawnReplica = async (): Promise<MirrorProcess> =>
+    spawnMirror({
+      REGMIRROR_UPSTREAM: fake.url,
+      REGMIRROR_CACHE_DIR: await mkdtemp(join(work, "replica-")),
+      REGMIRROR_WORKERS: "1",
+      REGMIRROR_CLUSTER_REDIS: redis.url,
+      REGMIRROR_STORAGE_DRIVER: "s3",
+      REGMIRROR_STORAGE_S3_ENDPOINT: s3.endpoint,
+      REGMIRROR_STORAGE_S3_BUCKET: bucket,
+      REGMIRROR_STORAGE_S3_REGION: s3.region,
+      REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: "true",
+      REGMIRROR_STORAGE_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      REGMIRROR_STORAGE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      REGMIRROR_TAG_TTL: "2s",
+      REGMIRROR_ADMIN_TOKEN: ADMIN,
+    });
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "regmirror-replicas-"));
+    [s3, redis, fake] = await Promise.all([startS3(), startRedis(), startFakeUpstream()]);
+    bucket = await s3.newBucket();
+    replicas = await Promise.all([spawnReplica(), spawnReplica(), spawnReplica()]);
+    for (const m of replicas) await until(() => coordinated(m), "every replica reaches Redis");
+  });
+  after(async () => {
+    for (const m of replicas ?? []) m.kill("SIGKILL");
+    await Promise.all([fake?.stop(), redis?.stop(), s3?.stop()]);
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("30 clients over 3 replicas, one cold 64 MiB blob: 1 upstream GET, 30 whole bodies, latecomers stream before it lands", async () => {
+    const bytes = randomBytes(64 * MiB);
+    const digest = fake.addBlob(bytes);
+    fake.behave(digest, { slowBytesPerSec: 32 * MiB, method: "GET" });
+    fake.resetRequests();
+    const url = (i: number) => `${replicas[i % 3]!.url}/v2/library/big/blobs/${digest}`;
+    const first = Array.from({ length: 3 }, (_, i) => fetchTimed(url(i)));
+    await sleep(600);
+    const late = Array.from({ length: 27 }, (_, i) => fetchTimed(url(i)));
+    const all = await Promise.all([...first, ...late]);
+    fake.clearBehaviours();
+    for (const g of all) {
+      assert.equal(g.status, 200);
+      assert.ok(g.complete);
+      assert.equal(g.digest, digest);
+    }
+    assert.equal(fake.count("GET", "/v2/library/big/blobs/"), 1, "one upstream GET for the cluster");
+    const landed = Math.min(...all.map((g) => g.doneAt));
+    for (const g of await Promise.all(late))
+      assert.ok(g.firstByteAt < landed, "a latecomer's first byte came before the fill landed");
+    await until(() => inBucket(digest), "the blob is in the bucket");
+  });
+
+  it("a blob filled through one replica is served by another with no upstream request", async () => {
+    const bytes = randomBytes(3 * MiB);
+    const digest = fake.addBlob(bytes);
+    const a = await fetchTimed(`${replicas[0]!.url}/v2/library/shared/blobs/${digest}`);
+    assert.equal(a.digest, digest);
+    await until(() => inBucket(digest), "uploaded");
+    fake.resetRequests();
+    const c = await fetchTimed(`${replicas[2]!.url}/v2/library/shared/blobs/${digest}`);
+    assert.equal(c.digest, digest);
+    assert.equal(fake.requests.length, 0);
+  });
+
+  it("a tag past its TTL, asked through all three replicas, is revalidated with one HEAD", async () => {
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        layers: [],
+        config: {
+          mediaType: "application/vnd.oci.image.config.v1+json",
+          digest: `sha256:${"0".repeat(64)}`,
+          size: 2,
+        },
+      }),
+    );
+    fake.addManifest("library/tagged", "v1", manifest, "application/vnd.oci.image.manifest.v1+json");
+    const accept = { accept: "application/vnd.oci.image.manifest.v1+json" };
+    const url = (i: number) => `${replicas[i % 3]!.url}/v2/library/tagged/manifests/v1`;
+    for (const g of await Promise.all(Array.from({ length: 9 }, (_, i) => fetchTimed(url(i), accept))))
+      assert.equal(g.status, 200);
+    await sleep(2200); // past tag.ttl
+    fake.resetRequests();
+    for (const g of await Promise.all(Array.from({ length: 9 }, (_, i) => fetchTimed(url(i), accept))))
+      assert.equal(g.status, 200);
+    assert.equal(fake.count("HEAD", "/v2/library/tagged/manifests/"), 1);
+    assert.equal(fake.count("GET", "/v2/library/tagged/manifests/"), 0);
+  });
+
+  it("a purge through one replica's admin API reaches them all: each fetches again", async () => {
+    const bytes = randomBytes(200_000); // small: every replica keeps it in memory
+    const digest = fake.addBlob(bytes);
+    await fetchTimed(`${replicas[0]!.url}/v2/library/p/blobs/${digest}`);
+    await until(() => inBucket(digest), "uploaded");
+    for (const m of replicas)
+      assert.equal((await fetchTimed(`${m.url}/v2/library/p/blobs/${digest}`)).digest, digest);
+    const res = await fetch(`${replicas[0]!.url}/admin/purge`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+      body: JSON.stringify({ ref: digest }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(await inBucket(digest), false);
+    await sleep(300); // the announcement travels through Redis
+    fake.resetRequests();
+    const b = await fetchTimed(`${replicas[1]!.url}/v2/library/p/blobs/${digest}`);
+    assert.equal(b.digest, digest);
+    assert.equal(
+      fake.count("GET", "/v2/library/p/blobs/"),
+      1,
+      "replica B forgot its copy in memory and fetched again",
+    );
+  });
+
+  it("Redis stopped: pulls still succeed on every replica; Redis back: one upstream GET per blob again", async () => {
+    await redis.stop();
+    for (const m of replicas)
+      await until(async () => !(await coordinated(m)), "a replica notices Redis is gone");
+    const ready = await fetch(`${replicas[0]!.url}/readyz`);
+    assert.equal(ready.status, 200, "still ready without Redis");
+    for (const m of replicas) {
+      const bytes = randomBytes(MiB);
+      const digest = fake.addBlob(bytes);
+      assert.equal((await fetchTimed(`${m.url}/v2/library/alone/blobs/${digest}`)).digest, digest);
+    }
+    await redis.restart();
+    for (const m of replicas) await until(() => coordinated(m), "a replica is back with Redis");
+    const bytes = randomBytes(8 * MiB);
+    const digest = fake.addBlob(bytes);
+    fake.behave(digest, { slowBytesPerSec: 16 * MiB, method: "GET" });
+    fake.resetRequests();
+    const got = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        fetchTimed(`${replicas[i % 3]!.url}/v2/library/back/blobs/${digest}`),
+      ),
+    );
+    fake.clearBehaviours();
+    for (const g of got) assert.equal(g.digest, digest);
+    assert.equal(fake.count("GET", "/v2/library/back/blobs/"), 1);
+  });
+
+  it("SIGKILL of the filling replica mid-fill: nothing under the digest's key; a retry elsewhere fetches once more", async () => {
+    const bytes = randomBytes(32 * MiB);
+    const digest = fake.addBlob(bytes);
+    fake.behave(digest, { slowBytesPerSec: 8 * MiB, method: "GET", times: 1 });
+    fake.resetRequests();
+    const owner = replicas[0]!;
+    const doomed = fetchTimed(`${owner.url}/v2/library/killed/blobs/${digest}`);
+    const follower = fetchTimed(`${replicas[1]!.url}/v2/library/killed/blobs/${digest}`);
+    await sleep(800);
+    owner.kill("SIGKILL");
+    const [d, f] = await Promise.all([doomed, follower]);
+    assert.equal(d.complete, false, "the owner's own client is cut");
+    assert.equal(
+      f.complete,
+      false,
+      "the follower on another replica is cut, never finished with wrong bytes",
+    );
+    assert.equal(await inBucket(digest), false, "nothing under the digest's key");
+    const retry = await fetchTimed(`${replicas[2]!.url}/v2/library/killed/blobs/${digest}`);
+    assert.equal(retry.digest, digest);
+    assert.equal(fake.count("GET", "/v2/library/killed/blobs/"), 2, "one more upstream GET");
+  });
+});
