@@ -20,8 +20,6 @@ import { WorkerCoordinator } from "./coordination/member.ts";
 import { Evictor, type BlobIndex } from "./mirror/eviction.ts";
 import { BLOB_ACTIVITY, BLOB_REMOVED, EvictionRelay, type BlobActivity } from "./mirror/eviction-relay.ts";
 
-/** The event every replica hears when a purge or gc removed something (cluster.redis). */
-const CACHE_CHANGED = "cache-changed";
 import { watchGeneration } from "./storage/generation.ts";
 import { primaryChannel } from "./cluster/channel.ts";
 import { workerMetrics } from "./cluster/metrics.ts";
@@ -36,8 +34,8 @@ import { TokenIssuer } from "./access/tokens.ts";
 import { RepoPolicy } from "./access/policy.ts";
 import { PullLog } from "./metrics/pull-log.ts";
 import { listCache, type Listing } from "./maintenance/ls.ts";
-import { cacheOperations, type CacheOperations } from "./maintenance/operations.ts";
-import { joinCluster } from "./cluster/replica.ts";
+import { cacheOperations } from "./maintenance/operations.ts";
+import { CACHE_CHANGED, joinCluster } from "./cluster/replica.ts";
 import { EvictionLeader } from "./cluster/eviction-leader.ts";
 
 // The composition root: the one place that builds every part of a serving mirror and wires them
@@ -140,6 +138,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   // The other replicas see no file of ours: they hear of a purge through Redis.
   const changes = coordinator.events<{ at: number }>(CACHE_CHANGED);
   const stopHearing = replica ? changes.subscribe(cacheChanged) : () => undefined;
+  if (replica) cache.announce = () => changes.publish({ at: Date.now() });
   const blobs = new BlobService({
     store: blobStore,
     evictor: index,
@@ -219,17 +218,14 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const admin = config.admin.token
     ? {
         token: config.admin.token,
-        ops: announced(
-          cacheOperations({
-            cache,
-            resolve: (name) => mirror.route(undefined, name),
-            selfUrl: () => selfUrl,
-            maxManifestBytes: config.limits.maxManifestSize,
-            // With logins on, warm shows the mirror a token of its own making.
-            ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
-          }),
-          replica ? () => changes.publish({ at: Date.now() }) : undefined,
-        ),
+        ops: cacheOperations({
+          cache,
+          resolve: (name) => mirror.route(undefined, name),
+          selfUrl: () => selfUrl,
+          maxManifestBytes: config.limits.maxManifestSize,
+          // With logins on, warm shows the mirror a token of its own making.
+          ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
+        }),
       }
     : undefined;
   const handler = createHandler({
@@ -318,24 +314,6 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       await evictor?.close();
       log.info("regmirror stopped");
       log.close();
-    },
-  };
-}
-
-/** In a cluster, purges and gc through the admin API are announced to every replica (`announce`). */
-function announced(ops: CacheOperations, announce: (() => Promise<void>) | undefined): CacheOperations {
-  if (!announce) return ops;
-  return {
-    ...ops,
-    purge: async (o) => {
-      const r = await ops.purge(o);
-      if (!r.dryRun && r.removed.length > 0) await announce();
-      return r;
-    },
-    gc: async (o) => {
-      const r = await ops.gc(o);
-      if (!r.dryRun && r.manifests.removed.length + r.blobs.removed.length > 0) await announce();
-      return r;
     },
   };
 }

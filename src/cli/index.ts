@@ -212,11 +212,15 @@ function run(action: () => Promise<number>): Promise<void> {
  * that is not there means cache.dir points somewhere else than the mirror's, and silence would
  * hide that. (With S3 the bucket answers for itself.)
  */
-function existingCache(config: Config): Promise<Cache> {
+async function existingCache(config: Config): Promise<Cache> {
   if (config.storage.driver === "filesystem" && !existsSync(config.cache.dir)) {
     throw new UsageError(`the cache directory ${config.cache.dir} (cache.dir) does not exist`);
   }
-  return openCache(config);
+  const cache = await openCache(config);
+  // The replicas of a cluster hear of what this command removed through Redis.
+  const redis = config.cluster.redis;
+  if (redis) cache.announce = async () => (await import("../cluster/replica.ts")).announceToCluster(redis);
+  return cache;
 }
 
 /** The mirror on this machine, at the port the config says it listens on. */

@@ -16,6 +16,27 @@ import type { FillOrigin } from "../mirror/remote-fill.ts";
 // coordinator runs flights locally while it is away); it logs it, counts it, and /readyz says
 // so while staying ready.
 
+/** The event every replica hears when a purge, gc or verify removed something. */
+export const CACHE_CHANGED = "cache-changed";
+
+/**
+ * Tells the replicas sharing `redisUrl` that the cache changed, from a process that is not one
+ * of them (`regmirror purge` in a shell). Fails if Redis cannot be reached in a few seconds: the
+ * command then says that the replicas may go on serving what they hold in memory.
+ */
+export async function announceToCluster(redisUrl: string): Promise<void> {
+  const coordinator = new RedisCoordinator({ url: redisUrl });
+  try {
+    if (!(await coordinator.whenConnected(5000)))
+      throw new Error(
+        `cannot reach cluster.redis to tell the replicas; they may serve removed content from memory`,
+      );
+    await coordinator.events<{ at: number }>(CACHE_CHANGED).publish({ at: Date.now() });
+  } finally {
+    await coordinator.close();
+  }
+}
+
 export interface Replica {
   coordinator: RedisCoordinator;
   /** Where this replica serves its fills; `url` is known once it listens (listening()). */

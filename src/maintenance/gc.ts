@@ -1,4 +1,4 @@
-import { bumpGeneration } from "../storage/generation.ts";
+import { cacheChanged } from "../storage/generation.ts";
 import { rm } from "node:fs/promises";
 import { parseDigest } from "../oci/digest.ts";
 import type { Cache } from "../storage/cache.ts";
@@ -42,7 +42,8 @@ export interface GcResult {
   freedBytes: number;
 }
 
-export async function collectGarbage({ driver, paths }: Cache, opts: GcOptions): Promise<GcResult> {
+export async function collectGarbage(cache: Cache, opts: GcOptions): Promise<GcResult> {
+  const { driver, paths } = cache;
   const cutoff = Date.now() - opts.minAgeMs;
   // Tags first, content after: a tag written during the walk names a manifest that is young.
   const tags = await tagObjects(driver);
@@ -106,6 +107,6 @@ export async function collectGarbage({ driver, paths }: Cache, opts: GcOptions):
     for (const m of result.manifests.removed) await driver.delete(manifestMetaKey(parseDigest(m)!));
   result.freedBytes = result.manifests.bytes + result.blobs.bytes + result.tmp.bytes;
   if (!opts.dryRun && result.manifests.removed.length + result.blobs.removed.length > 0)
-    await bumpGeneration(paths);
+    await cacheChanged(cache);
   return result;
 }

@@ -1,4 +1,4 @@
-import { bumpGeneration } from "../storage/generation.ts";
+import { cacheChanged } from "../storage/generation.ts";
 import { parseDigest } from "../oci/digest.ts";
 import { isValidTag } from "../oci/reference.ts";
 import type { Cache } from "../storage/cache.ts";
@@ -51,10 +51,11 @@ export interface PurgeResult {
 
 /** Removes what the options name; a malformed REF or name is a UsageError. Prints nothing. */
 export async function purgeCache(
-  { driver, paths }: Cache,
+  cache: Cache,
   resolve: RepoResolver,
   opts: PurgeOptions,
 ): Promise<PurgeResult> {
+  const { driver } = cache;
   const modes = [opts.ref, opts.repo, opts.olderThanMs].filter((m) => m !== undefined).length;
   if (modes !== 1)
     throw new UsageError("purge takes exactly one of: REF, --repo NAME, --older-than DURATION");
@@ -71,7 +72,7 @@ export async function purgeCache(
     target = opts.ref!;
     removed = await purgeRef(driver, resolve, opts.ref!, opts.dryRun);
   }
-  if (!opts.dryRun && removed.length > 0) await bumpGeneration(paths);
+  if (!opts.dryRun && removed.length > 0) await cacheChanged(cache);
   return {
     dryRun: opts.dryRun,
     removed,

@@ -1,4 +1,4 @@
-import { bumpGeneration } from "../storage/generation.ts";
+import { cacheChanged } from "../storage/generation.ts";
 import pLimit from "p-limit";
 import type { Cache } from "../storage/cache.ts";
 import { contentObjects, hashObject, type ContentObject } from "../storage/cache-walk.ts";
@@ -30,7 +30,8 @@ export interface VerifyResult {
   corrupt: Corrupt[];
 }
 
-export async function verifyCache({ driver, paths }: Cache, opts: VerifyOptions): Promise<VerifyResult> {
+export async function verifyCache(cache: Cache, opts: VerifyOptions): Promise<VerifyResult> {
+  const { driver } = cache;
   const files = [...(await contentObjects(driver, "blob")), ...(await contentObjects(driver, "manifest"))];
   const limit = pLimit(CONCURRENCY);
   const corrupt: Corrupt[] = [];
@@ -52,6 +53,6 @@ export async function verifyCache({ driver, paths }: Cache, opts: VerifyOptions)
   );
   corrupt.sort((a, b) => a.digest.localeCompare(b.digest));
 
-  if (!opts.dryRun && corrupt.length > 0) await bumpGeneration(paths);
+  if (!opts.dryRun && corrupt.length > 0) await cacheChanged(cache);
   return { dryRun: opts.dryRun, checked, checkedBytes: bytes, corrupt };
 }

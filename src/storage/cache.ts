@@ -9,6 +9,11 @@ import { CachePaths } from "./paths.ts";
 export interface Cache {
   driver: StorageDriver;
   paths: CachePaths;
+  /**
+   * Tells the other replicas of a cluster that something was removed (cluster.redis); the
+   * processes of this host hear it from the generation file (generation.ts).
+   */
+  announce?: () => Promise<void>;
 }
 
 /** The cache in `dir` with the filesystem driver: objects and temp files in one directory. */

@@ -1,6 +1,7 @@
 import { watch, writeFileSync, type FSWatcher } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { CachePaths } from "./paths.ts";
+import type { Cache } from "./cache.ts";
 
 // How a `regmirror purge` in a shell (another process) reaches a running mirror: every
 // maintenance command that removed something rewrites <cache>/generation, and every mirror
@@ -14,6 +15,12 @@ import type { CachePaths } from "./paths.ts";
 /** Tells running mirrors that files were removed behind their back. */
 export async function bumpGeneration(paths: CachePaths): Promise<void> {
   await writeFile(paths.generationFile, `${Date.now()}\n`);
+}
+
+/** After a maintenance command removed something: this host's mirrors, and a cluster's replicas. */
+export async function cacheChanged(cache: Cache): Promise<void> {
+  await bumpGeneration(cache.paths);
+  await cache.announce?.();
 }
 
 /** Calls `onChange` (at most once per burst of writes) whenever the generation changes. */

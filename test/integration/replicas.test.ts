@@ -3,6 +3,7 @@
 // process on loopback. The upstream is the in-process fake: it is made slow, so that latecomers
 // are shown to get bytes while the fill runs.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { get as httpGet } from "node:http";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -18,6 +19,30 @@ import { startRedis } from "../fixtures/redis.ts";
 import { startS3, type S3Server } from "../fixtures/s3.ts";
 
 const MiB = 1024 * 1024;
+
+function redisInfo(port: number): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile("redis-cli", ["-p", String(port), "info", "stats"], (err, out) =>
+      err ? reject(err) : resolve(out),
+    ),
+  );
+}
+
+/** The regmirror command line, as a shell runs it. */
+function cli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "src/main.ts", ...args],
+      { env: { PATH: process.env.PATH ?? "", ...env }, timeout: 60_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err === null ? 0 : typeof err.code === "number" ? err.code : -1, stdout, stderr }),
+    );
+  });
+}
 const ADMIN = "replicas-admin-token-0123456789";
 
 interface Fetched {
@@ -218,6 +243,62 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     );
   });
 
+  it("hits do not touch Redis: warm blobs and manifests by digest, through every replica", async () => {
+    const bytes = randomBytes(2 * MiB);
+    const digest = fake.addBlob(bytes);
+    const manifest = Buffer.from(
+      JSON.stringify({ schemaVersion: 2, layers: [{ digest, size: bytes.length }] }),
+    );
+    const mDigest = fake.addManifest(
+      "library/warm",
+      undefined,
+      manifest,
+      "application/vnd.oci.image.manifest.v1+json",
+    );
+    const blobUrl = (i: number) => `${replicas[i % 3]!.url}/v2/library/warm/blobs/${digest}`;
+    const manifestUrl = (i: number) => `${replicas[i % 3]!.url}/v2/library/warm/manifests/${mDigest}`;
+    await fetchTimed(blobUrl(0));
+    await until(() => inBucket(digest), "uploaded");
+    for (let i = 0; i < 3; i++) await fetchTimed(manifestUrl(i));
+    const commands = async () =>
+      Number(/total_commands_processed:(\d+)/.exec(await redisInfo(redis.port))![1]);
+    const before = await commands();
+    for (let i = 0; i < 60; i++) {
+      assert.equal((await fetchTimed(blobUrl(i))).digest, digest);
+      assert.equal((await fetchTimed(manifestUrl(i))).status, 200);
+    }
+    const spent = (await commands()) - before - 1; // the INFO itself
+    // Leases and renewals go on in the background (a few a second at most): 120 hits add none.
+    assert.ok(spent < 30, `${spent} Redis commands during 120 warm requests`);
+  });
+
+  it("regmirror purge from a shell, with cluster.redis set, reaches every replica", async () => {
+    const bytes = randomBytes(100_000);
+    const digest = fake.addBlob(bytes);
+    await fetchTimed(`${replicas[2]!.url}/v2/library/shell/blobs/${digest}`);
+    await until(() => inBucket(digest), "uploaded");
+    for (const m of replicas) await fetchTimed(`${m.url}/v2/library/shell/blobs/${digest}`); // in memory on each
+    const purge = await cli(["purge", digest], {
+      REGMIRROR_CACHE_DIR: await mkdtemp(join(work, "shell-")),
+      REGMIRROR_CLUSTER_REDIS: redis.url,
+      REGMIRROR_STORAGE_DRIVER: "s3",
+      REGMIRROR_STORAGE_S3_ENDPOINT: s3.endpoint,
+      REGMIRROR_STORAGE_S3_BUCKET: bucket,
+      REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: "true",
+      REGMIRROR_STORAGE_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      REGMIRROR_STORAGE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    });
+    assert.equal(purge.code, 0, purge.stderr);
+    await sleep(300);
+    fake.resetRequests();
+    assert.equal((await fetchTimed(`${replicas[0]!.url}/v2/library/shell/blobs/${digest}`)).digest, digest);
+    assert.equal(
+      fake.count("GET", "/v2/library/shell/blobs/"),
+      1,
+      "replica A forgot its copy and fetched again",
+    );
+  });
+
   it("Redis stopped: pulls still succeed on every replica; Redis back: one upstream GET per blob again", async () => {
     await redis.stop();
     for (const m of replicas)
@@ -252,8 +333,9 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     fake.resetRequests();
     const owner = replicas[0]!;
     const doomed = fetchTimed(`${owner.url}/v2/library/killed/blobs/${digest}`);
+    await sleep(300); // the owner's fill is under way: the next client follows it
     const follower = fetchTimed(`${replicas[1]!.url}/v2/library/killed/blobs/${digest}`);
-    await sleep(800);
+    await sleep(500);
     owner.kill("SIGKILL");
     const [d, f] = await Promise.all([doomed, follower]);
     assert.equal(d.complete, false, "the owner's own client is cut");
