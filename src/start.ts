@@ -121,7 +121,10 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     : undefined;
   const relay = shared
     ? new EvictionRelay(activity, (err) =>
-        log.error("could not pass on blob activity", { error: err.message }),
+        // Without Redis a replica's activity is lost (and said so once, as Redis going away).
+        replica && !replica.coordinator.connected
+          ? log.debug("could not pass on blob activity", { error: err.message })
+          : log.error("could not pass on blob activity", { error: err.message }),
       )
     : undefined;
   const index: BlobIndex = (evictor ?? relay)!;
@@ -138,7 +141,15 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   // The other replicas see no file of ours: they hear of a purge through Redis.
   const changes = coordinator.events<{ at: number }>(CACHE_CHANGED);
   const stopHearing = replica ? changes.subscribe(cacheChanged) : () => undefined;
-  if (replica) cache.announce = () => changes.publish({ at: Date.now() });
+  // Done, whatever Redis says: the purge stands, and the other replicas' memory is what is at stake.
+  if (replica)
+    cache.announce = async () => {
+      await changes.publish({ at: Date.now() }).catch((err: Error) => {
+        log.warn("could not tell the other replicas what was removed; they may serve it from memory", {
+          error: err.message,
+        });
+      });
+    };
   const blobs = new BlobService({
     store: blobStore,
     evictor: index,
@@ -203,7 +214,10 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         downUpstreams: async () => (await stats()).upstreams.filter((u) => u.up === false).map((u) => u.name),
       }),
   };
-  const tokens = new TokenIssuer(config.auth.tokenTTL, opts.tokenKey);
+  const tokens = new TokenIssuer(
+    config.auth.tokenTTL,
+    opts.tokenKey ?? (replica && config.auth.htpasswd ? await replica.tokenKey() : undefined),
+  );
   const gate = config.auth.htpasswd
     ? new Gate(
         readHtpasswd(config.auth.htpasswd),

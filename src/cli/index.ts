@@ -218,8 +218,8 @@ async function existingCache(config: Config): Promise<Cache> {
   }
   const cache = await openCache(config);
   // The replicas of a cluster hear of what this command removed through Redis.
-  const redis = config.cluster.redis;
-  if (redis) cache.announce = async () => (await import("../cluster/replica.ts")).announceToCluster(redis);
+  if (config.cluster.redis)
+    cache.announce = async () => (await import("../cluster/replica.ts")).announceToCluster(config);
   return cache;
 }
 

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Logger } from "winston";
 import type { Config } from "../config/schema.ts";
+import { Redis } from "ioredis";
 import { RedisCoordinator } from "../coordination/redis.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { FillOrigin } from "../mirror/remote-fill.ts";
@@ -24,8 +25,8 @@ export const CACHE_CHANGED = "cache-changed";
  * of them (`regmirror purge` in a shell). Fails if Redis cannot be reached in a few seconds: the
  * command then says that the replicas may go on serving what they hold in memory.
  */
-export async function announceToCluster(redisUrl: string): Promise<void> {
-  const coordinator = new RedisCoordinator({ url: redisUrl });
+export async function announceToCluster(config: Config): Promise<void> {
+  const coordinator = new RedisCoordinator({ url: config.cluster.redis, prefix: clusterPrefix(config) });
   try {
     if (!(await coordinator.whenConnected(5000)))
       throw new Error(
@@ -37,6 +38,14 @@ export async function announceToCluster(redisUrl: string): Promise<void> {
   }
 }
 
+/**
+ * The cluster's namespace in Redis: replicas sharing a bucket (and prefix) share a cache, so they
+ * are one cluster; another cache on the same Redis never meets them.
+ */
+function clusterPrefix(config: Config): string {
+  return `regmirror:${config.storage.s3.bucket}/${config.storage.s3.prefix}:`;
+}
+
 export interface Replica {
   coordinator: RedisCoordinator;
   /** Where this replica serves its fills; `url` is known once it listens (listening()). */
@@ -45,11 +54,17 @@ export interface Replica {
   listening(port: number): void;
   /** Why coordination is degraded, for /readyz; undefined when Redis is there. */
   problem(): string | undefined;
+  /**
+   * The key login tokens are signed with, the same in every replica (so a token from one is good
+   * in all): made once by whichever replica comes first, kept in Redis.
+   */
+  tokenKey(): Promise<Buffer | undefined>;
 }
 
 export function joinCluster(config: Config, log: Logger, metrics: Metrics): Replica {
   const coordinator = new RedisCoordinator({
     url: config.cluster.redis,
+    prefix: clusterPrefix(config),
     onError: (err) => log.debug("cluster coordination", { error: (err as Error).message }),
   });
   const origin: FillOrigin = {
@@ -81,5 +96,33 @@ export function joinCluster(config: Config, log: Logger, metrics: Metrics): Repl
       coordinator.connected
         ? undefined
         : "Redis (cluster.redis) is out of reach: this replica serves and fills on its own",
+    tokenKey: () => sharedTokenKey(config, log),
   };
+}
+
+async function sharedTokenKey(config: Config, log: Logger): Promise<Buffer | undefined> {
+  const redis = new Redis(config.cluster.redis, {
+    lazyConnect: true,
+    connectTimeout: 3000,
+    maxRetriesPerRequest: 1,
+    retryStrategy: () => null,
+  });
+  redis.on("error", () => undefined);
+  const key = `${clusterPrefix(config)}token-key`;
+  try {
+    await redis.connect();
+    await redis.set(key, randomBytes(32).toString("hex"), "NX");
+    const hex = await redis.get(key);
+    return hex ? Buffer.from(hex, "hex") : undefined;
+  } catch (err) {
+    log.warn(
+      "cluster: could not share the login token key through Redis; tokens from other replicas are refused",
+      {
+        error: (err as Error).message,
+      },
+    );
+    return undefined;
+  } finally {
+    redis.disconnect();
+  }
 }

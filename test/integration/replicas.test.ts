@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { get as httpGet } from "node:http";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -17,6 +17,8 @@ import { sha256 } from "../fixtures/http.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
 import { startRedis } from "../fixtures/redis.ts";
 import { startS3, type S3Server } from "../fixtures/s3.ts";
+import { startTestMirror } from "../fixtures/mirror.ts";
+import bcrypt from "bcryptjs";
 
 const MiB = 1024 * 1024;
 
@@ -324,6 +326,41 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     fake.clearBehaviours();
     for (const g of got) assert.equal(g.digest, digest);
     assert.equal(fake.count("GET", "/v2/library/back/blobs/"), 1);
+  });
+
+  it("with logins on, a token one replica issued is good at the others", async () => {
+    const htpasswd = join(work, "htpasswd");
+    await writeFile(htpasswd, `user:${bcrypt.hashSync("pw", 4)}\n`);
+    const settings = {
+      cluster: { redis: redis.url },
+      auth: { htpasswd },
+      storage: {
+        driver: "s3",
+        s3: {
+          endpoint: s3.endpoint,
+          bucket,
+          forcePathStyle: true,
+          accessKeyId: s3.accessKeyId,
+          secretAccessKey: s3.secretAccessKey,
+        },
+      },
+    };
+    const [a, b] = await Promise.all([
+      startTestMirror(fake.url, settings),
+      startTestMirror(fake.url, settings),
+    ]);
+    try {
+      const basic = `Basic ${Buffer.from("user:pw").toString("base64")}`;
+      const issued = await fetch(`${a.url}/auth/token?service=regmirror`, {
+        headers: { authorization: basic },
+      });
+      assert.equal(issued.status, 200);
+      const { token } = (await issued.json()) as { token: string };
+      const atB = await fetch(`${b.url}/v2/`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(atB.status, 200, "B accepts A's token");
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
   });
 
   it("SIGKILL of the filling replica mid-fill: nothing under the digest's key; a retry elsewhere fetches once more", async () => {
