@@ -35,7 +35,8 @@ import { RepoPolicy } from "./access/policy.ts";
 import { PullLog } from "./metrics/pull-log.ts";
 import { listCache, type Listing } from "./maintenance/ls.ts";
 import { cacheOperations } from "./maintenance/operations.ts";
-import { CACHE_CHANGED, joinCluster } from "./cluster/replica.ts";
+import { CACHE_CHANGED, clusterPrefix, joinCluster } from "./cluster/replica.ts";
+import { ReplicaRegistry } from "./cluster/registry.ts";
 import { EvictionLeader } from "./cluster/eviction-leader.ts";
 
 // The composition root: the one place that builds every part of a serving mirror and wires them
@@ -164,7 +165,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     stallTimeoutMs: config.limits.stallTimeout,
     fills: coordinator.flights<FillTicket>("blob-fills"),
     ...(shared ? { followChanges: coordinator.events<FollowerChange>("blob-fill-followers") } : {}),
-    ...(replica ? { origin: replica.origin } : {}),
+    ...(replica ? { origin: replica.origin, fillsChanged: () => registry?.changed() } : {}),
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {
@@ -199,8 +200,19 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   const history = new History(stats);
   history.start();
   const pulls = new PullLog();
+  const registry = replica
+    ? new ReplicaRegistry(
+        config.cluster.redis,
+        clusterPrefix(config),
+        () => ({ member: replica.origin.member, url: replica.origin.url, filling: blobs.runningFills() }),
+        log,
+      )
+    : undefined;
   const ops = {
-    stats,
+    // /stats and the status page; the history keeps to this replica's own figures.
+    stats: registry
+      ? async () => ({ ...(await stats()), cluster: { replicas: (await registry.list()) ?? null } })
+      : stats,
     history,
     listCache: () => listCache(driver),
     listingWalks: coordinator.flights<Listing>("repositories"),
@@ -285,6 +297,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     ?.start()
     .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
   leader?.start();
+  registry?.start();
   if (
     config.upstream.name === "docker.io" &&
     !/(^|\.)docker\.io$/.test(new URL(config.upstream.url).hostname)
@@ -323,6 +336,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       await mirror.close();
       relay?.flush();
       await leader?.stop();
+      await registry?.stop();
       await coordinator.close();
       await indexed;
       await evictor?.close();

@@ -42,7 +42,7 @@ export async function announceToCluster(config: Config): Promise<void> {
  * The cluster's namespace in Redis: replicas sharing a bucket (and prefix) share a cache, so they
  * are one cluster; another cache on the same Redis never meets them.
  */
-function clusterPrefix(config: Config): string {
+export function clusterPrefix(config: Config): string {
   return `regmirror:${config.storage.s3.bucket}/${config.storage.s3.prefix}:`;
 }
 

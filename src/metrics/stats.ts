@@ -1,4 +1,5 @@
 import type { Metrics } from "./metrics.ts";
+import type { ReplicaRecord } from "../cluster/registry.ts";
 
 // The same figures as /metrics, summed into the JSON a person (or the status page) reads:
 // GET /stats. Derived from the Prometheus registry, so the two can never disagree.
@@ -29,6 +30,8 @@ export interface Stats {
   evictions: { size: number; age: number };
   pulls: number;
   upstreams: UpstreamStats[];
+  /** In a cluster (cluster.redis): every replica's record; null while Redis cannot be asked. */
+  cluster?: { replicas: ReplicaRecord[] | null };
 }
 
 type Sample = { labels: Record<string, string | number>; value: number };

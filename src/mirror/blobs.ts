@@ -58,6 +58,8 @@ export interface BlobServiceDeps {
    * carry it, and a fill another replica runs is followed from there.
    */
   origin?: FillOrigin;
+  /** Told when a fill starts or ends here (the cluster's record of who fills what). */
+  fillsChanged?: () => void;
 }
 
 /** A client in some worker started (+1) or stopped (-1) following the fill of `hex`. */
@@ -92,6 +94,11 @@ export class BlobService {
             sizeCalculation: (bytes) => Math.max(bytes.length, 1),
           })
         : undefined;
+  }
+
+  /** The digests this process is filling now (the cluster's view of who fills what). */
+  runningFills(): string[] {
+    return [...this.running.keys()].map((hex) => `sha256:${hex}`);
   }
 
   /** The fill of `hex` this process runs, for the other replicas (http/fills.ts). */
@@ -294,6 +301,7 @@ export class BlobService {
       releaseBeforePublish: store.driver.kind === "s3",
     });
     this.running.set(d.hex, fill);
+    this.deps.fillsChanged?.();
     metrics.fillsInFlight.inc();
     const landed = fill.pump(res.body);
     const pump = landed.then(
@@ -322,6 +330,7 @@ export class BlobService {
       metrics.fillsInFlight.dec();
       this.pumps.delete(pump);
       this.running.delete(d.hex);
+      this.deps.fillsChanged?.();
     };
     // Held until the blob is verified and published, and rejected when it is not: the flight's
     // `ended` says "done" only then, and followers in other workers release the last byte on

@@ -194,6 +194,30 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     assert.equal(fake.requests.length, 0);
   });
 
+  it("/stats on any replica shows the cluster: every replica, and which one fills what", async () => {
+    type Cluster = { cluster: { replicas: Array<{ url: string; filling: string[]; version: string }> } };
+    const view = async (m: MirrorProcess) =>
+      ((await (await fetch(`${m.url}/stats`)).json()) as Cluster).cluster;
+    await until(async () => (await view(replicas[1]!)).replicas.length === 3, "three replicas registered");
+    assert.deepEqual(
+      (await view(replicas[2]!)).replicas.map((r) => r.url),
+      replicas.map((m) => m.url).sort(),
+    );
+    const bytes = randomBytes(8 * MiB);
+    const digest = fake.addBlob(bytes);
+    fake.behave(digest, { slowBytesPerSec: 2 * MiB, method: "GET", times: 1 });
+    const pending = fetchTimed(`${replicas[0]!.url}/v2/library/seen/blobs/${digest}`);
+    await until(
+      async () =>
+        (await view(replicas[2]!)).replicas.some(
+          (r) => r.url === replicas[0]!.url && r.filling.includes(digest),
+        ),
+      "replica C sees that A fills the blob",
+      15_000,
+    );
+    assert.equal((await pending).digest, digest);
+  });
+
   it("a tag past its TTL, asked through all three replicas, is revalidated with one HEAD", async () => {
     const manifest = Buffer.from(
       JSON.stringify({
