@@ -6,8 +6,9 @@
 // Figures:
 // - replicas-coalesce: 32 connections GET the same cold 64 MiB blob at once, spread round-robin
 //   straight over 3 replicas (loadgen with three ports), and the same 32 through nginx (where the
-//   hash sends them all to one replica). Each sample has a cluster started afresh: a new bucket
-//   and a new, empty Redis.
+//   hash sends them all to one replica), and for reference all 32 on a lone replica (a cluster of
+//   one, with its Redis and bucket). Each sample has a cluster started afresh: a new bucket and a
+//   new, empty Redis.
 // - replicas-warm-64KiB-x8 / -x64: warm 64 KiB blobs (library/small's 50 layers) through nginx in
 //   front of 1 and of 3 replicas, and straight to the 1 replica without nginx, with the CPU of the
 //   replicas, nginx, Redis and the S3 server (RGW + OSD) apart.
@@ -372,9 +373,10 @@ export async function replicasPhase(ctx: PhaseContext): Promise<{ markdown: stri
     // Cold: a fresh cluster for every sample.
     for (let rep = 0; rep < ctx.reps; rep++) {
       const background = await quietBackground(ctx.noiseBudget);
-      const order = rep % 2 === 0 ? [SPREAD, VIA_NGINX3] : [VIA_NGINX3, SPREAD];
-      for (const target of order) {
-        const cluster = await startCluster(ctx, infra, 3);
+      const order = [SPREAD, VIA_NGINX3, ONE_DIRECT];
+      for (let i = 0; i < order.length; i++) {
+        const target = order[(i + rep) % order.length]!;
+        const cluster = await startCluster(ctx, infra, target === ONE_DIRECT ? 1 : 3);
         try {
           const ports = target === SPREAD ? cluster.replicas.map((r) => r.port) : [cluster.nginx.port];
           const v = await coldCoalesce(upstream, cluster, infra, ports, bigLayer, 64 * MiB, 32);
@@ -453,6 +455,7 @@ function report(results: Results, reps: number): string {
     [
       ["replicas-coalesce", SPREAD, SPREAD],
       ["replicas-coalesce", VIA_NGINX3, VIA_NGINX3],
+      ["replicas-coalesce", ONE_DIRECT, "1 replica (all 32 on it), no nginx"],
     ],
     [
       ["upstream blob GETs (max)", "upstream_blob_gets", 0, "max"],
