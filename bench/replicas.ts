@@ -378,7 +378,7 @@ export async function replicasPhase(ctx: PhaseContext): Promise<{ markdown: stri
         const target = order[(i + rep) % order.length]!;
         const cluster = await startCluster(ctx, infra, target === ONE_DIRECT ? 1 : 3);
         try {
-          const ports = target === SPREAD ? cluster.replicas.map((r) => r.port) : [cluster.nginx.port];
+          const ports = target === VIA_NGINX3 ? [cluster.nginx.port] : cluster.replicas.map((r) => r.port);
           const v = await coldCoalesce(upstream, cluster, infra, ports, bigLayer, 64 * MiB, 32);
           results.add({ figure: "replicas-coalesce", target, rep, background, values: v });
           progress("replicas-coalesce", target, rep, ctx.reps, v);
