@@ -6,12 +6,14 @@
 // into one large scratch buffer and throws it away, and parses only what it must: the status line,
 // Content-Length, chunked framing and "Connection: close".
 //
-// Usage: loadgen -p PORT -c CONNS (-n COUNT | -d SECONDS) [-t TIMEOUT_S] [-H 'Name: value']... PATH...
+// Usage: loadgen -p PORT[,PORT...] -c CONNS (-n COUNT | -d SECONDS) [-t TIMEOUT_S] [-H 'Name: value']... PATH...
 //   -n COUNT    stop after COUNT responses (cold pulls, coalescing); paths are taken in turn
 //               from a shared queue, so with -n = number of paths each path is fetched once
 //   -d SECONDS  stop at the deadline; responses still in flight are abandoned and only the bytes
 //               that arrived before it are counted (throughput = bytes / SECONDS)
 //   -t TIMEOUT  hard limit for -n mode (default 120 s); the JSON then says "timed_out": true
+// With several ports (replicas of one mirror), connection i goes to the (i mod n)-th port, and
+// stays on it when it reconnects.
 // All connections are opened first, then every connection sends its first request at once: that
 // is what the coalescing figure needs (32 clients asking for the same cold blob together).
 //
@@ -48,6 +50,7 @@ struct conn {
   size_t line_len;
   long long remain; /* body bytes left in S_BODY_LEN and S_CHUNK_DATA */
   int status, close_after, got_body;
+  int port;
   double t_sent, t_headers, t_body; /* request sent, first response byte, first body byte */
 };
 
@@ -56,7 +59,8 @@ struct samples {
   size_t n, cap;
 };
 
-static int port, nconns, npaths, timed_out;
+#define MAX_PORTS 16
+static int ports[MAX_PORTS], nports, nconns, npaths, timed_out;
 static long long count_limit = -1, issued, completed, errors;
 static double duration = -1, timeout_s = 120, t_start, t_stop;
 static char **paths;
@@ -90,7 +94,7 @@ static void push(struct samples *s, double x) {
 static void open_conn(struct conn *c) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) die("socket");
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(c->port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   /* Blocking connect: on loopback it completes at once, and it keeps the loop simple. */
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
@@ -122,7 +126,7 @@ static void send_request(struct conn *c) {
   char req[8192];
   int n = snprintf(req, sizeof req,
                    "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: regmirror-bench-loadgen\r\n%s\r\n", path,
-                   port, extra_headers);
+                   c->port, extra_headers);
   if (n <= 0 || n >= (int)sizeof req) die("request too long");
   issued++;
   c->t_sent = now();
@@ -323,7 +327,7 @@ static void percentiles(FILE *out, const char *name, struct samples *s) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: loadgen -p PORT -c CONNS (-n COUNT | -d SECONDS) [-t TIMEOUT] [-H header]... PATH...\n");
+  fprintf(stderr, "usage: loadgen -p PORT[,PORT...] -c CONNS (-n COUNT | -d SECONDS) [-t TIMEOUT] [-H header]... PATH...\n");
   exit(2);
 }
 
@@ -331,7 +335,12 @@ int main(int argc, char **argv) {
   int opt;
   while ((opt = getopt(argc, argv, "p:c:n:d:t:H:")) != -1) {
     switch (opt) {
-      case 'p': port = atoi(optarg); break;
+      case 'p':
+        for (char *tok = strtok(optarg, ","); tok; tok = strtok(NULL, ",")) {
+          if (nports >= MAX_PORTS) usage();
+          ports[nports++] = atoi(tok);
+        }
+        break;
       case 'c': nconns = atoi(optarg); break;
       case 'n': count_limit = atoll(optarg); break;
       case 'd': duration = atof(optarg); break;
@@ -346,13 +355,18 @@ int main(int argc, char **argv) {
   }
   npaths = argc - optind;
   paths = argv + optind;
-  if (port <= 0 || nconns <= 0 || npaths <= 0 || (count_limit < 0) == (duration < 0)) usage();
+  int bad_port = nports == 0;
+  for (int i = 0; i < nports; i++) bad_port |= ports[i] <= 0;
+  if (bad_port || nconns <= 0 || npaths <= 0 || (count_limit < 0) == (duration < 0)) usage();
 
   scratch = malloc(SCRATCH);
   conns = calloc((size_t)nconns, sizeof *conns);
   epfd = epoll_create1(0);
   if (!scratch || !conns || epfd < 0) die("setup");
-  for (int i = 0; i < nconns; i++) open_conn(&conns[i]);
+  for (int i = 0; i < nconns; i++) {
+    conns[i].port = ports[i % nports];
+    open_conn(&conns[i]);
+  }
 
   t_start = now();
   t_stop = duration >= 0 ? t_start + duration : t_start + timeout_s;

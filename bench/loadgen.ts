@@ -30,6 +30,8 @@ export interface LoadResult {
 
 export interface LoadOptions {
   port: number;
+  /** Several ports instead (replicas): connection i goes to ports[i % ports.length]. */
+  ports?: number[];
   conns: number;
   paths: string[];
   /** Stop after this many responses (exactly one of count and durationS). */
@@ -84,7 +86,7 @@ function parseResult(text: string): LoadResult {
 }
 
 export function runLoadgen(opts: LoadOptions): Promise<LoadResult> {
-  const args = ["-p", String(opts.port), "-c", String(opts.conns)];
+  const args = ["-p", (opts.ports ?? [opts.port]).join(","), "-c", String(opts.conns)];
   if (opts.count !== undefined) args.push("-n", String(opts.count), "-t", String(opts.timeoutS ?? 120));
   else if (opts.durationS !== undefined) args.push("-d", String(opts.durationS));
   else throw new Error("runLoadgen needs count or durationS");

@@ -42,7 +42,7 @@ export class NoiseBudget {
 }
 
 /** Cores busy elsewhere now; while that is noise, waits in 1 s steps as the budget allows. */
-async function quietBackground(budget: NoiseBudget): Promise<number> {
+export async function quietBackground(budget: NoiseBudget): Promise<number> {
   let background = await backgroundCores();
   while (background > NOISY_CORES && budget.take(1.5)) {
     await new Promise((r) => setTimeout(r, 1000));

@@ -1,5 +1,5 @@
 // `npm run bench [-- --vs distribution --vs nginx] [--quick] [--reps N] [--only cold,warm,...] [--profile]
-//   [--env NAME=VALUE]... [--no-info] [--no-workers1] [--startup-blobs N] [--storage s3]`
+//   [--env NAME=VALUE]... [--no-info] [--no-workers1] [--startup-blobs N] [--storage s3] [--replicas]`
 //
 // Measures regmirror against a real upstream (Debian's docker-registry on loopback) the way its
 // users feel it, side by side with the peers, and prints a Markdown table, the goals of issues 3
@@ -9,6 +9,8 @@
 // "regmirror(workers=1)" is the single process next to it, so the gain from workers shows.
 // `--storage s3` adds "regmirror(s3)" and "regmirror(s3,redirect)" to the cold and warm figures:
 // the same mirror on the S3 driver against a local Ceph RGW (bench/s3.ts).
+// `--replicas` runs the replica figures of issue 12 (bench/replicas.ts): 3 and 1 replicas sharing
+// a Redis and a bucket, behind nginx; alone unless `--only` names other phases too.
 import { spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -21,6 +23,7 @@ import { checkLoadgen, haveCurl } from "./loadgen-check.ts";
 import { buildLoadgen, OUT_DIR } from "./loadgen.ts";
 import { coldPhase, NoiseBudget, startupPhase, warmPhase, type PhaseContext } from "./phases.ts";
 import { profileRegmirror } from "./profile.ts";
+import { replicasPhase } from "./replicas.ts";
 import { SINGLE, table } from "./report.ts";
 import { Results, WARM_FIGURES } from "./results.ts";
 import { S3_REDIRECT, S3_STREAMED, startBenchS3, type BenchS3 } from "./s3.ts";
@@ -49,6 +52,7 @@ const { values: args } = parseArgs({
     "startup-blobs": { type: "string", default: "100000" },
     env: { type: "string", multiple: true, default: [] },
     storage: { type: "string", default: "filesystem" },
+    replicas: { type: "boolean", default: false },
   },
   strict: true,
 });
@@ -69,7 +73,8 @@ const phases = new Set<Phase>(
         return p as Phase;
       }),
 );
-if (args.profile && args.only === undefined) phases.clear(); // --profile alone runs only the profile
+// --profile or --replicas alone runs only the profile or the replica figures
+if ((args.profile || args.replicas) && args.only === undefined) phases.clear();
 const storages = new Set(
   args.storage.split(",").map((s) => {
     if (s !== "filesystem" && s !== "s3") throw new Error(`--storage ${s}: storages are filesystem, s3`);
@@ -271,6 +276,11 @@ async function main(): Promise<void> {
     await s3?.stop();
   }
   if (phases.has("startup")) await attempt("startup", () => startupPhase(ctx, Number(args["startup-blobs"])));
+  let replicas: { markdown: string; json: string[] } | undefined;
+  if (args.replicas)
+    await attempt("replicas", async () => {
+      replicas = await replicasPhase(ctx);
+    });
   let profile = "";
   if (args.profile)
     await attempt("profile", async () => {
@@ -290,10 +300,11 @@ async function main(): Promise<void> {
   if (results.samples.length > 0) {
     report.push("", table(results), "", goalsText(evaluateGoals(results)));
   }
+  if (replicas) report.push("", "### Replicas (issue 12)", "", replicas.markdown);
   if (checks.length) report.push("", "### Load generator check", "", ...checks.map((c) => `- ${c}`));
   if (profile) report.push("", "### CPU profile of regmirror (self time)", "", profile);
   if (failures.length) report.push("", "### Failed", "", ...failures.map((f) => `- ${f}`));
-  const jsonLines = results.figures().map((f) => results.figureJson(f));
+  const jsonLines = [...results.figures().map((f) => results.figureJson(f)), ...(replicas?.json ?? [])];
   process.stdout.write(report.join("\n") + "\n\n" + jsonLines.join("\n") + "\n");
   writeFileSync(join(OUT_DIR, "last-run.md"), report.join("\n") + "\n");
   writeFileSync(join(OUT_DIR, "last-run.jsonl"), jsonLines.join("\n") + "\n");
