@@ -1,6 +1,7 @@
 import { formatBytes, shortDigest } from "../format.ts";
 import type { Point } from "../metrics/history.ts";
 import type { Stats, UpstreamStats } from "../metrics/stats.ts";
+import type { ReplicaRecord } from "../cluster/registry.ts";
 import { html, trusted, type Html } from "./html.ts";
 import type { LastPull, RepoSummary, RepositoriesSummary } from "./repositories.ts";
 import { ago, buckets, bytesChart, hitRatioChart } from "./status-chart.ts";
@@ -91,6 +92,7 @@ export function renderStatusPage(d: StatusData, nonce: string): string {
             <h2>Upstreams</h2>
             ${upstreamTable(s.upstreams)}
           </section>
+          ${s.cluster ? clusterCard(s.cluster.replicas, d.now) : ""}
           <section class="card">
             <h2>
               Cached repositories
@@ -142,6 +144,40 @@ function cacheCard(s: Stats): Html {
     ${meter}
     <div class="muted">of ${formatBytes(limitBytes)} (${pct.toFixed(1)}%) · ${count(blobs)} blobs</div>
   </div>`;
+}
+
+/** The replicas of a cluster (cluster.redis), from their records in Redis. */
+function clusterCard(replicas: ReplicaRecord[] | null, now: number): Html {
+  if (replicas === null)
+    return html`<section class="card">
+      <h2>Cluster</h2>
+      <p class="muted">Redis cannot be asked right now: this replica serves and fills on its own.</p>
+    </section>`;
+  const rows = replicas.map(
+    (r) =>
+      html`<tr>
+        <td class="name">${r.url}</td>
+        <td>${r.version}</td>
+        <td>${ago(now - Date.parse(r.startedAt))}</td>
+        <td class="name">${r.filling.length === 0 ? "–" : r.filling.map(shortDigest).join(", ")}</td>
+      </tr>`,
+  );
+  return html`<section class="card">
+    <h2>Cluster <span class="muted">${count(replicas.length)} replicas</span></h2>
+    <table id="replicas">
+      <thead>
+        <tr>
+          <th>Replica</th>
+          <th>Version</th>
+          <th>Started</th>
+          <th>Filling</th>
+        </tr>
+      </thead>
+      <tbody>
+        ${rows}
+      </tbody>
+    </table>
+  </section>`;
 }
 
 function upstreamTable(ups: UpstreamStats[]): Html {

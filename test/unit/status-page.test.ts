@@ -160,5 +160,33 @@ describe("the status page", () => {
     assert.equal([...page.matchAll(/<script/g)].length, 1, "only the page's own script");
     assert.match(page, /<script nonce="n0nce">/);
     assert.match(page, /66\.7%/);
+    assert.ok(!page.includes("Cluster"), "no cluster card for a mirror on its own");
+
+    const inCluster = renderStatusPage(
+      {
+        stats: {
+          ...stats,
+          cluster: {
+            replicas: [
+              {
+                member: "a:1",
+                url: `http://a:5555/"><b>`,
+                version: "0.1.0",
+                startedAt: new Date(T0 - 60_000).toISOString(),
+                filling: [`sha256:${"ab".repeat(32)}`],
+              },
+            ],
+          },
+        },
+        pullsLastHour: 2,
+        history: [],
+        repositories: await repos.summary(),
+        now: T0 + 10_000,
+      },
+      "n0nce",
+    );
+    assert.match(inCluster, /Cluster/);
+    assert.ok(inCluster.includes("http://a:5555/&quot;&gt;&lt;b&gt;"), "a replica's address as text");
+    assert.ok(!inCluster.includes("<b>"));
   });
 });
