@@ -19,6 +19,7 @@ import { sha256 } from "../fixtures/http.ts";
 import { makeCert } from "../fixtures/tls.ts";
 import { freePort } from "../fixtures/ports.ts";
 import { startS3, type S3Server } from "../fixtures/s3.ts";
+import { startRedis } from "../fixtures/redis.ts";
 
 const HEX = "0123456789abcdef".repeat(4);
 
@@ -107,6 +108,8 @@ interface Mode {
   sendfile?: boolean;
   workers?: number;
   s3?: boolean;
+  /** A replica of a cluster: Redis coordination (implies s3). */
+  cluster?: boolean;
 }
 const MODES: Mode[] = [
   { name: "open, plain HTTP, sendfile" },
@@ -117,7 +120,18 @@ const MODES: Mode[] = [
   { name: "two workers, over TLS, sendfile off", workers: 2, tls: true, sendfile: false },
   { name: "S3 storage, logins on", s3: true, logins: true },
   { name: "S3 storage, two workers", s3: true, workers: 2 },
+  {
+    name: "a cluster replica (Redis, S3), logins on, over TLS",
+    s3: true,
+    cluster: true,
+    logins: true,
+    tls: true,
+  },
 ];
+
+/** One Redis for the cluster modes, started by the first. */
+let redis: ReturnType<typeof startRedis> | undefined;
+after(async () => (await redis)?.stop());
 
 /** One S3 server for the modes that need it, started by the first. */
 let s3: Promise<S3Server> | undefined;
@@ -202,10 +216,12 @@ for (const mode of MODES) {
       const htpasswd = join(parent, "htpasswd");
       await writeFile(htpasswd, `user:${bcrypt.hashSync("pw", 4)}\n`);
       const storage = mode.s3 ? await s3Storage() : { settings: {}, env: {} };
+      const cluster = mode.cluster ? { redis: (await (redis ??= startRedis())).url } : {};
       mirror = mode.workers
         ? await spawnTestMirror(fake.url, parent, mode, htpasswd, storage.env)
         : await startTestMirror(fake.url, {
             storage: storage.settings,
+            cluster,
             cache: { dir: join(parent, "cache"), sendfile: mode.sendfile ?? true },
             limits: { headersTimeout: "1s" },
             ...(mode.logins ? { auth: { htpasswd } } : {}),
@@ -224,6 +240,24 @@ for (const mode of MODES) {
     it("answers 3,000 generated bad requests with registry errors only", async () => {
       await badRequests(base, dispatcher, parent, mirror.cacheDir);
     });
+
+    if (mode.cluster)
+      it("refuses every stranger at the replicas' fill route, and keeps serving", async () => {
+        const fill = `/_regmirror/fills/${"a".repeat(64)}`;
+        const tries: Array<[string, Record<string, string>]> = [
+          [fill, {}],
+          [fill, { authorization: "Bearer x" }],
+          [fill, { authorization: `Bearer ${"0".repeat(48)}`, range: "bytes=5-1" }],
+          [`/_regmirror/fills/${"a".repeat(63)}`, { authorization: "Bearer " }],
+          ["/_regmirror/fills/../../etc/passwd", {}],
+          [`${fill}?x=%00`, { range: "bytes=-1" }],
+        ];
+        for (const [path, headers] of tries) {
+          const res = await request(`${base}${path}`, { headers, dispatcher });
+          await res.body.dump();
+          assert.equal(res.statusCode, 404, path);
+        }
+      });
 
     it("still serves a good pull afterwards", async () => {
       const bytes = randomBytes(2_000_000);
