@@ -3,7 +3,6 @@
 // upstream that counts requests; the maintenance commands then work on that mirror's cache
 // directory while it keeps running, which is how they are meant to be used.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, rm, utimes, writeFile } from "node:fs/promises";
@@ -29,28 +28,7 @@ import { skopeo } from "../fixtures/skopeo.ts";
 import { parseImageRef } from "../../src/maintenance/image-ref.ts";
 import type { Listing } from "../../src/maintenance/ls.ts";
 import type { WarmResult } from "../../src/maintenance/warm.ts";
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The real CLI in a child process; never rejects, the exit code is part of the answer. */
-function cli(args: string[], env: Record<string, string>, input = ""): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      process.execPath,
-      ["--import", "tsx", "src/main.ts", ...args],
-      { env: { PATH: process.env.PATH ?? "", ...env }, timeout: 30_000 },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === "number" ? err.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-    child.stdin?.end(input);
-  });
-}
+import { cli, type Run } from "../fixtures/cli.ts";
 
 const HOUR = 3_600_000;
 const ago = (ms: number) => new Date(Date.now() - ms);

@@ -19,6 +19,7 @@ import { startRedis } from "../fixtures/redis.ts";
 import { startS3, type S3Server } from "../fixtures/s3.ts";
 import { startTestMirror } from "../fixtures/mirror.ts";
 import bcrypt from "bcryptjs";
+import { cli } from "../fixtures/cli.ts";
 
 const MiB = 1024 * 1024;
 
@@ -30,21 +31,6 @@ function redisInfo(port: number): Promise<string> {
   );
 }
 
-/** The regmirror command line, as a shell runs it. */
-function cli(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", "src/main.ts", ...args],
-      { env: { PATH: process.env.PATH ?? "", ...env }, timeout: 60_000 },
-      (err, stdout, stderr) =>
-        resolve({ code: err === null ? 0 : typeof err.code === "number" ? err.code : -1, stdout, stderr }),
-    );
-  });
-}
 const ADMIN = "replicas-admin-token-0123456789";
 
 interface Fetched {

@@ -2,7 +2,6 @@
 // fixture) reached through a TCP gate the tests can shut: real pulls cold and warm, redirects,
 // eviction, purge, and what a bucket that goes away does to clients and to the cache.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -19,6 +18,7 @@ import { startTestMirror } from "../fixtures/mirror.ts";
 import { get } from "../fixtures/http.ts";
 import { value } from "../fixtures/metrics.ts";
 import { skopeo } from "../fixtures/skopeo.ts";
+import { cli } from "../fixtures/cli.ts";
 
 const MiB = 1024 * 1024;
 
@@ -31,21 +31,6 @@ async function until(ok: () => Promise<boolean>, what: string): Promise<void> {
   }
 }
 
-/** The regmirror command line, as a shell runs it. */
-function cli(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", "src/main.ts", ...args],
-      { env: { PATH: process.env.PATH ?? "", ...env }, timeout: 60_000 },
-      (err, stdout, stderr) =>
-        resolve({ code: err === null ? 0 : typeof err.code === "number" ? err.code : -1, stdout, stderr }),
-    );
-  });
-}
 const sha256 = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
 const blobKey = (digest: string) => `blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}`;
 

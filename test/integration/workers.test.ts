@@ -2,7 +2,6 @@
 // the workers (one upstream GET per blob, one HEAD per tag TTL, purge seen by all, exact
 // metrics), and a worker killed mid-fill costs its followers a connection, never a wrong blob.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { get as httpGet } from "node:http";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
@@ -19,6 +18,7 @@ import { makeCert, peerCommonName } from "../fixtures/tls.ts";
 import { freePort } from "../fixtures/ports.ts";
 import { rename, writeFile } from "node:fs/promises";
 import bcrypt from "bcryptjs";
+import { cli } from "../fixtures/cli.ts";
 
 const MiB = 1024 * 1024;
 
@@ -108,17 +108,6 @@ async function spawnWorkers(env: Record<string, string>): Promise<MirrorProcess>
   const deadline = Date.now() + 20_000;
   while (!m.stdout().includes('"regmirror workers started"') && Date.now() < deadline) await sleep(50);
   return m;
-}
-
-function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", "src/main.ts", ...args],
-      { env: { PATH: process.env.PATH ?? "", ...env }, timeout: 60_000 },
-      (err, stdout) => resolve({ code: err === null ? 0 : Number(err.code ?? -1), stdout }),
-    );
-  });
 }
 
 async function metric(url: string, name: string, labels: string): Promise<number> {
