@@ -11,9 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { HeadObjectCommand } from "@aws-sdk/client-s3";
+import { HeadObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { sha256 } from "../fixtures/http.ts";
+import { value } from "../fixtures/metrics.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
 import { startRedis } from "../fixtures/redis.ts";
 import { startS3, type S3Server } from "../fixtures/s3.ts";
@@ -100,6 +101,16 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
   const inBucket = async (digest: string) => {
     try {
       await s3.client().send(new HeadObjectCommand({ Bucket: bucket, Key: blobKey(digest) }));
+      return true;
+    } catch (err) {
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404)
+        return false;
+      throw err;
+    }
+  };
+  const headIn = async (b: string, digest: string) => {
+    try {
+      await s3.client().send(new HeadObjectCommand({ Bucket: b, Key: blobKey(digest) }));
       return true;
     } catch (err) {
       if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404)
@@ -368,6 +379,54 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
       const { token } = (await issued.json()) as { token: string };
       const atB = await fetch(`${b.url}/v2/`, { headers: { authorization: `Bearer ${token}` } });
       assert.equal(atB.status, 200, "B accepts A's token");
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it("eviction by size is done once for the cluster, whichever replica filled the blobs", async () => {
+    const own = await s3.newBucket();
+    const settings = {
+      cluster: { redis: redis.url },
+      cache: { maxSize: "2500KiB", blobMemory: 0 },
+      storage: {
+        driver: "s3",
+        s3: {
+          endpoint: s3.endpoint,
+          bucket: own,
+          forcePathStyle: true,
+          accessKeyId: s3.accessKeyId,
+          secretAccessKey: s3.secretAccessKey,
+        },
+      },
+    };
+    const [a, b] = await Promise.all([
+      startTestMirror(fake.url, settings),
+      startTestMirror(fake.url, settings),
+    ]);
+    try {
+      const count = async () =>
+        (await s3.client().send(new ListObjectsV2Command({ Bucket: own, Prefix: "blobs/" }))).KeyCount ?? 0;
+      const sizes = async () =>
+        Promise.all([a, b].map(async (m) => value(await m.metrics(), "regmirror_cache_size_bytes")));
+      const digests: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const d = fake.addBlob(randomBytes(MiB));
+        digests.push(d);
+        const via = i % 2 === 0 ? a : b;
+        assert.equal((await fetchTimed(`${via.url}/v2/library/ev/blobs/${d}`)).digest, d);
+        await sleep(100); // each is read last in the order it came
+      }
+      await until(async () => (await count()) === 2, "two of the four blobs left in the bucket");
+      await until(async () => (await sizes()).includes(2 * MiB), "the holder counts exactly the two left");
+      await sleep(500);
+      assert.equal(await count(), 2);
+      const left = await Promise.all(digests.map((d) => headIn(own, d)));
+      assert.deepEqual(
+        left,
+        [false, false, true, true],
+        "the least recently read went, wherever they came from",
+      );
     } finally {
       await Promise.all([a.stop(), b.stop()]);
     }
