@@ -8,7 +8,7 @@ import { upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { Events, Flight, FlightRun, Flights } from "../coordination/coordinator.ts";
 import { BlobFill, StorageError, type FillFile } from "./fill.ts";
-import { FillFollower, type FillTicket } from "./fill-follower.ts";
+import { ElsewhereFill, FillFollower, type FillTicket } from "./fill-follower.ts";
 import { FillWatch } from "./fill-watch.ts";
 import { RemoteFill, type FillOrigin } from "./remote-fill.ts";
 import type { BlobIndex } from "./eviction.ts";
@@ -74,7 +74,7 @@ export class BlobService {
   /** The fills this process runs, by digest hex: its own clients read them from memory. */
   private readonly running = new Map<string, BlobFill>();
   /** Fills another worker (or replica) runs, by digest hex: one follower each. */
-  private readonly followers = new Map<string, FillFollower | RemoteFill>();
+  private readonly followers = new Map<string, ElsewhereFill>();
   private readonly shutdown = new AbortController();
   private readonly memory: LRUCache<string, Buffer> | undefined;
   private readonly sendOptions: SendOptions;
@@ -155,7 +155,7 @@ export class BlobService {
     d: Digest,
     ticket: FillTicket,
     ended: Promise<"done" | "failed">,
-  ): FillFollower | RemoteFill {
+  ): ElsewhereFill {
     const known = this.followers.get(d.hex);
     if (known && known.ticket.temp === ticket.temp) return known;
     const openPublished = () => this.deps.store.open(d);
@@ -192,21 +192,21 @@ export class BlobService {
       evictor.read(d.hex);
       return bufferAnswer(mem, this.deps.stallTimeoutMs);
     }
-    // With redirect on, a GET of a blob goes to the storage itself: the bytes cost the bucket,
-    // not us. Not a small one: it is read once into memory (below) and served from there, as a
-    // 307 and a second request would cost the client more than the bytes. A HEAD stays here.
-    if (this.deps.redirect && method === "GET") {
-      const there = await store.redirect(d);
-      if (!there) return undefined;
-      if (!this.memory || there.size > SMALL_BLOB) {
-        evictor.read(d.hex);
-        return redirectAnswer(there.url, there.size);
-      }
-    }
     const reader = await store.open(d);
     if (!reader) return undefined;
     evictor.read(d.hex);
-    if (this.memory && reader.size <= SMALL_BLOB) {
+    const small = this.memory !== undefined && reader.size <= SMALL_BLOB;
+    // With redirect on, a GET of a blob goes to the storage itself: the bytes cost the bucket,
+    // not us. Not a small one: it is read once into memory (below) and served from there, as a
+    // 307 and a second request would cost the client more than the bytes. A HEAD stays here.
+    if (this.deps.redirect && method === "GET" && !small) {
+      const url = await store.redirectURL(d);
+      if (url !== undefined) {
+        await reader.close();
+        return redirectAnswer(url, reader.size);
+      }
+    }
+    if (this.memory && small) {
       const bytes = Buffer.allocUnsafe(reader.size);
       try {
         const { bytesRead } = await reader.read(bytes, 0, reader.size, 0);

@@ -53,25 +53,24 @@ export class FillFollowerError extends Error {
   }
 }
 
-export class FillFollower implements Followable {
+/**
+ * A fill run elsewhere — by another worker (FillFollower) or another replica (RemoteFill) — as
+ * this process's clients see it: its state follows the flight's end, and each client following
+ * it counts as a reader for the owner while it runs.
+ */
+export abstract class ElsewhereFill implements Followable {
   state: FillState = "running";
   error: Error | undefined;
   readonly size: number | undefined;
-  private readonly ended: Promise<unknown>;
-  /** Bytes known to be in the file: what the shared poll last saw. */
-  private known = 0;
-  /** One descriptor for every reader in this worker (reads are positional); opened by the first. */
-  private file: Promise<FollowedFile> | undefined;
-  private holders = 0;
-  private readonly events = new EventEmitter();
-  private polling = false;
+  protected readonly ended: Promise<void>;
+  protected readonly events = new EventEmitter();
 
   constructor(
     readonly ticket: FillTicket,
     ended: Promise<"done" | "failed">,
     /** Opens the published blob: where the bytes are once the owner has committed them. */
-    private readonly openPublished: () => Promise<PublishedFile | undefined>,
-    private readonly fallback: Fallback,
+    protected readonly openPublished: () => Promise<PublishedFile | undefined>,
+    protected readonly fallback: Fallback,
     /** Tells the owner a client here started (+1) or stopped (-1) following: see BlobFill.followedElsewhere. */
     private readonly following: (delta: 1 | -1) => void = () => undefined,
   ) {
@@ -90,9 +89,7 @@ export class FillFollower implements Followable {
     });
   }
 
-  /** A client follows the fill: the shared descriptor stays open until the last one leaves. */
   join(): () => void {
-    this.holders++;
     // Only while the owner still runs the fill: after it, there is nothing to keep alive.
     const counted = this.state === "running";
     if (counted) this.following(1);
@@ -101,15 +98,39 @@ export class FillFollower implements Followable {
       if (left) return;
       left = true;
       if (counted) this.following(-1);
-      if (--this.holders > 0 || !this.file) return;
-      const file = this.file;
-      this.file = undefined;
-      void file.then((f) => f.close()).catch(() => undefined);
+      this.left();
     };
   }
 
+  /** A client stopped following (once per join). */
+  protected left(): void {}
+
   stream(start: number, end: number | undefined): Readable {
     return Readable.from(this.read(start, end), { objectMode: false });
+  }
+
+  protected abstract read(start: number, end: number | undefined): AsyncGenerator<Buffer>;
+}
+
+export class FillFollower extends ElsewhereFill {
+  /** Bytes known to be in the file: what the shared poll last saw. */
+  private known = 0;
+  /** One descriptor for every reader in this worker (reads are positional); opened by the first. */
+  private file: Promise<FollowedFile> | undefined;
+  private holders = 0;
+  private polling = false;
+
+  /** A client follows the fill: the shared descriptor stays open until the last one leaves. */
+  override join(): () => void {
+    this.holders++;
+    return super.join();
+  }
+
+  protected override left(): void {
+    if (--this.holders > 0 || !this.file) return;
+    const file = this.file;
+    this.file = undefined;
+    void file.then((f) => f.close()).catch(() => undefined);
   }
 
   /** The temp file, or the published blob if the owner has committed it meanwhile. */
@@ -166,7 +187,7 @@ export class FillFollower implements Followable {
     }
   }
 
-  private async *read(start: number, end: number | undefined): AsyncGenerator<Buffer> {
+  protected async *read(start: number, end: number | undefined): AsyncGenerator<Buffer> {
     if (this.error instanceof StorageError) {
       yield* this.fallback(start, end);
       return;

@@ -1,8 +1,6 @@
-import { EventEmitter } from "node:events";
-import { Readable } from "node:stream";
 import { request } from "undici";
-import { FillFollowerError, type FillTicket, type PublishedFile } from "./fill-follower.ts";
-import { StorageError, type Fallback, type Followable, type FillState } from "./fill.ts";
+import { ElsewhereFill, FillFollowerError, type FillTicket, type PublishedFile } from "./fill-follower.ts";
+import { StorageError, type Fallback } from "./fill.ts";
 
 // A blob fill that another replica runs (cluster.redis), followed over HTTP.
 //
@@ -22,55 +20,20 @@ export interface FillOrigin {
   token: string;
 }
 
-export class RemoteFill implements Followable {
-  state: FillState = "running";
-  readonly ticket: FillTicket;
-  error: Error | undefined;
-  readonly size: number | undefined;
-  private readonly ended: Promise<void>;
-  private readonly events = new EventEmitter();
-
+export class RemoteFill extends ElsewhereFill {
   constructor(
     private readonly hex: string,
     private readonly origin: FillOrigin,
     ticket: FillTicket,
     ended: Promise<"done" | "failed">,
-    private readonly openPublished: () => Promise<PublishedFile | undefined>,
-    private readonly fallback: Fallback,
-    /** Tells the owner a client here started (+1) or stopped (-1) following: see BlobFill.followedElsewhere. */
-    private readonly following: (delta: 1 | -1) => void = () => undefined,
+    openPublished: () => Promise<PublishedFile | undefined>,
+    fallback: Fallback,
+    following?: (delta: 1 | -1) => void,
   ) {
-    this.ticket = ticket;
-    this.size = ticket.size;
-    if (!ticket.temp) {
-      this.state = "failed";
-      this.error = new StorageError(new Error("the cache could not start this blob's file"));
-    }
-    this.ended = ended.then((how) => {
-      if (this.state === "running") {
-        this.state = how;
-        if (how === "failed") this.error = new FillFollowerError();
-      }
-      this.events.emit("change");
-    });
+    super(ticket, ended, openPublished, fallback, following);
   }
 
-  join(): () => void {
-    const counted = this.state === "running";
-    if (counted) this.following(1);
-    let left = false;
-    return () => {
-      if (left) return;
-      left = true;
-      if (counted) this.following(-1);
-    };
-  }
-
-  stream(start: number, end: number | undefined): Readable {
-    return Readable.from(this.read(start, end), { objectMode: false });
-  }
-
-  private async *read(start: number, end: number | undefined): AsyncGenerator<Buffer> {
+  protected async *read(start: number, end: number | undefined): AsyncGenerator<Buffer> {
     if (this.error instanceof StorageError) {
       yield* this.fallback(start, end);
       return;

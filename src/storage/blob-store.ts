@@ -80,17 +80,9 @@ export class BlobStore {
     return this.driver.open(blobKey(d));
   }
 
-  /** Where a client can GET the blob from the storage itself; undefined when it is not there (or the driver cannot). */
-  async redirect(d: Digest): Promise<{ url: string; size: number } | undefined> {
-    if (!this.driver.redirectURL) return undefined;
-    const found = await this.driver.stat(blobKey(d));
-    const url = found && (await this.driver.redirectURL(blobKey(d)));
-    return url === undefined ? undefined : { url, size: found!.size };
-  }
-
-  async stat(d: Digest): Promise<StoredBlob | undefined> {
-    const o = await this.driver.stat(blobKey(d));
-    return o && { hex: d.hex, size: o.size, modifiedMs: o.modifiedMs };
+  /** Where a client can GET the blob from the storage itself; undefined when the driver cannot say. */
+  redirectURL(d: Digest): Promise<string | undefined> {
+    return this.driver.redirectURL?.(blobKey(d)) ?? Promise.resolve(undefined);
   }
 
   async remove(d: Digest): Promise<void> {
