@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { get as httpGet } from "node:http";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,7 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { HeadObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
-import { sha256 } from "../fixtures/http.ts";
+import { getFresh } from "../fixtures/http.ts";
 import { value } from "../fixtures/metrics.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
 import { startRedis } from "../fixtures/redis.ts";
@@ -34,53 +33,6 @@ function redisInfo(port: number): Promise<string> {
 
 const ADMIN = "replicas-admin-token-0123456789";
 
-interface Fetched {
-  status: number;
-  digest: string;
-  length: number;
-  complete: boolean;
-  firstByteAt: number;
-  doneAt: number;
-}
-
-/** A GET on a connection of its own, timing its first byte and its end. */
-function fetchTimed(url: string, headers: Record<string, string> = {}): Promise<Fetched> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let firstByteAt = -1;
-    const req = httpGet(url, { agent: false, headers }, (res) => {
-      res.on("data", (c: Buffer) => {
-        if (firstByteAt < 0) firstByteAt = performance.now();
-        chunks.push(c);
-      });
-      const done = (complete: boolean) => {
-        const body = Buffer.concat(chunks);
-        resolve({
-          status: res.statusCode ?? 0,
-          digest: sha256(body),
-          length: body.length,
-          complete,
-          firstByteAt,
-          doneAt: performance.now(),
-        });
-      };
-      res.on("end", () => done(true));
-      res.on("error", () => done(false));
-      res.on("aborted", () => done(false));
-    });
-    req.on("error", () =>
-      resolve({
-        status: 0,
-        digest: "",
-        length: 0,
-        complete: false,
-        firstByteAt: -1,
-        doneAt: performance.now(),
-      }),
-    );
-  });
-}
-
 async function until(ok: () => Promise<boolean> | boolean, what: string, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await ok())) {
@@ -98,16 +50,6 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
   let replicas: MirrorProcess[];
 
   const blobKey = (digest: string) => `blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}`;
-  const inBucket = async (digest: string) => {
-    try {
-      await s3.client().send(new HeadObjectCommand({ Bucket: bucket, Key: blobKey(digest) }));
-      return true;
-    } catch (err) {
-      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404)
-        return false;
-      throw err;
-    }
-  };
   const headIn = async (b: string, digest: string) => {
     try {
       await s3.client().send(new HeadObjectCommand({ Bucket: b, Key: blobKey(digest) }));
@@ -117,6 +59,25 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
         return false;
       throw err;
     }
+  };
+  const inBucket = (digest: string) => headIn(bucket, digest);
+  /** Two more replicas of the cluster, in this process, on `onBucket`, with `extra` settings. */
+  const twoInProcess = (onBucket: string, extra: Record<string, Record<string, unknown>>) => {
+    const settings = {
+      ...extra,
+      cluster: { redis: redis.url },
+      storage: {
+        driver: "s3",
+        s3: {
+          endpoint: s3.endpoint,
+          bucket: onBucket,
+          forcePathStyle: true,
+          accessKeyId: s3.accessKeyId,
+          secretAccessKey: s3.secretAccessKey,
+        },
+      },
+    };
+    return Promise.all([startTestMirror(fake.url, settings), startTestMirror(fake.url, settings)]);
   };
   /** /readyz of a replica says whether it reaches Redis. */
   const coordinated = async (m: MirrorProcess) => {
@@ -162,9 +123,9 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     fake.behave(digest, { slowBytesPerSec: 32 * MiB, method: "GET" });
     fake.resetRequests();
     const url = (i: number) => `${replicas[i % 3]!.url}/v2/library/big/blobs/${digest}`;
-    const first = Array.from({ length: 3 }, (_, i) => fetchTimed(url(i)));
+    const first = Array.from({ length: 3 }, (_, i) => getFresh(url(i)));
     await sleep(600);
-    const late = Array.from({ length: 27 }, (_, i) => fetchTimed(url(i)));
+    const late = Array.from({ length: 27 }, (_, i) => getFresh(url(i)));
     const all = await Promise.all([...first, ...late]);
     fake.clearBehaviours();
     for (const g of all) {
@@ -182,11 +143,11 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
   it("a blob filled through one replica is served by another with no upstream request", async () => {
     const bytes = randomBytes(3 * MiB);
     const digest = fake.addBlob(bytes);
-    const a = await fetchTimed(`${replicas[0]!.url}/v2/library/shared/blobs/${digest}`);
+    const a = await getFresh(`${replicas[0]!.url}/v2/library/shared/blobs/${digest}`);
     assert.equal(a.digest, digest);
     await until(() => inBucket(digest), "uploaded");
     fake.resetRequests();
-    const c = await fetchTimed(`${replicas[2]!.url}/v2/library/shared/blobs/${digest}`);
+    const c = await getFresh(`${replicas[2]!.url}/v2/library/shared/blobs/${digest}`);
     assert.equal(c.digest, digest);
     assert.equal(fake.requests.length, 0);
   });
@@ -203,7 +164,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     const bytes = randomBytes(8 * MiB);
     const digest = fake.addBlob(bytes);
     fake.behave(digest, { slowBytesPerSec: 2 * MiB, method: "GET", times: 1 });
-    const pending = fetchTimed(`${replicas[0]!.url}/v2/library/seen/blobs/${digest}`);
+    const pending = getFresh(`${replicas[0]!.url}/v2/library/seen/blobs/${digest}`);
     await until(
       async () =>
         (await view(replicas[2]!)).replicas.some(
@@ -231,11 +192,11 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     fake.addManifest("library/tagged", "v1", manifest, "application/vnd.oci.image.manifest.v1+json");
     const accept = { accept: "application/vnd.oci.image.manifest.v1+json" };
     const url = (i: number) => `${replicas[i % 3]!.url}/v2/library/tagged/manifests/v1`;
-    for (const g of await Promise.all(Array.from({ length: 9 }, (_, i) => fetchTimed(url(i), accept))))
+    for (const g of await Promise.all(Array.from({ length: 9 }, (_, i) => getFresh(url(i), accept))))
       assert.equal(g.status, 200);
     await sleep(2200); // past tag.ttl
     fake.resetRequests();
-    for (const g of await Promise.all(Array.from({ length: 9 }, (_, i) => fetchTimed(url(i), accept))))
+    for (const g of await Promise.all(Array.from({ length: 9 }, (_, i) => getFresh(url(i), accept))))
       assert.equal(g.status, 200);
     assert.equal(fake.count("HEAD", "/v2/library/tagged/manifests/"), 1);
     assert.equal(fake.count("GET", "/v2/library/tagged/manifests/"), 0);
@@ -244,10 +205,10 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
   it("a purge through one replica's admin API reaches them all: each fetches again", async () => {
     const bytes = randomBytes(200_000); // small: every replica keeps it in memory
     const digest = fake.addBlob(bytes);
-    await fetchTimed(`${replicas[0]!.url}/v2/library/p/blobs/${digest}`);
+    await getFresh(`${replicas[0]!.url}/v2/library/p/blobs/${digest}`);
     await until(() => inBucket(digest), "uploaded");
     for (const m of replicas)
-      assert.equal((await fetchTimed(`${m.url}/v2/library/p/blobs/${digest}`)).digest, digest);
+      assert.equal((await getFresh(`${m.url}/v2/library/p/blobs/${digest}`)).digest, digest);
     const res = await fetch(`${replicas[0]!.url}/admin/purge`, {
       method: "POST",
       headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
@@ -257,7 +218,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     assert.equal(await inBucket(digest), false);
     await sleep(300); // the announcement travels through Redis
     fake.resetRequests();
-    const b = await fetchTimed(`${replicas[1]!.url}/v2/library/p/blobs/${digest}`);
+    const b = await getFresh(`${replicas[1]!.url}/v2/library/p/blobs/${digest}`);
     assert.equal(b.digest, digest);
     assert.equal(
       fake.count("GET", "/v2/library/p/blobs/"),
@@ -280,15 +241,15 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     );
     const blobUrl = (i: number) => `${replicas[i % 3]!.url}/v2/library/warm/blobs/${digest}`;
     const manifestUrl = (i: number) => `${replicas[i % 3]!.url}/v2/library/warm/manifests/${mDigest}`;
-    await fetchTimed(blobUrl(0));
+    await getFresh(blobUrl(0));
     await until(() => inBucket(digest), "uploaded");
-    for (let i = 0; i < 3; i++) await fetchTimed(manifestUrl(i));
+    for (let i = 0; i < 3; i++) await getFresh(manifestUrl(i));
     const commands = async () =>
       Number(/total_commands_processed:(\d+)/.exec(await redisInfo(redis.port))![1]);
     const before = await commands();
     for (let i = 0; i < 60; i++) {
-      assert.equal((await fetchTimed(blobUrl(i))).digest, digest);
-      assert.equal((await fetchTimed(manifestUrl(i))).status, 200);
+      assert.equal((await getFresh(blobUrl(i))).digest, digest);
+      assert.equal((await getFresh(manifestUrl(i))).status, 200);
     }
     const spent = (await commands()) - before - 1; // the INFO itself
     // Leases and renewals go on in the background (a few a second at most): 120 hits add none.
@@ -298,9 +259,9 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
   it("regmirror purge from a shell, with cluster.redis set, reaches every replica", async () => {
     const bytes = randomBytes(100_000);
     const digest = fake.addBlob(bytes);
-    await fetchTimed(`${replicas[2]!.url}/v2/library/shell/blobs/${digest}`);
+    await getFresh(`${replicas[2]!.url}/v2/library/shell/blobs/${digest}`);
     await until(() => inBucket(digest), "uploaded");
-    for (const m of replicas) await fetchTimed(`${m.url}/v2/library/shell/blobs/${digest}`); // in memory on each
+    for (const m of replicas) await getFresh(`${m.url}/v2/library/shell/blobs/${digest}`); // in memory on each
     const purge = await cli(["purge", digest], {
       REGMIRROR_CACHE_DIR: await mkdtemp(join(work, "shell-")),
       REGMIRROR_CLUSTER_REDIS: redis.url,
@@ -314,7 +275,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     assert.equal(purge.code, 0, purge.stderr);
     await sleep(300);
     fake.resetRequests();
-    assert.equal((await fetchTimed(`${replicas[0]!.url}/v2/library/shell/blobs/${digest}`)).digest, digest);
+    assert.equal((await getFresh(`${replicas[0]!.url}/v2/library/shell/blobs/${digest}`)).digest, digest);
     assert.equal(
       fake.count("GET", "/v2/library/shell/blobs/"),
       1,
@@ -331,7 +292,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     for (const m of replicas) {
       const bytes = randomBytes(MiB);
       const digest = fake.addBlob(bytes);
-      assert.equal((await fetchTimed(`${m.url}/v2/library/alone/blobs/${digest}`)).digest, digest);
+      assert.equal((await getFresh(`${m.url}/v2/library/alone/blobs/${digest}`)).digest, digest);
     }
     await redis.restart();
     for (const m of replicas) await until(() => coordinated(m), "a replica is back with Redis");
@@ -341,7 +302,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     fake.resetRequests();
     const got = await Promise.all(
       Array.from({ length: 12 }, (_, i) =>
-        fetchTimed(`${replicas[i % 3]!.url}/v2/library/back/blobs/${digest}`),
+        getFresh(`${replicas[i % 3]!.url}/v2/library/back/blobs/${digest}`),
       ),
     );
     fake.clearBehaviours();
@@ -352,24 +313,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
   it("with logins on, a token one replica issued is good at the others", async () => {
     const htpasswd = join(work, "htpasswd");
     await writeFile(htpasswd, `user:${bcrypt.hashSync("pw", 4)}\n`);
-    const settings = {
-      cluster: { redis: redis.url },
-      auth: { htpasswd },
-      storage: {
-        driver: "s3",
-        s3: {
-          endpoint: s3.endpoint,
-          bucket,
-          forcePathStyle: true,
-          accessKeyId: s3.accessKeyId,
-          secretAccessKey: s3.secretAccessKey,
-        },
-      },
-    };
-    const [a, b] = await Promise.all([
-      startTestMirror(fake.url, settings),
-      startTestMirror(fake.url, settings),
-    ]);
+    const [a, b] = await twoInProcess(bucket, { auth: { htpasswd } });
     try {
       const basic = `Basic ${Buffer.from("user:pw").toString("base64")}`;
       const issued = await fetch(`${a.url}/auth/token?service=regmirror`, {
@@ -386,24 +330,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
 
   it("eviction by size is done once for the cluster, whichever replica filled the blobs", async () => {
     const own = await s3.newBucket();
-    const settings = {
-      cluster: { redis: redis.url },
-      cache: { maxSize: "2500KiB", blobMemory: 0 },
-      storage: {
-        driver: "s3",
-        s3: {
-          endpoint: s3.endpoint,
-          bucket: own,
-          forcePathStyle: true,
-          accessKeyId: s3.accessKeyId,
-          secretAccessKey: s3.secretAccessKey,
-        },
-      },
-    };
-    const [a, b] = await Promise.all([
-      startTestMirror(fake.url, settings),
-      startTestMirror(fake.url, settings),
-    ]);
+    const [a, b] = await twoInProcess(own, { cache: { maxSize: "2500KiB", blobMemory: 0 } });
     try {
       const count = async () =>
         (await s3.client().send(new ListObjectsV2Command({ Bucket: own, Prefix: "blobs/" }))).KeyCount ?? 0;
@@ -414,7 +341,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
         const d = fake.addBlob(randomBytes(MiB));
         digests.push(d);
         const via = i % 2 === 0 ? a : b;
-        assert.equal((await fetchTimed(`${via.url}/v2/library/ev/blobs/${d}`)).digest, d);
+        assert.equal((await getFresh(`${via.url}/v2/library/ev/blobs/${d}`)).digest, d);
         await sleep(100); // each is read last in the order it came
       }
       await until(async () => (await count()) === 2, "two of the four blobs left in the bucket");
@@ -438,9 +365,9 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     fake.behave(digest, { slowBytesPerSec: 8 * MiB, method: "GET", times: 1 });
     fake.resetRequests();
     const owner = replicas[0]!;
-    const doomed = fetchTimed(`${owner.url}/v2/library/killed/blobs/${digest}`);
+    const doomed = getFresh(`${owner.url}/v2/library/killed/blobs/${digest}`);
     await sleep(300); // the owner's fill is under way: the next client follows it
-    const follower = fetchTimed(`${replicas[1]!.url}/v2/library/killed/blobs/${digest}`);
+    const follower = getFresh(`${replicas[1]!.url}/v2/library/killed/blobs/${digest}`);
     await sleep(500);
     owner.kill("SIGKILL");
     const [d, f] = await Promise.all([doomed, follower]);
@@ -451,7 +378,7 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
       "the follower on another replica is cut, never finished with wrong bytes",
     );
     assert.equal(await inBucket(digest), false, "nothing under the digest's key");
-    const retry = await fetchTimed(`${replicas[2]!.url}/v2/library/killed/blobs/${digest}`);
+    const retry = await getFresh(`${replicas[2]!.url}/v2/library/killed/blobs/${digest}`);
     assert.equal(retry.digest, digest);
     assert.equal(fake.count("GET", "/v2/library/killed/blobs/"), 2, "one more upstream GET");
   });

@@ -13,7 +13,7 @@ import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { addImage, buildImage, pushImage, pushRandomBlob } from "../fixtures/images.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
-import { sha256 } from "../fixtures/http.ts";
+import { getFresh } from "../fixtures/http.ts";
 import { makeCert, peerCommonName } from "../fixtures/tls.ts";
 import { freePort } from "../fixtures/ports.ts";
 import { rename, writeFile } from "node:fs/promises";
@@ -21,58 +21,6 @@ import bcrypt from "bcryptjs";
 import { cli } from "../fixtures/cli.ts";
 
 const MiB = 1024 * 1024;
-
-interface Fetched {
-  status: number;
-  digest: string;
-  length: number;
-  complete: boolean;
-  /** performance.now() at the first body byte, and at the end. */
-  firstByteAt: number;
-  doneAt: number;
-}
-
-/** A GET on a connection of its own (agent: false), so that requests spread over the workers. */
-function fresh(url: string, headers: Record<string, string> = {}): Promise<Fetched> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let firstByteAt = -1;
-    const req = httpGet(url, { agent: false, headers }, (res) => {
-      res.on("data", (c: Buffer) => {
-        if (firstByteAt < 0) firstByteAt = performance.now();
-        chunks.push(c);
-      });
-      let settled = false;
-      const done = (complete: boolean) => {
-        if (settled) return;
-        settled = true;
-        const body = Buffer.concat(chunks);
-        resolve({
-          status: res.statusCode ?? 0,
-          digest: sha256(body),
-          length: body.length,
-          complete,
-          firstByteAt,
-          doneAt: performance.now(),
-        });
-      };
-      res.on("end", () => done(true));
-      res.on("error", () => done(false));
-      res.on("aborted", () => done(false));
-      res.on("close", () => done(false));
-    });
-    req.on("error", () =>
-      resolve({
-        status: 0,
-        digest: "",
-        length: 0,
-        complete: false,
-        firstByteAt: -1,
-        doneAt: performance.now(),
-      }),
-    );
-  });
-}
 
 /** The worker ids that logged a request line for a path containing `needle` (waits for the log). */
 async function workersServing(m: MirrorProcess, needle: string, want = 2): Promise<Set<string>> {
@@ -154,7 +102,7 @@ describe("workers=2 against distribution 2.8 with token auth", { timeout: 180_00
     const blob = await pushRandomBlob(upstream, "w/cold", 24 * MiB);
     await upstream.resetRequests();
     const got = await Promise.all(
-      Array.from({ length: 32 }, () => fresh(`${m.url}/v2/w/cold/blobs/${blob.digest}`)),
+      Array.from({ length: 32 }, () => getFresh(`${m.url}/v2/w/cold/blobs/${blob.digest}`)),
     );
     for (const g of got) {
       assert.equal(g.status, 200);
@@ -172,14 +120,14 @@ describe("workers=2 against distribution 2.8 with token auth", { timeout: 180_00
     await pushImage(upstream, "w/tagged", "v1");
     const url = `${m.url}/v2/w/tagged/manifests/v1`;
     const accept = { accept: "application/vnd.docker.distribution.manifest.v2+json" };
-    for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url, accept))))
+    for (const g of await Promise.all(Array.from({ length: 16 }, () => getFresh(url, accept))))
       assert.equal(g.status, 200);
     await sleep(2200); // past tag.ttl
     await upstream.resetRequests();
-    for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url, accept))))
+    for (const g of await Promise.all(Array.from({ length: 16 }, () => getFresh(url, accept))))
       assert.equal(g.status, 200);
     // And again, one at a time: a worker whose copy in memory is old reads the other's record.
-    for (let i = 0; i < 8; i++) assert.equal((await fresh(url, accept)).status, 200);
+    for (let i = 0; i < 8; i++) assert.equal((await getFresh(url, accept)).status, 200);
     assert.equal(await upstream.count("HEAD", "/v2/w/tagged/manifests/"), 1);
     assert.equal(await upstream.count("GET", "/v2/w/tagged/manifests/"), 0);
   });
@@ -188,9 +136,9 @@ describe("workers=2 against distribution 2.8 with token auth", { timeout: 180_00
     const blob = await pushRandomBlob(upstream, "w/count", 64 * 1024);
     const before = await metric(m.url, "regmirror_cache_hits_total", 'kind="blob"');
     const beforeMiss = await metric(m.url, "regmirror_cache_misses_total", 'kind="blob"');
-    assert.equal((await fresh(`${m.url}/v2/w/count/blobs/${blob.digest}`)).status, 200);
+    assert.equal((await getFresh(`${m.url}/v2/w/count/blobs/${blob.digest}`)).status, 200);
     const got = await Promise.all(
-      Array.from({ length: 39 }, () => fresh(`${m.url}/v2/w/count/blobs/${blob.digest}`)),
+      Array.from({ length: 39 }, () => getFresh(`${m.url}/v2/w/count/blobs/${blob.digest}`)),
     );
     for (const g of got) assert.equal(g.digest, blob.digest);
     const hits = (await metric(m.url, "regmirror_cache_hits_total", 'kind="blob"')) - before;
@@ -239,7 +187,7 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
       fake.behave(d, { slowBytesPerSec: 8 * MiB, times: 1 });
       const got = await Promise.all(
         Array.from({ length: 16 }, (_, i) =>
-          sleep(i * 20).then(() => fresh(`${m.url}/v2/library/f/blobs/${d}`)),
+          sleep(i * 20).then(() => getFresh(`${m.url}/v2/library/f/blobs/${d}`)),
         ),
       );
       for (const g of got) assert.equal(g.digest, d);
@@ -278,7 +226,7 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
         req.on("error", (err) => (first.signal.aborted ? undefined : reject(err)));
       });
       await started;
-      const follower = fresh(url);
+      const follower = getFresh(url);
       await sleep(300);
       first.abort();
       const got = await follower;
@@ -303,12 +251,12 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
         fake.behave(d, { ...behaviour, slowBytesPerSec: 8 * MiB, times: 1 });
         const url = `${m.url}/v2/library/w/blobs/${d}`;
         const got = await Promise.all(
-          Array.from({ length: 8 }, (_, i) => sleep(i * 20).then(() => fresh(url))),
+          Array.from({ length: 8 }, (_, i) => sleep(i * 20).then(() => getFresh(url))),
         );
         for (const g of got) assert.ok(!(g.complete && g.length === 4 * MiB), "every transfer was cut short");
         assert.equal((await workersServing(m, d)).size, 2);
         assert.deepEqual(await readdir(join(dir, "blobs", "sha256")).catch(() => []), [], "nothing cached");
-        const again = await fresh(url);
+        const again = await getFresh(url);
         assert.equal(again.digest, d, "the next request fetches again, and right");
       } finally {
         m.kill("SIGTERM");
@@ -329,7 +277,7 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
       fake.behave(d, { slowBytesPerSec: 4 * MiB, times: 1 });
       // Eight at once from one address, each in flight for about a second: on both workers.
       const got = await Promise.all(
-        Array.from({ length: 8 }, () => fresh(`${m.url}/v2/library/l/blobs/${d}`)),
+        Array.from({ length: 8 }, () => getFresh(`${m.url}/v2/library/l/blobs/${d}`)),
       );
       const ok = got.filter((g) => g.status === 200);
       for (const g of ok) assert.equal(g.digest, d);
@@ -348,7 +296,7 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
     try {
       const d = fake.addBlob(randomBytes(16 * MiB));
       fake.behave(d, { slowBytesPerSec: 4 * MiB, times: 1 });
-      const pending = Array.from({ length: 8 }, () => fresh(`${m.url}/v2/library/k/blobs/${d}`));
+      const pending = Array.from({ length: 8 }, () => getFresh(`${m.url}/v2/library/k/blobs/${d}`));
       let owner: number | undefined;
       const deadline = Date.now() + 5000;
       while (owner === undefined && Date.now() < deadline) {
@@ -367,14 +315,14 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
       const verify = await cli(["verify", "--json"], { REGMIRROR_CACHE_DIR: dir });
       assert.equal(verify.code, 0, verify.stdout);
       assert.deepEqual((JSON.parse(verify.stdout) as { corrupt: unknown[] }).corrupt, []);
-      const again = await fresh(`${m.url}/v2/library/k/blobs/${d}`);
+      const again = await getFresh(`${m.url}/v2/library/k/blobs/${d}`);
       assert.equal(again.digest, d, "the next pull works");
       // The primary forked a replacement (worker 3), which serves: requests reach two workers again.
       assert.match(m.stdout(), /a worker died; starting another/);
       const replaced = Date.now() + 20_000;
       let served = new Set<string>();
       while (!served.has("3") && Date.now() < replaced) {
-        await Promise.all(Array.from({ length: 4 }, () => fresh(`${m.url}/v2/library/k/blobs/${d}`)));
+        await Promise.all(Array.from({ length: 4 }, () => getFresh(`${m.url}/v2/library/k/blobs/${d}`)));
         served = loggedBy(m, d);
         if (!served.has("3")) await sleep(100);
       }
@@ -395,9 +343,9 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
       const url = `${m.url}/v2/library/p/manifests/v1`;
       const blobUrl = `${m.url}/v2/library/p/blobs/${img.config.digest}`;
       // Both workers hold the manifest, the tag and the small config blob in memory.
-      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url))))
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => getFresh(url))))
         assert.equal(g.status, 200);
-      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(blobUrl))))
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => getFresh(blobUrl))))
         assert.equal(g.status, 200);
       assert.equal((await workersServing(m, "/library/p/manifests/v1")).size, 2);
       assert.equal((await workersServing(m, img.config.digest)).size, 2);
@@ -407,9 +355,9 @@ describe("workers=2 with faults (fake upstream)", { timeout: 180_000 }, () => {
       assert.equal((await cli(["purge", "p:v1"], env)).code, 0);
       assert.equal((await cli(["purge", "--older-than", "0s"], env)).code, 0);
       await sleep(300);
-      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(url))))
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => getFresh(url))))
         assert.equal(g.status, 404);
-      for (const g of await Promise.all(Array.from({ length: 16 }, () => fresh(blobUrl))))
+      for (const g of await Promise.all(Array.from({ length: 16 }, () => getFresh(blobUrl))))
         assert.notEqual(g.status, 200);
     } finally {
       fake.clearBehaviours();
@@ -455,7 +403,7 @@ describe("workers=2 with logins and TLS", { timeout: 180_000 }, () => {
     const { token } = (await tok.json()) as { token: string };
     const got = await Promise.all(
       Array.from({ length: 16 }, () =>
-        fresh(`${m.url}/v2/library/t/blobs/${d}`, { authorization: `Bearer ${token}` }),
+        getFresh(`${m.url}/v2/library/t/blobs/${d}`, { authorization: `Bearer ${token}` }),
       ),
     );
     for (const g of got) assert.equal(g.status, 200);
@@ -466,7 +414,7 @@ describe("workers=2 with logins and TLS", { timeout: 180_000 }, () => {
     const statuses: number[] = [];
     for (let i = 0; i < 8; i++)
       statuses.push(
-        (await fresh(`${m.url}/auth/token`, { authorization: basic("alice", `wrong-${i}`) })).status,
+        (await getFresh(`${m.url}/auth/token`, { authorization: basic("alice", `wrong-${i}`) })).status,
       );
     // Four failures, spread over both workers, use up the limit of four for the address.
     assert.deepEqual(statuses.slice(0, 4), [401, 401, 401, 401]);
