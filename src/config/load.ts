@@ -148,7 +148,14 @@ function readCredentialFiles(config: Config): void {
   if (problems.length) throw new ConfigError(problems);
 }
 
-const LIST_KEYS = new Set(["upstreams", "access.allow", "access.deny", "trustedProxies"]);
+const LIST_KEYS = new Set([
+  "upstreams",
+  "access.allow",
+  "access.deny",
+  "trustedProxies",
+  "hosted.repositories",
+  "hosted.pushers",
+]);
 
 function parseListEnv(name: string, value: string, problems: string[]): unknown {
   try {

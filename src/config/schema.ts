@@ -82,6 +82,12 @@ const redisUrl = z.string().refine((v) => {
   }
 }, "not a redis:// or rediss:// URL");
 
+/** A hosted-repository glob: name characters, "/", and * or ** (hosted/names.ts). */
+const hostedGlob = z
+  .string()
+  .regex(/^[a-z0-9*][a-z0-9._*/-]*$/, 'not a repository glob (e.g. "local/*", "team/**")')
+  .refine((g) => !g.split("/").includes("") && !/\*{3}/.test(g), 'not a repository glob (e.g. "local/*", "team/**")');
+
 export const LOG_LEVELS = ["error", "warn", "info", "http", "debug"] as const;
 
 /** A registry host as clients name it in image references: docker.io, ghcr.io, registry.local:5000. */
@@ -215,6 +221,29 @@ export const ConfigSchema = z
         tokenTTL: duration.prefault("1h"),
         maxFailedLogins: positiveInt.prefault(10),
         failedLoginWindow: duration.prefault("1m"),
+        /** With htpasswd: pulls need no login (anonymous tokens), pushes and deletes still do. */
+        anonymousPull: boolean.prefault(false),
+      })
+      .prefault({}),
+    hosted: z
+      .strictObject({
+        /**
+         * Names hosted here (pushed to, never asked of an upstream, never evicted): globs where
+         * * is one path component's characters and ** any run of them ("local/*", "team/**").
+         */
+        repositories: z.array(hostedGlob).prefault([]),
+        /** DELETE of manifests, tags and blobs in hosted repositories; off: 405 UNSUPPORTED. */
+        delete: boolean.prefault(false),
+        /** htpasswd users who may push (and, with delete, delete); empty: every htpasswd user. */
+        pushers: z.array(z.string().min(1)).prefault([]),
+        /** Pushes without any login when there is no htpasswd file (a trusted network only). */
+        anonymousPush: boolean.prefault(false),
+        /** An upload session with no new bytes for this long is dropped. */
+        uploadTimeout: duration.prefault("1h"),
+        /** Largest blob one upload may make. */
+        maxBlobSize: size.prefault("20GiB"),
+        /** Garbage collection leaves blobs and manifests younger than this (pushes in progress). */
+        gcGrace: duration.prefault("1h"),
       })
       .prefault({}),
     trustedProxies: z.array(addressOrCidr).prefault([]),
@@ -279,6 +308,20 @@ export const ConfigSchema = z
         code: "custom",
         path: ["storage", "driver"],
         message: "the replicas of a cluster (cluster.redis) share one bucket: set storage.driver to s3",
+      });
+    }
+    if (c.hosted.anonymousPush && c.auth.htpasswd) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["hosted", "anonymousPush"],
+        message: "with auth.htpasswd pushes need a login: list who may push in hosted.pushers instead",
+      });
+    }
+    if (c.auth.anonymousPull && !c.auth.htpasswd) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["auth", "anonymousPull"],
+        message: "pulls are anonymous already without auth.htpasswd",
       });
     }
     if (c.storage.driver === "s3" && !c.storage.s3.bucket) {
