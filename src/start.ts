@@ -38,6 +38,7 @@ import { cacheOperations } from "./maintenance/operations.ts";
 import { CACHE_CHANGED, clusterPrefix, joinCluster } from "./cluster/replica.ts";
 import { ReplicaRegistry } from "./cluster/registry.ts";
 import { EvictionLeader } from "./cluster/eviction-leader.ts";
+import { openHosted } from "./hosted/wiring.ts";
 
 // The composition root: the one place that builds every part of a serving mirror and wires them
 // together with plain constructor arguments. main.ts loads it only in a process that serves
@@ -254,8 +255,10 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         }),
       }
     : undefined;
+  const hosted = openHosted(config, cache);
   const handler = createHandler({
     mirror,
+    hosted,
     metrics,
     log,
     ops,

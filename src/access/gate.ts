@@ -5,6 +5,7 @@ import type { Events, Flights } from "../coordination/coordinator.ts";
 import type { Htpasswd } from "./htpasswd.ts";
 import { FailedLogins } from "./login-limit.ts";
 import type { TokenIssuer } from "./tokens.ts";
+import { scopeFor, type Action, type PushRights } from "./push-rights.ts";
 
 // Who the client is, when client authentication is on. Clients follow the standard challenge:
 // a 401 with `WWW-Authenticate: Bearer realm=<our /auth/token>`, Basic credentials to the realm,
@@ -43,6 +44,26 @@ export class Gate {
   ) {
     this.failures = new FailedLogins(limits.maxFailedLogins, limits.failedLoginWindowMs);
     shared?.subscribe((f) => f.pid !== process.pid && this.failures.failedElsewhere(f.client));
+  }
+
+  /**
+   * The user behind a request for `action` on `name` (the registry's base when undefined), once
+   * they may do it: 401 with the challenge, 403 for a user who may not push, or 429.
+   */
+  async authorize(
+    req: IncomingMessage,
+    name: string | undefined,
+    action: Action,
+    client: string,
+    rights?: PushRights,
+  ): Promise<string> {
+    const user = await this.authenticate(
+      req,
+      name === undefined ? undefined : scopeFor(name, action),
+      client,
+    );
+    if (action !== "pull" && name !== undefined) rights?.checkUser(user, action, name);
+    return user;
   }
 
   /** The user behind a request from `client`, or a RegistryError: 401 with the challenge, or 429. */

@@ -10,11 +10,13 @@ import type { Routed } from "../mirror/routing.ts";
 import { ClientAddresses } from "../access/client-address.ts";
 import type { Gate } from "../access/gate.ts";
 import type { RepoPolicy } from "../access/policy.ts";
+import type { PushRights } from "../access/push-rights.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { API_VERSION, logFailure, sendError, sendJson } from "./respond.ts";
 import { parseRange } from "./range.ts";
 import { route } from "./route.ts";
+import { serveHosted, type HostedDeps } from "./hosted.ts";
 
 // The Registry HTTP API v2, pull side, as a plain Node request handler. It parses, asks the
 // mirror services, and writes headers and bodies; it never knows whether an answer came from the
@@ -26,6 +28,8 @@ export interface RegistryDeps {
   /** Client authentication; absent for an open mirror. */
   gate?: Gate;
   policy: RepoPolicy;
+  /** Repositories hosted here (hosted.repositories); absent when none are. */
+  hosted?: HostedDeps & { rights: PushRights };
   /** Most requests one client address may have in flight. */
   perClient: number;
   /** Proxies whose X-Forwarded-For / Forwarded name the client (see client-address.ts). */
@@ -122,9 +126,22 @@ async function handle(
   const name = "name" in r ? r.name : undefined;
   // Checked before anything uses it: the name goes into the challenge header, log lines, paths.
   if (name !== undefined) assertRequestName(name);
+  // containerd's ?ns= names a registry to mirror: a hosted name is asked for without one.
+  const hosted =
+    deps.hosted && name !== undefined && ns === undefined && deps.hosted.hosted.names.matches(name)
+      ? deps.hosted
+      : undefined;
+  // Only a hosted repository can be changed; anything else is refused below, after the login.
+  const action = !hosted || read ? "pull" : method === "DELETE" ? "delete" : "push";
   // No await at all for an open mirror: a microtask hop on every request is not free.
-  if (deps.gate)
-    await deps.gate.authenticate(req, name === undefined ? undefined : `repository:${name}:pull`, client);
+  if (deps.gate) await deps.gate.authorize(req, name, action, client, hosted?.rights);
+  else if (hosted && action !== "pull") hosted.rights.checkAnonymous(action, name!);
+  if (hosted && r.kind !== "base" && r.kind !== "catalog") {
+    const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
+    return serveHosted(hosted, req, res, r, query, out, (b) =>
+      sendBlob(deps, req, res, b, (r as { digest: string }).digest, out),
+    );
+  }
   /** Routes the name to an upstream and checks the repository policy. */
   const locate = (n: string): Routed => {
     const at = deps.mirror.route(ns, n);
@@ -186,7 +203,7 @@ async function handle(
       const page =
         r.kind === "tags"
           ? await deps.mirror.tags(locate(r.name), n, last)
-          : await deps.mirror.catalog(ns, n, last);
+          : await deps.mirror.catalog(ns, n, last, ns === undefined ? deps.hosted?.hosted : undefined);
       const headers: Record<string, string> = {};
       if (page.next !== undefined) {
         const base = r.kind === "tags" ? `/v2/${r.name}/tags/list` : "/v2/_catalog";

@@ -8,7 +8,8 @@ export type Route =
   | { kind: "base" }
   | { kind: "manifest"; name: string; reference: string }
   | { kind: "blob"; name: string; digest: string }
-  | { kind: "upload"; name: string }
+  /** `session` is the upload's id after uploads/, absent on the POST that starts one. */
+  | { kind: "upload"; name: string; session?: string }
   | { kind: "tags"; name: string }
   | { kind: "catalog" }
   | { kind: "referrers"; name: string; digest: string };
@@ -16,7 +17,10 @@ export type Route =
 const RULES: Array<[RegExp, (m: RegExpExecArray) => Route]> = [
   [/^\/v2\/?$/, () => ({ kind: "base" })],
   [/^\/v2\/_catalog$/, () => ({ kind: "catalog" })],
-  [/^\/v2\/(.+)\/blobs\/uploads(?:\/.*)?$/, (m) => ({ kind: "upload", name: m[1]! })],
+  [
+    /^\/v2\/(.+)\/blobs\/uploads(?:\/([^/]*))?$/,
+    (m) => ({ kind: "upload", name: m[1]!, ...(m[2] ? { session: m[2] } : {}) }),
+  ],
   [/^\/v2\/(.+)\/manifests\/([^/]+)$/, (m) => ({ kind: "manifest", name: m[1]!, reference: m[2]! })],
   [/^\/v2\/(.+)\/blobs\/([^/]+)$/, (m) => ({ kind: "blob", name: m[1]!, digest: m[2]! })],
   [/^\/v2\/(.+)\/tags\/list$/, (m) => ({ kind: "tags", name: m[1]! })],

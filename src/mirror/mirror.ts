@@ -46,11 +46,18 @@ export class Mirror {
     return paginate(await cachedTags(this.storage, at), n, last);
   }
 
-  /** `ns` narrows the catalog to one configured registry. */
-  async catalog(ns: string | undefined, n: number | undefined, last: string | undefined): Promise<Page> {
+  /** `ns` narrows the catalog to one configured registry; `hosted` adds the hosted repositories. */
+  async catalog(
+    ns: string | undefined,
+    n: number | undefined,
+    last: string | undefined,
+    hosted?: { repositories(): Promise<string[]> },
+  ): Promise<Page> {
     let only: string | undefined;
     if (ns !== undefined) only = this.route(ns, "x").upstream;
-    return paginate(cachedRepositories(await this.store.repositories(), this.defaultName, only), n, last);
+    const cached = cachedRepositories(await this.store.repositories(), this.defaultName, only);
+    if (!hosted) return paginate(cached, n, last);
+    return paginate([...new Set([...cached, ...(await hosted.repositories())])].sort(), n, last);
   }
 
   /** Tag records were removed behind the mirror's back (the admin API's purge): list afresh. */
