@@ -159,9 +159,14 @@ export class ReferrersService {
         headers: { accept: OCI_INDEX },
         ...(timeoutMs !== undefined ? { timeoutMs } : {}),
       });
-      // A registry with the API never answers 404 to it (the spec's MUST NOT): a 404 or 405
-      // is a registry without it. Only the first page tells; a later one failing is a fault.
+      // A registry with the API never answers 404 to it (the spec's MUST NOT) once the
+      // repository is found: a 404 or 405 is a registry without it. Only the first page tells;
+      // a later one failing is a fault.
       if (page === 0 && (res.status === 404 || res.status === 405)) {
+        // Except a NAME_UNKNOWN: that is about the repository, so it says nothing of the API
+        // (and must not send every repository to the tag schema for an hour). Its tag is
+        // asked for all the same: no tag, no referrers.
+        if (res.status === 404 && (await errorCodes(res)).includes("NAME_UNKNOWN")) return undefined;
         res.body.resume();
         return this.noApi();
       }
@@ -272,6 +277,27 @@ function parseRecord(bytes: Buffer): ReferrersRecord | undefined {
   } catch {
     // Torn or edited by something other than us: ask the upstream again.
     return undefined;
+  }
+}
+
+/** The codes of a registry error body (read up to a few KiB); none when it is not one. */
+async function errorCodes(res: UpstreamResponse): Promise<string[]> {
+  let text = "";
+  try {
+    for await (const chunk of res.body) {
+      text += (chunk as Buffer).toString("utf8");
+      if (text.length > 4096) {
+        res.body.destroy();
+        return [];
+      }
+    }
+    const errors = (JSON.parse(text) as { errors?: unknown } | null)?.errors;
+    if (!Array.isArray(errors)) return [];
+    return errors
+      .map((e) => (e as { code?: unknown } | null)?.code)
+      .filter((c): c is string => typeof c === "string");
+  } catch {
+    return [];
   }
 }
 

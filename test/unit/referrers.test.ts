@@ -272,6 +272,22 @@ describe("ReferrersService", () => {
     });
   }
 
+  it("takes a 404 NAME_UNKNOWN for a missing repository, not for a missing API", async () => {
+    const nameUnknown: Scripted = {
+      status: 404,
+      body: Buffer.from('{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known"}]}'),
+    };
+    let known = false;
+    const { upstream, referrers } = service((req) =>
+      req.path.includes("/referrers/") ? (known ? { status: 200, body: index([]) } : nameUnknown) : notFound,
+    );
+    assert.deepEqual((await referrers.get("library/gone", subjectOf("gone"))).manifests, []);
+    known = true;
+    const a = await referrers.get(repo, subjectOf("known"));
+    assert.equal(a.via, "api");
+    assert.equal(upstream.paths("/referrers/").length, 2, "the API is asked again");
+  });
+
   it("lists nothing when the referrers tag is not an index", async () => {
     const subject = subjectOf("tag is an image");
     const image = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, layers: [] }));
