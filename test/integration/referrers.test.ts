@@ -2,12 +2,16 @@
 // (distribution 2.8: the referrers tag schema), and against a fake upstream that has it
 // (forwarded, cached with the tag TTL, coalesced, served stale).
 import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
 import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
-import { MEDIA, pushBlob, pushImage, pushManifest, sha256 } from "../fixtures/images.ts";
+import { MEDIA, blobsOf, buildImage, pushBlob, pushManifest, sha256 } from "../fixtures/images.ts";
+import { skopeo } from "../fixtures/skopeo.ts";
 
 const SBOM = "application/vnd.example.sbom.v1+json";
 const SIGNATURE = "application/vnd.example.signature.v1";
@@ -45,6 +49,7 @@ const index = (manifests: Descriptor[]): Buffer =>
 describe("referrers of a mirrored repository, upstream without the referrers API (distribution 2.8)", () => {
   let up: Upstream;
   let mirror: TestMirror;
+  let work: string;
   let subject: string;
   let sbom: Descriptor;
   let signature: Descriptor;
@@ -53,7 +58,23 @@ describe("referrers of a mirrored repository, upstream without the referrers API
   before(async () => {
     up = await startUpstream({ auth: "token" });
     mirror = await startTestMirror(up.url);
-    const img = await pushImage(up, repo, "v1", { format: "oci" });
+    work = await mkdtemp(join(tmpdir(), "regmirror-referrers-"));
+    // The image goes up as a user's would: skopeo copy from a dir: layout, with credentials.
+    const img = buildImage({ format: "oci" });
+    const layout = join(work, "image");
+    await mkdir(layout);
+    await writeFile(join(layout, "version"), "Directory Transport Version: 1.1\n");
+    await writeFile(join(layout, "manifest.json"), img.manifest);
+    for (const b of blobsOf(img)) await writeFile(join(layout, b.digest.slice("sha256:".length)), b.bytes);
+    const { username, password } = up.credentials;
+    await skopeo(
+      "copy",
+      "--dest-tls-verify=false",
+      "--dest-creds",
+      `${username}:${password}`,
+      `dir:${layout}`,
+      `docker://${up.host}/${repo}:v1`,
+    );
     subject = img.manifestDigest;
     // Two artifacts about the image, pushed by digest as oras and cosign do on such a registry,
     // then the index under the referrers tag that lists them.
@@ -83,14 +104,33 @@ describe("referrers of a mirrored repository, upstream without the referrers API
   after(async () => {
     await mirror?.stop();
     await up?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
   });
 
   it("lists the referrers from the sha256-<hex> tag", async () => {
+    // The subject is the image skopeo pushed, byte for byte.
+    const tagged = await request(`${mirror.url}/v2/${repo}/manifests/v1`, {
+      headers: { accept: MEDIA.ociManifest },
+    });
+    await tagged.body.dump();
+    assert.equal(tagged.headers["docker-content-digest"], subject);
     const r = await referrers(mirror, repo, subject);
     assert.equal(r.status, 200);
     assert.equal(r.headers["content-type"], MEDIA.ociIndex);
     assert.equal(r.headers["oci-filters-applied"], undefined);
     assert.deepEqual(r.body, { schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests: [sbom, signature] });
+  });
+
+  it("lists referrers a client can then pull through the mirror", async () => {
+    const raw = await skopeo(
+      "inspect",
+      "--raw",
+      "--tls-verify=false",
+      `docker://${mirror.host}/${repo}@${sbom.digest}`,
+    );
+    const manifest = JSON.parse(raw) as { artifactType?: string; subject?: { digest?: string } };
+    assert.equal(manifest.artifactType, SBOM);
+    assert.equal(manifest.subject?.digest, subject);
   });
 
   it("filters by artifactType and says so in OCI-Filters-Applied", async () => {
