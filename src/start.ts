@@ -14,6 +14,7 @@ import { UpstreamClient } from "./upstream/client.ts";
 import { BlobService, type FollowerChange } from "./mirror/blobs.ts";
 import type { FillTicket } from "./mirror/fill-follower.ts";
 import { ManifestService, type ManifestAnswer } from "./mirror/manifests.ts";
+import { ReferrersService, type ReferrersAnswer } from "./mirror/referrers.ts";
 import { InProcessCoordinator } from "./coordination/in-process.ts";
 import type { Coordinator } from "./coordination/coordinator.ts";
 import { WorkerCoordinator } from "./coordination/member.ts";
@@ -192,7 +193,20 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       revalidateTimeoutMs: u.revalidateTimeout,
       flights: coordinator.flights<ManifestAnswer>(`manifests/${u.name}`),
     });
-    upstreams.set(u.name, { client, manifests });
+    const referrers = new ReferrersService({
+      driver,
+      upstream: client,
+      upstreamName: u.name,
+      manifests,
+      metrics,
+      log,
+      tagTtlMs: u.tagTTL ?? config.tag.ttl,
+      maxStaleMs: config.tag.maxStale,
+      maxBytes: config.limits.maxManifestSize,
+      revalidateTimeoutMs: u.revalidateTimeout,
+      flights: coordinator.flights<ReferrersAnswer>(`referrers/${u.name}`),
+    });
+    upstreams.set(u.name, { client, manifests, referrers });
   }
   const mirror = new Mirror(upstreams, config.upstream.name, blobs, driver, manifestStore);
   const allUpstreams = [config.upstream, ...config.upstreams];

@@ -6,6 +6,7 @@ import { parseAccept } from "../oci/media-types.ts";
 import { assertRequestName, parseReference, requireDigest } from "../oci/reference.ts";
 import type { BlobAnswer } from "../mirror/blobs.ts";
 import type { Mirror } from "../mirror/mirror.ts";
+import { answerReferrers } from "../mirror/referrers.ts";
 import type { Routed } from "../mirror/routing.ts";
 import { ClientAddresses } from "../access/client-address.ts";
 import type { Gate } from "../access/gate.ts";
@@ -218,10 +219,20 @@ async function handle(
         headers,
       );
     }
-    case "referrers":
-      throw new RegistryError("UNSUPPORTED", "the referrers API is not served by this mirror", {
-        status: 404,
-      });
+    case "referrers": {
+      const at = locate(r.name);
+      const subject = requireDigest(r.digest);
+      if (!read) throw unsupported();
+      const artifactType = new URLSearchParams(q === -1 ? "" : url.slice(q + 1)).get("artifactType");
+      const a = await deps.mirror.referrers(at, subject);
+      out.cache = a.stale ? "stale" : a.source === "cache" ? "hit" : "miss";
+      const { body, headers } = answerReferrers(a, artifactType ?? undefined);
+      res.writeHead(200, { ...API_VERSION, ...headers });
+      if (method === "HEAD") return void res.end();
+      out.bytes = body.length;
+      res.end(body);
+      return;
+    }
   }
 }
 

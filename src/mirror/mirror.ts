@@ -3,6 +3,7 @@ import type { Reference } from "../oci/reference.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import type { BlobAnswer, BlobService } from "./blobs.ts";
 import type { ManifestAnswer, ManifestService } from "./manifests.ts";
+import type { ReferrersAnswer, ReferrersService } from "./referrers.ts";
 import { routeRepo, type Routed } from "./routing.ts";
 import { cachedRepositories, cachedTags, paginate, type Page } from "./listing.ts";
 import type { StorageDriver } from "../storage/driver.ts";
@@ -15,6 +16,7 @@ import type { ManifestStore } from "../storage/manifest-store.ts";
 export interface UpstreamEntry {
   client: UpstreamClient;
   manifests: ManifestService;
+  referrers: ReferrersService;
 }
 
 export class Mirror {
@@ -40,6 +42,11 @@ export class Mirror {
 
   blob(at: Routed, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
     return this.blobs.get(this.entry(at).client, at.repo, d, method);
+  }
+
+  /** The OCI 1.1 referrers of `subject`, unfiltered (referrers.ts). */
+  referrers(at: Routed, subject: Digest): Promise<ReferrersAnswer> {
+    return this.entry(at).referrers.get(at.repo, subject);
   }
 
   async tags(at: Routed, n: number | undefined, last: string | undefined): Promise<Page> {

@@ -7,6 +7,7 @@ import type { Digest } from "../oci/digest.ts";
 //   manifests/sha256/<hex[0:2]>/<hex>    manifest bytes, exactly as the upstream sent them
 //   manifests/sha256/<hex[0:2]>/<hex>.meta   {"mediaType"}: the type the upstream declared
 //   repos/<upstream>/<repo>/_tags/<tag>.json   what a tag pointed to, and when we last checked
+//   repos/<upstream>/<repo>/_referrers/<subject hex>.json   a manifest's referrers, as last listed upstream
 //   state/last-read.json                 when each blob was last read (eviction.ts)
 //
 // Only digests (64 checked hex characters) and names and tags that passed the spec's grammar
@@ -35,6 +36,11 @@ export function manifestMetaKey(d: Digest): string {
 
 export function tagKey(upstream: string, repo: string, tag: string): string {
   return `${tagsPrefix(upstream, repo)}${tag}.json`;
+}
+
+/** The referrers of `subject` in a repository, as the upstream last listed them (mirror/referrers.ts). */
+export function referrersKey(upstream: string, repo: string, subject: Digest): string {
+  return `${REPOS}${upstream}/${repo}/_referrers/${subject.hex}.json`;
 }
 
 /** The prefix of one repository's tag records. */
