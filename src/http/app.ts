@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer, type Server as TlsServer } from "node:https";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { ClientAddresses } from "../access/client-address.ts";
+import { tokenRequest } from "../access/token-request.ts";
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { registryHandler, type RegistryDeps } from "./registry.ts";
@@ -92,8 +93,12 @@ export function createHandler(deps: HandlerDeps): Handler {
   }
   const gate = deps.gate;
   if (gate) {
+    // GET with Basic (token-request.ts).
     app.get("/auth/token", async (req, res) => {
-      res.set(API_VERSION).json(await gate.issue(req, clientOf(req)));
+      const q = req.originalUrl.indexOf("?");
+      const query = new URLSearchParams(q === -1 ? "" : req.originalUrl.slice(q + 1));
+      const asked = tokenRequest(req.headers.authorization, query);
+      res.set(API_VERSION).json(await gate.issue(asked, clientOf(req)));
     });
   }
   app.use((_req, res) => {
