@@ -93,13 +93,20 @@ export function createHandler(deps: HandlerDeps): Handler {
   }
   const gate = deps.gate;
   if (gate) {
-    // GET with Basic (token-request.ts).
-    app.get("/auth/token", async (req, res) => {
+    // GET with Basic, or POST with an OAuth2 form of a few hundred bytes (token-request.ts).
+    const token = async (req: Request, res: Response, post?: { form: URLSearchParams | undefined }) => {
       const q = req.originalUrl.indexOf("?");
       const query = new URLSearchParams(q === -1 ? "" : req.originalUrl.slice(q + 1));
-      const asked = tokenRequest(req.headers.authorization, query);
+      const asked = tokenRequest(req.headers.authorization, query, post);
       res.set(API_VERSION).json(await gate.issue(asked, clientOf(req)));
-    });
+    };
+    app.get("/auth/token", (req, res) => token(req, res));
+    app.post(
+      "/auth/token",
+      express.text({ type: "application/x-www-form-urlencoded", limit: "8kb" }),
+      (req, res) =>
+        token(req, res, { form: typeof req.body === "string" ? new URLSearchParams(req.body) : undefined }),
+    );
   }
   app.use((_req, res) => {
     res
