@@ -212,6 +212,9 @@ describe("hosted repositories with logins (auth.htpasswd)", () => {
       401,
       "another mirror without anonymousPull does not take an anonymous token",
     );
+    // A real client through the whole anonymous flow: ping, 401, token without credentials, pull.
+    const raw = await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${open.host}/local/x:v1`);
+    assert.equal(raw, EMPTY_INDEX.toString());
   });
 
   it("lets skopeo log in through the token endpoint, and refuses it without a login or as a non-pusher", async () => {
