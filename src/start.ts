@@ -246,13 +246,14 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     opts.tokenKey ?? (replica && config.auth.htpasswd ? await replica.tokenKey() : undefined),
   );
   const gate = config.auth.htpasswd
-    ? new Gate(
-        readHtpasswd(config.auth.htpasswd),
-        tokens,
-        coordinator.flights<boolean>("logins"),
-        { maxFailedLogins: config.auth.maxFailedLogins, failedLoginWindowMs: config.auth.failedLoginWindow },
-        coordinator.events<FailedLogin>("failed-logins"),
-      )
+    ? new Gate(readHtpasswd(config.auth.htpasswd), tokens, coordinator.flights<boolean>("logins"), {
+        limits: {
+          maxFailedLogins: config.auth.maxFailedLogins,
+          failedLoginWindowMs: config.auth.failedLoginWindow,
+        },
+        shared: coordinator.events<FailedLogin>("failed-logins"),
+        anonymousPull: config.auth.anonymousPull,
+      })
     : undefined;
   // The admin API's warm pulls through this mirror's own listener, known once it listens.
   let selfUrl = "";

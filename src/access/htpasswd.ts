@@ -29,6 +29,11 @@ export class Htpasswd {
     this.dummy = dummyHash(this.users.size > 0 ? Math.max(...[...this.users.values()].map(cost)) : 10);
   }
 
+  /** Whether the file has this user. */
+  has(username: string): boolean {
+    return this.users.has(username);
+  }
+
   /** Whether these credentials were verified a moment ago: no bcrypt needed. */
   remembered(username: string, password: string): boolean {
     const hash = this.users.get(username);

@@ -3,7 +3,14 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 // The mirror's own bearer tokens, for clients that log in (docker login, containerd, podman):
 // an HMAC-signed {sub, exp}. The key is made at start, so a restart simply sends clients
 // through the challenge once more — the usual token flow, which every client handles. Workers
-// are handed the primary's key (cluster/primary.ts): a token one worker issued is good in all.
+// are handed the primary's key (cluster/primary.ts), and replicas share one kept in Redis
+// (cluster/replica.ts): a token one process issued is good in all.
+
+/**
+ * The subject of an anonymous token (auth.anonymousPull): good for pulls only. No user can have
+ * this name: htpasswd names and Basic user names both end at their first colon.
+ */
+export const ANONYMOUS = ":anonymous";
 
 export class TokenIssuer {
   constructor(

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer, type Server as TlsServer } from "node:https";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { ClientAddresses } from "../access/client-address.ts";
+import { tokenRequest } from "../access/token-request.ts";
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { registryHandler, type RegistryDeps } from "./registry.ts";
@@ -92,9 +93,20 @@ export function createHandler(deps: HandlerDeps): Handler {
   }
   const gate = deps.gate;
   if (gate) {
-    app.get("/auth/token", async (req, res) => {
-      res.set(API_VERSION).json(await gate.issue(req, clientOf(req)));
-    });
+    // GET with Basic, or POST with an OAuth2 form of a few hundred bytes (token-request.ts).
+    const token = async (req: Request, res: Response, post?: { form: URLSearchParams | undefined }) => {
+      const q = req.originalUrl.indexOf("?");
+      const query = new URLSearchParams(q === -1 ? "" : req.originalUrl.slice(q + 1));
+      const asked = tokenRequest(req.headers.authorization, query, post);
+      res.set(API_VERSION).json(await gate.issue(asked, clientOf(req)));
+    };
+    app.get("/auth/token", (req, res) => token(req, res));
+    app.post(
+      "/auth/token",
+      express.text({ type: "application/x-www-form-urlencoded", limit: "8kb" }),
+      (req, res) =>
+        token(req, res, { form: typeof req.body === "string" ? new URLSearchParams(req.body) : undefined }),
+    );
   }
   app.use((_req, res) => {
     res

@@ -1,10 +1,16 @@
-// Password checks: off the event loop, the same cost for unknown users, failed logins limited.
+// Password checks: off the event loop, the same cost for unknown users, failed logins limited;
+// token requests in both forms clients send.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import bcrypt from "bcryptjs";
 import { BcryptPool } from "../../src/access/bcrypt-pool.ts";
 import { dummyHash, Htpasswd } from "../../src/access/htpasswd.ts";
 import { FailedLogins } from "../../src/access/login-limit.ts";
+import { Gate } from "../../src/access/gate.ts";
+import { tokenRequest } from "../../src/access/token-request.ts";
+import { TokenIssuer } from "../../src/access/tokens.ts";
+import { InProcessCoordinator } from "../../src/coordination/in-process.ts";
+import { RegistryError } from "../../src/oci/errors.ts";
 
 test("an unknown user costs a bcrypt check against a dummy hash of the file's cost", async () => {
   const seen: string[] = [];
@@ -90,4 +96,80 @@ test("failed logins: checks in flight count, so a burst cannot outrun the limit"
   limit.end("a", true);
   limit.end("a", true);
   assert.equal(limit.begin("a"), undefined, "successes free their slots");
+});
+
+test("token requests: GET with Basic, POST with an OAuth2 form, one scope or several", () => {
+  const basic = "Basic " + Buffer.from("alice:pw:with:colons").toString("base64");
+  const q = (s: string) => new URLSearchParams(s);
+  assert.deepEqual(
+    tokenRequest(basic, q("service=regmirror&scope=repository:a/b:pull&scope=repository:c:pull")),
+    { credentials: { username: "alice", password: "pw:with:colons" }, pullOnly: true },
+  );
+  // docker push asks for several repositories in one request; docker login asks for none.
+  assert.equal(
+    tokenRequest(basic, q("scope=repository:a:push,pull&scope=repository:b:pull")).pullOnly,
+    false,
+  );
+  assert.equal(tokenRequest(basic, q("account=alice&client_id=docker&offline_token=true")).pullOnly, false);
+  assert.equal(tokenRequest(basic, q("scope=registry:catalog:*")).pullOnly, false);
+  assert.equal(tokenRequest(basic, q("scope=%00%ff&scope=")).pullOnly, false, "odd scopes are no trouble");
+  assert.deepEqual(tokenRequest(undefined, q("scope=repository:a:pull")), { pullOnly: true });
+  assert.deepEqual(tokenRequest("Bearer x", q("")), { pullOnly: false });
+
+  const form = (s: string) => ({ form: q(s) });
+  assert.deepEqual(
+    tokenRequest(
+      undefined,
+      q(""),
+      form(
+        "grant_type=password&username=alice&password=p%26w&client_id=containerd-client&service=regmirror&scope=repository%3Aa%3Apull+repository%3Ab%3Apull",
+      ),
+    ),
+    { credentials: { username: "alice", password: "p&w" }, pullOnly: true },
+    "OAuth2 puts several scopes in one value, separated by spaces",
+  );
+  assert.equal(
+    tokenRequest(
+      undefined,
+      q(""),
+      form("grant_type=password&username=a&password=b&scope=repository:a:pull,push"),
+    ).pullOnly,
+    false,
+  );
+  const refused = (post: { form: URLSearchParams | undefined }) =>
+    assert.throws(() => tokenRequest(basic, q(""), post), { code: "UNSUPPORTED", status: 400 });
+  refused(form("grant_type=refresh_token&refresh_token=abc&service=regmirror"));
+  refused(form("username=alice&password=pw"));
+  refused(form("grant_type=password&username=alice"));
+  refused(form("grant_type=password&username=a:b&password=c"));
+  refused({ form: undefined });
+});
+
+test("failed logins are limited on POST token requests as on GET, together", async () => {
+  const users = new Htpasswd(`alice:${bcrypt.hashSync("wonderland", 4)}\n`);
+  const gate = new Gate(
+    users,
+    new TokenIssuer(60_000),
+    new InProcessCoordinator().flights<boolean>("logins"),
+    {
+      limits: { maxFailedLogins: 2, failedLoginWindowMs: 60_000 },
+    },
+  );
+  const post = (password: string) => ({
+    form: new URLSearchParams({ grant_type: "password", username: "alice", password }),
+  });
+  const none = new URLSearchParams();
+  const wrongGet = tokenRequest("Basic " + Buffer.from("alice:x").toString("base64"), none);
+  await assert.rejects(gate.issue(wrongGet, "10.0.0.1"), { code: "UNAUTHORIZED" });
+  await assert.rejects(gate.issue(tokenRequest(undefined, none, post("y")), "10.0.0.1"), {
+    code: "UNAUTHORIZED",
+  });
+  await assert.rejects(gate.issue(tokenRequest(undefined, none, post("wonderland")), "10.0.0.1"), (err) => {
+    assert.ok(err instanceof RegistryError);
+    assert.equal(err.code, "TOOMANYREQUESTS");
+    assert.match(err.headers["retry-after"] ?? "", /^\d+$/);
+    return true;
+  });
+  const ok = await gate.issue(tokenRequest(undefined, none, post("wonderland")), "10.0.0.2");
+  assert.equal(typeof ok.access_token, "string", "another address logs in by POST");
 });
