@@ -133,10 +133,22 @@ async function handle(
       ? deps.hosted
       : undefined;
   // Only a hosted repository can be changed; anything else is refused below, after the login.
-  const action = !hosted || read ? "pull" : method === "DELETE" ? "delete" : "push";
-  // No await at all for an open mirror: a microtask hop on every request is not free.
-  if (deps.gate) await deps.gate.authorize(req, name, action, client, hosted?.rights);
-  else if (hosted && action !== "pull") hosted.rights.checkAnonymous(action, name!);
+  // Every request of an upload is a push: its progress is the pusher's business alone.
+  const action = !hosted
+    ? "pull"
+    : r.kind === "upload"
+      ? "push"
+      : read
+        ? "pull"
+        : method === "DELETE"
+          ? "delete"
+          : "push";
+  // No await at all for an open mirror, nor for a token: a microtask hop on every request is
+  // not free. Only a password check answers with a promise.
+  if (deps.gate) {
+    const who = deps.gate.authorize(req, name, action, client, hosted?.rights);
+    if (typeof who !== "string") await who;
+  } else if (hosted && action !== "pull") hosted.rights.checkAnonymous(action, name!);
   if (hosted && r.kind !== "base" && r.kind !== "catalog") {
     const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
     return serveHosted(hosted, req, res, r, query, out, (b) =>
