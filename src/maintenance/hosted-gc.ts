@@ -20,12 +20,17 @@ import {
 // Why a concurrent push loses nothing:
 // - Anything (link or bytes) written within the grace (hosted.gcGrace) or after the gc began is
 //   kept, whatever the marks say: an upload in progress has its blobs and links written before
-//   its manifest, which may come minutes later.
+//   its manifest, which may come minutes later. A normal push names only such young blobs.
 // - The links are listed again just before the sweep; a manifest linked or a tag moved since the
 //   mark adds its references to the marks.
-// - Bytes go last, after the links, and the links are listed once more before: a manifest pushed
-//   meanwhile keeps what it names, and once a blob's links are gone a push naming it is refused
-//   (MANIFEST_BLOB_UNKNOWN) rather than accepted over bytes about to go.
+// - The sweep goes in steps, each after a fresh listing of the links: manifest links; then the
+//   _layers links no standing manifest names; then the bytes no standing link needs. Before each
+//   removal the object is asked for (stat) and kept if it was written again meanwhile.
+// - Once a blob's links are gone, a push naming it is refused (MANIFEST_BLOB_UNKNOWN) rather than
+//   accepted over bytes about to go. What remains is a push of a manifest naming blobs unused
+//   for longer than the grace whose checks fall in the moment between a listing and a removal;
+//   run gc when that cannot happen, or with a longer grace.
+// Storage calls are list, get, stat and delete only: the filesystem and S3 alike.
 // The mark itself (markRepo, planSweep, bytesNeeded) is pure, over an in-memory graph.
 
 export interface MarkOptions {
@@ -156,6 +161,30 @@ export function bytesNeeded(
   return { manifests, blobs };
 }
 
+/** Per repository, the blobs its standing manifest links name (through index children). */
+export function blobsNamed(
+  repos: Map<string, RepoContents>,
+  node: NodeOf,
+  removed: ReadonlySet<string>,
+): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const [repo, r] of repos) {
+    const blobs = new Set<string>();
+    const seen = new Set<string>();
+    const queue = [...r.manifests].filter(([, l]) => !removed.has(l.key)).map(([hex]) => hex);
+    while (queue.length > 0) {
+      const hex = queue.pop()!;
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      const n = node(hex);
+      for (const b of n?.blobs ?? []) blobs.add(b.hex);
+      queue.push(...(n?.children ?? []));
+    }
+    out.set(repo, blobs);
+  }
+  return out;
+}
+
 /**
  * Two listings of the links as one: everything in either. A link (or tag) that appeared in the
  * second counts as written at `nowMs`, so the grace keeps it; a tag that moved keeps both targets.
@@ -232,29 +261,40 @@ export async function collectHostedGarbage(
   await nodes.load(manifestsNamed(again));
   const plan = planSweep(mergeListings(first, again, startedMs), node, mark);
 
+  // Each removal asks first whether the object was written again since it was listed (a push
+  // of the same manifest, a blob uploaded again): then it is young, and kept.
+  const young = async (key: string): Promise<boolean> => {
+    const o = await driver.stat(key);
+    return o !== undefined && o.modifiedMs >= mark.cutoffMs;
+  };
   const removed = new Set<string>();
   const unlink = async (links: LinkRef[]): Promise<LinkRef[]> => {
     const done: LinkRef[] = [];
     for (const l of links) {
-      if (!opts.dryRun && !(await driver.delete(l.key))) continue;
+      if (!opts.dryRun && ((await young(l.key)) || !(await driver.delete(l.key)))) continue;
       removed.add(l.key);
       done.push(l);
     }
     return done;
   };
+  // In a dry run nothing was removed, so later listings still hold what a run would have removed.
+  const standing = (listed: Map<string, RepoContents>, before: Map<string, RepoContents>) =>
+    opts.dryRun ? mergeListings(before, listed, startedMs) : listed;
+  const discount = () => (opts.dryRun ? removed : new Set<string>());
+
   const manifestLinks = await unlink(plan.manifestLinks);
   const referrers = await unlink(plan.referrerEntries);
-  const layerLinks = await unlink(plan.layerLinks);
+  // _layers links after listing the manifest links again: one linked since (a push of an image
+  // whose blobs were unused for longer than the grace) keeps its blobs' links.
+  const third = await readRepos(driver);
+  await nodes.load(manifestsNamed(third));
+  const named = blobsNamed(standing(third, again), node, discount());
+  const layerLinks = await unlink(plan.layerLinks.filter((l) => !named.get(l.repo)?.has(l.hex)));
 
-  // Bytes last, after one more listing of the links: a push since the re-check keeps its own.
+  // Bytes last, after one more listing of the links: a push since keeps what it names.
   const last = await readRepos(driver);
   await nodes.load(manifestsNamed(last));
-  const needed = bytesNeeded(
-    plan,
-    opts.dryRun ? mergeListings(again, last, startedMs) : last,
-    node,
-    opts.dryRun ? removed : new Set(),
-  );
+  const needed = bytesNeeded(plan, standing(last, third), node, discount());
 
   const sweep = async (prefix: string, keep: Set<string>): Promise<Sweep> => {
     const s: Sweep = { removed: [], bytes: 0, kept: 0 };
@@ -266,7 +306,10 @@ export async function collectHostedGarbage(
       else listed.push({ key: o.key, hex, size: o.size });
     }
     for (const o of listed) {
-      if (!opts.dryRun && !(await driver.delete(o.key))) continue;
+      if (!opts.dryRun && ((await young(o.key)) || !(await driver.delete(o.key)))) {
+        s.kept++;
+        continue;
+      }
       s.removed.push(`sha256:${o.hex}`);
       s.bytes += o.size;
     }

@@ -1,8 +1,12 @@
-// Hosted gc's marks, pure: an in-memory graph of repositories and manifests, no storage.
+// Hosted gc's marks, pure: an in-memory graph of repositories and manifests, no storage; then the
+// whole collection over a storage that offers only list, get and delete, with pushes racing it.
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
+import type { ObjectInfo, StorageDriver } from "../../src/storage/driver.ts";
 import {
   bytesNeeded,
+  collectHostedGarbage,
   markRepo,
   mergeListings,
   planSweep,
@@ -177,5 +181,160 @@ describe("hosted gc marks", () => {
     const later = new Map([["a", repo({ manifests: { [M.old]: NOW }, layers: {} })]]);
     const kept = bytesNeeded(plan, later, graph, new Set());
     assert.ok(kept.manifests.has(M.old) && kept.blobs.has(B.oldB));
+  });
+});
+
+/**
+ * Storage with only what hosted gc may use (list, get, stat, delete; put for the test's own
+ * writes), every other method throwing: what S3 and the filesystem both offer. `onList` runs after each
+ * listing of a prefix, for a push that races the gc.
+ */
+class ListGetDelete {
+  readonly objects = new Map<string, { data: Buffer; modifiedMs: number }>();
+  lists = 0;
+  onList: (prefix: string, n: number) => void = () => undefined;
+
+  put(key: string, data: string | Buffer, modifiedMs: number): void {
+    this.objects.set(key, { data: Buffer.from(data), modifiedMs });
+  }
+
+  private async *list(prefix: string): AsyncGenerator<ObjectInfo> {
+    const keys = [...this.objects.keys()].filter((k) => k.startsWith(prefix)).sort();
+    for (const key of keys) {
+      const o = this.objects.get(key);
+      if (o) yield { key, size: o.data.length, modifiedMs: o.modifiedMs };
+    }
+    this.onList(prefix, ++this.lists);
+  }
+
+  driver(): StorageDriver {
+    const no = (): never => {
+      throw new Error("hosted gc must use only list, get, stat and delete");
+    };
+    return {
+      kind: "s3",
+      init: no,
+      put: no,
+      stat: (key) => {
+        const o = this.objects.get(key);
+        return Promise.resolve(o && { key, size: o.data.length, modifiedMs: o.modifiedMs });
+      },
+      open: no,
+      publish: no,
+      sweepDebris: no,
+      problem: no,
+      get: (key) => Promise.resolve(this.objects.get(key)?.data),
+      delete: (key) => Promise.resolve(this.objects.delete(key)),
+      list: (prefix) => this.list(prefix),
+    };
+  }
+}
+
+describe("hosted gc over the storage", () => {
+  const blobKey = (h: string) => `blobs/sha256/${h.slice(0, 2)}/${h}`;
+  const manifestKey = (h: string) => `manifests/sha256/${h.slice(0, 2)}/${h}`;
+  const manifest = (config: string, layer: string) =>
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: `sha256:${config}`, size: 2 },
+      layers: [
+        { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: `sha256:${layer}`, size: 5 },
+      ],
+    });
+  const sha = (s: string) => createHash("sha256").update(s).digest("hex");
+
+  function seed(): { s: ListGetDelete; tagged: string; untagged: string } {
+    const s = new ListGetDelete();
+    for (const h of [B.cfgA, B.layA, B.cfgR, B.layR, B.oldB]) {
+      s.put(blobKey(h), "xx", OLD);
+      s.put(`repos/local/app/_layers/${h}`, "{}", OLD);
+    }
+    const tagged = manifest(B.cfgA, B.layA);
+    const untagged = manifest(B.cfgR, B.layR);
+    for (const m of [tagged, untagged]) {
+      s.put(manifestKey(sha(m)), m, OLD);
+      s.put(`repos/local/app/_manifests/${sha(m)}`, "{}", OLD);
+    }
+    s.put(
+      "repos/local/app/_tags/v1",
+      JSON.stringify({ digest: `sha256:${sha(tagged)}`, mediaType: "x" }),
+      OLD,
+    );
+    // The cache's own objects, beside hosted/ in the real layout, are never listed here.
+    return { s, tagged: sha(tagged), untagged: sha(untagged) };
+  }
+
+  it("uses only list, get, stat and delete, and removes the untagged manifest and unused blobs", async () => {
+    const { s, untagged } = seed();
+    const r = await collectHostedGarbage(
+      s.driver(),
+      { dryRun: false, graceMs: 3_600_000, keepUntagged: false },
+      () => NOW,
+    );
+    assert.deepEqual(r.manifests.removed, [`sha256:${untagged}`]);
+    assert.deepEqual(r.blobs.removed.sort(), [B.cfgR, B.layR, B.oldB].map((h) => `sha256:${h}`).sort());
+    assert.deepEqual(r.unlinked.manifests, [`local/app@sha256:${untagged}`]);
+    assert.equal(r.unlinked.layers.length, 3);
+    assert.ok(s.objects.has(blobKey(B.cfgA)) && s.objects.has(blobKey(B.layA)));
+  });
+
+  it("a dry run deletes nothing", async () => {
+    const { s } = seed();
+    const before = [...s.objects.keys()];
+    const r = await collectHostedGarbage(
+      s.driver(),
+      { dryRun: true, graceMs: 0, keepUntagged: false },
+      () => NOW,
+    );
+    assert.equal(r.blobs.removed.length, 3);
+    assert.deepEqual([...s.objects.keys()], before);
+  });
+
+  it("a manifest pushed while the mark runs keeps the old blobs it names", async () => {
+    const { s } = seed();
+    // After the mark's first listing of the links, a push links and tags a manifest naming the
+    // old, unused blob, with its bytes and link already there (and past the grace).
+    const racing = manifest(B.cfgA, B.oldB);
+    s.onList = (prefix, n) => {
+      if (prefix !== "repos/" || n !== 1) return;
+      s.put(manifestKey(sha(racing)), racing, NOW);
+      s.put(`repos/local/app/_manifests/${sha(racing)}`, "{}", OLD);
+      s.put(
+        "repos/local/app/_tags/v2",
+        JSON.stringify({ digest: `sha256:${sha(racing)}`, mediaType: "x" }),
+        OLD,
+      );
+    };
+    const r = await collectHostedGarbage(
+      s.driver(),
+      { dryRun: false, graceMs: 0, keepUntagged: false },
+      () => NOW,
+    );
+    assert.ok(!r.blobs.removed.includes(`sha256:${B.oldB}`), "the racing push's blob stays");
+    assert.ok(s.objects.has(blobKey(B.oldB)) && s.objects.has(`repos/local/app/_layers/${B.oldB}`));
+    assert.deepEqual(r.blobs.removed.sort(), [B.cfgR, B.layR].map((h) => `sha256:${h}`).sort());
+  });
+
+  it("the same manifest pushed again just before its link is swept keeps its link, bytes and blobs", async () => {
+    const { s, untagged } = seed();
+    const again = manifest(B.cfgR, B.layR);
+    // After the re-check's listing: a push writes the manifest's bytes, then its link, anew.
+    s.onList = (prefix, n) => {
+      if (prefix !== "repos/" || n !== 2) return;
+      s.put(manifestKey(untagged), again, NOW);
+      s.put(`repos/local/app/_manifests/${untagged}`, "{}", NOW);
+    };
+    const r = await collectHostedGarbage(
+      s.driver(),
+      { dryRun: false, graceMs: 0, keepUntagged: false },
+      () => NOW,
+    );
+    assert.deepEqual(r.unlinked.manifests, []);
+    assert.deepEqual(r.manifests.removed, []);
+    assert.deepEqual(r.unlinked.layers, [`local/app@sha256:${B.oldB}`]);
+    assert.deepEqual(r.blobs.removed, [`sha256:${B.oldB}`]);
+    for (const h of [B.cfgR, B.layR])
+      assert.ok(s.objects.has(blobKey(h)) && s.objects.has(`repos/local/app/_layers/${h}`));
   });
 });
