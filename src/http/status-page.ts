@@ -374,13 +374,12 @@ function hostedCard(repos: HostedRepoListing[], admin: boolean): Html {
             </tr>
           </thead>
           ${repos.slice(0, MAX_REPOS_SHOWN).map((r) => {
-            const untagged = r.manifests - new Set(r.tags.map((t) => t.digest)).size;
             const head = html`<tr class="repo">
               <td colspan="3">
                 <span class="name">${r.name}</span>
                 <span class="muted"
                   >${r.tags.length === 1 ? "1 tag" : `${r.tags.length} tags`}${
-                    untagged > 0 ? ` · ${untagged} untagged (removed by gc)` : ""
+                    r.unreachable > 0 ? ` · ${r.unreachable} untagged (gc removes them)` : ""
                   }</span
                 >
               </td>

@@ -1,4 +1,5 @@
 import type { StorageDriver } from "../storage/driver.ts";
+import { markRepo } from "./hosted-gc.ts";
 import { ManifestNodes, manifestsNamed, readRepos, type ManifestNode } from "./hosted-walk.ts";
 
 // The hosted repositories with their tags and sizes, for the status page and /api/repositories.
@@ -17,8 +18,10 @@ export interface HostedTagListing {
 export interface HostedRepoListing {
   name: string;
   tags: HostedTagListing[];
-  /** Manifests linked in the repository; those no tag reaches go at the next gc. */
+  /** Manifests linked in the repository. */
   manifests: number;
+  /** Of those, the ones no tag reaches (not even as an index's child or a referrer): gc removes them once past the grace. */
+  unreachable: number;
   /** Declared bytes of every blob its linked manifests name, each once. */
   bytes: number;
 }
@@ -48,10 +51,13 @@ export async function listHosted(driver: StorageDriver): Promise<HostedListing> 
           blobs: blobs.size,
         };
       });
+    // Every link past any grace: only what the tags reach is marked.
+    const marked = markRepo(r, node, { cutoffMs: Infinity, keepUntagged: false }).manifests;
     repositories.push({
       name,
       tags,
       manifests: r.manifests.size,
+      unreachable: [...r.manifests.keys()].filter((hex) => !marked.has(hex)).length,
       bytes: sum(blobsOf(r.manifests.keys(), node)),
     });
   }

@@ -244,6 +244,7 @@ describe("the status page's hosted repositories in Chromium", () => {
     await untag.click();
     await page.locator("#admin-status", { hasText: "deleted the tag local/app:v2" }).waitFor();
     assert.equal(await page.locator("#hosted tr.tag", { hasText: "v2" }).count(), 0);
+    assert.match(await page.locator("#hosted tr.repo").innerText(), /1 tag · 1 untagged \(gc removes them\)/);
     assert.equal((await fetch(`${mirror.url}/v2/local/app/manifests/v2`)).status, 404);
 
     // By digest: the manifest and its tag.
