@@ -50,11 +50,17 @@ export interface CacheOperations {
 export function cacheOperations(deps: OperationsDeps): CacheOperations {
   return {
     purge: (o) => asRequestErrors(() => purgeCache(deps.cache, deps.resolve, o)),
-    gc: ({ hostedGraceMs, ...o }) =>
-      collectGarbage(deps.cache, {
+    gc: async ({ hostedGraceMs, ...o }) => {
+      // As the CLI's --hosted-grace: asking for what cannot be done is an error, not a no-op.
+      if (hostedGraceMs !== undefined && !deps.hosted)
+        throw new RegistryError("UNSUPPORTED", "hostedGrace: this mirror hosts no repositories", {
+          status: 400,
+        });
+      return collectGarbage(deps.cache, {
         ...o,
         ...(deps.hosted ? { hostedGraceMs: hostedGraceMs ?? deps.hosted.graceMs } : {}),
-      }),
+      });
+    },
     deleteHosted: async (repo, reference) => {
       const store = hostedStore(deps);
       assertName(repo);

@@ -200,6 +200,12 @@ describe("hosted gc", () => {
     for (const d of [orphan.digest, b.config.digest]) assert.ok(existsSync(hostedFile("blobs", d)));
   });
 
+  it("POST /admin/gc names a bad hostedGrace", async () => {
+    const r = await admin<{ errors: Array<{ message: string }> }>("/admin/gc", { hostedGrace: "soon" });
+    assert.equal(r.status, 400);
+    assert.match(r.body.errors[0]!.message, /hostedGrace: not a duration/);
+  });
+
   it("a dry run removes nothing and says what a run would", async () => {
     const r = await admin<GcResult>("/admin/gc", { dryRun: true });
     assert.equal(r.status, 200, JSON.stringify(r.body));
