@@ -255,6 +255,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         anonymousPull: config.auth.anonymousPull,
       })
     : undefined;
+  const hosted = openHosted(config, cache);
   // The admin API's warm pulls through this mirror's own listener, known once it listens.
   let selfUrl = "";
   const admin = config.admin.token
@@ -267,10 +268,10 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
           maxManifestBytes: config.limits.maxManifestSize,
           // With logins on, warm shows the mirror a token of its own making.
           ...(gate ? { authorization: () => `Bearer ${tokens.issue("regmirror-admin").token}` } : {}),
+          ...(hosted ? { hosted: { store: hosted.hosted.store, graceMs: config.hosted.gcGrace } } : {}),
         }),
       }
     : undefined;
-  const hosted = openHosted(config, cache);
   const handler = createHandler({
     mirror,
     hosted,

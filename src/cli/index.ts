@@ -122,21 +122,37 @@ export function registerCommands(program: Command, loadConfig: () => Config, sta
     );
 
   sub(program, "gc")
-    .description("remove blobs and manifests nothing cached refers to, and stale temp files")
+    .description(
+      "remove blobs and manifests nothing cached refers to, and stale temp files; with hosted repositories, their untagged manifests and unreferenced blobs too",
+    )
     .option("--dry-run", "show what would be removed, remove nothing")
     .addOption(
       new Option("--min-age <duration>", "spare anything written or read more recently than this")
         .argParser(duration)
         .default(3_600_000, "1h"),
     )
-    .option("--keep-untagged", "keep every cached manifest, tagged or not (caches pulled by digest)")
+    .option("--keep-untagged", "keep every manifest, cached or hosted, tagged or not (pulls by digest)")
+    .option(
+      "--hosted-grace <duration>",
+      "hosted repositories: spare anything written more recently than this (default: hosted.gcGrace)",
+      duration,
+    )
     .option("--json", "print what was removed as JSON")
     .action((o: GcFlags) =>
       run(async () => {
-        const result = await collectGarbage(await cache(), {
+        const config = loadConfig();
+        // Hosted content is collected only where hosted repositories are configured: content left
+        // by a configuration since changed is not removed behind the operator's back.
+        const hosted = config.hosted.repositories.length > 0;
+        if (o.hostedGrace !== undefined && !hosted)
+          throw new UsageError(
+            "--hosted-grace: this configuration hosts no repositories (hosted.repositories)",
+          );
+        const result = await collectGarbage(await existingCache(config), {
           dryRun: o.dryRun === true,
           minAgeMs: o.minAge,
           keepUntagged: o.keepUntagged === true,
+          ...(hosted ? { hostedGraceMs: o.hostedGrace ?? config.hosted.gcGrace } : {}),
         });
         return printGc(result, o.json === true);
       }),
@@ -173,6 +189,7 @@ interface GcFlags {
   dryRun?: boolean;
   minAge: number;
   keepUntagged?: boolean;
+  hostedGrace?: number;
   json?: boolean;
 }
 

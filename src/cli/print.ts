@@ -71,6 +71,23 @@ export function printGc(r: GcResult, json: boolean): number {
       `${plural(r.tmp.removed.length, "temp file")} (${formatBytes(r.tmp.bytes)}); ` +
       `kept ${plural(r.blobs.kept, "blob")}, ${plural(r.manifests.kept, "manifest")}`,
   );
+  const h = r.hosted;
+  if (h) {
+    for (const name of h.unlinked.manifests) out(`${verb} hosted manifest link ${name}`);
+    for (const name of h.unlinked.layers) out(`${verb} hosted blob link ${name}`);
+    for (const [kind, s] of [
+      ["manifest", h.manifests],
+      ["blob", h.blobs],
+    ] as const)
+      for (const name of s.removed) out(`${verb} hosted ${kind} ${name}`);
+    out(
+      `hosted: ${verb} ${plural(h.blobs.removed.length, "blob")} (${formatBytes(h.blobs.bytes)}), ` +
+        `${plural(h.manifests.removed.length, "manifest")} (${formatBytes(h.manifests.bytes)}), ` +
+        `${plural(h.unlinked.manifests.length, "untagged manifest link")}, ` +
+        `${plural(h.unlinked.layers.length, "blob link")}; ` +
+        `kept ${plural(h.blobs.kept, "blob")}, ${plural(h.manifests.kept, "manifest")}`,
+    );
+  }
   return EXIT_OK;
 }
 

@@ -13,7 +13,10 @@ import { logFailure, sendError } from "./respond.ts";
 // read. Bodies are JSON; answers are JSON saying what was done, errors the registry's shape.
 //
 //   POST /admin/purge  {"ref": "alpine:3.20"} | {"repo": "alpine"} | {"olderThan": "30d"}, "dryRun"?
-//   POST /admin/gc     {"dryRun"?, "minAge"?: "1h", "keepUntagged"?}
+//   POST /admin/gc     {"dryRun"?, "minAge"?: "1h", "keepUntagged"?, "hostedGrace"?: "1h"}
+//                      (the hosted repositories too, when configured: figures apart, in "hosted")
+//   GET  /admin/hosted                          the hosted repositories, tags and sizes
+//   POST /admin/hosted/delete {"repo", "reference": tag | digest}   as DELETE of a manifest
 //   POST /admin/warm   {"images": ["alpine:3.20", ...], "platform"?: "linux/amd64" | [...]}
 
 export interface AdminDeps {
@@ -46,6 +49,11 @@ const GcBody = z.strictObject({
   dryRun: z.boolean().optional(),
   minAge: duration.optional(),
   keepUntagged: z.boolean().optional(),
+  hostedGrace: duration.optional(),
+});
+const HostedDeleteBody = z.strictObject({
+  repo: z.string().min(1),
+  reference: z.string().min(1),
 });
 const WarmBody = z.strictObject({
   images: z.array(z.string().min(1)).min(1).max(MAX_IMAGES),
@@ -98,10 +106,34 @@ export function adminRouter(deps: AdminDeps): express.Router {
         // The CLI's default, and for the same reason: a running mirror writes as we sweep.
         minAgeMs: b.minAge ?? 3_600_000,
         keepUntagged: b.keepUntagged === true,
+        ...(b.hostedGrace !== undefined ? { hostedGraceMs: b.hostedGrace } : {}),
       }),
     );
     if (!r.dryRun) deps.changed?.();
-    deps.log.info("admin gc", { dryRun: r.dryRun, freedBytes: r.freedBytes, blobs: r.blobs.removed.length });
+    deps.log.info("admin gc", {
+      dryRun: r.dryRun,
+      freedBytes: r.freedBytes,
+      blobs: r.blobs.removed.length,
+      ...(r.hosted
+        ? {
+            hostedFreedBytes: r.hosted.freedBytes,
+            hostedBlobs: r.hosted.blobs.removed.length,
+            hostedManifests: r.hosted.manifests.removed.length,
+          }
+        : {}),
+    });
+    res.json(r);
+  });
+
+  // The status page's view and delete buttons (status-page.ts), and scripts'.
+  router.get("/hosted", async (_req, res) => {
+    res.set("cache-control", "no-store").json(await deps.ops.listHosted());
+  });
+  router.post("/hosted/delete", async (req, res) => {
+    const b = parse(HostedDeleteBody, req.body);
+    const r = await serial(() => deps.ops.deleteHosted(b.repo, b.reference));
+    deps.changed?.();
+    deps.log.info("admin hosted delete", { ...r });
     res.json(r);
   });
 

@@ -17,6 +17,7 @@ import { adminRouter, type AdminDeps } from "./admin.ts";
 import { Repositories } from "./repositories.ts";
 import { statusRoutes } from "./status-routes.ts";
 import { serveFill, type FillServing } from "./fills.ts";
+import { listHosted } from "../maintenance/hosted-ls.ts";
 
 // The HTTP servers: /v2/ goes straight to the registry handler (the hot path, see registry.ts);
 // everything else — metrics, health, the status page, the admin API, the login endpoint — is an
@@ -53,7 +54,14 @@ export function createHandler(deps: HandlerDeps): Handler {
   const clients = new ClientAddresses(deps.trustedProxies ?? []);
   const clientOf = (req: IncomingMessage) => clients.of(req.socket.remoteAddress, req.headers);
   const registry = registryHandler(deps, clients);
-  const repositories = new Repositories(() => deps.ops.listCache(), deps.pulls, deps.ops.listingWalks);
+  const hostedDriver = deps.hosted?.hosted.store.driver;
+  const repositories = new Repositories(
+    () => deps.ops.listCache(),
+    deps.pulls,
+    deps.ops.listingWalks,
+    undefined,
+    hostedDriver && (() => listHosted(hostedDriver)),
+  );
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
@@ -77,7 +85,9 @@ export function createHandler(deps: HandlerDeps): Handler {
       ...(req.query.history !== undefined ? { history: deps.ops.history.list() } : {}),
     });
   });
-  app.use(statusRoutes({ ops: deps.ops, repositories, gate: deps.gate, clientOf }));
+  app.use(
+    statusRoutes({ ops: deps.ops, repositories, gate: deps.gate, clientOf, admin: deps.admin !== undefined }),
+  );
   if (deps.admin) {
     app.use(
       "/admin",

@@ -1,12 +1,14 @@
 import type { Listing, RepoListing, TagListing } from "../maintenance/ls.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
 import type { Flights } from "../coordination/coordinator.ts";
+import type { HostedListing, HostedRepoListing } from "../maintenance/hosted-ls.ts";
 
 // The cached repositories with their tags, sizes and last pull, for GET /api/repositories and the
 // status page. The listing itself is `regmirror ls`'s (read from the cache directory); this adds
 // when each repository and tag was last pulled, and keeps the result for a few seconds: a listing
 // reads every tag record and manifest, and a page left open in many browsers must not turn into
-// a disk scan per request.
+// a disk scan per request. The hosted repositories (hosted.repositories) are listed apart, with
+// their tags and declared sizes (maintenance/hosted-ls.ts), and kept as briefly.
 
 /** How fresh the listing must be: pulls show up within this time. */
 const LISTING_TTL_MS = 5_000;
@@ -34,10 +36,13 @@ export interface RepositoriesSummary {
   generatedAt: string;
   repositories: RepoSummary[];
   cache: Listing["cache"];
+  /** The hosted repositories, apart from the cache's; null when none are configured. */
+  hosted: HostedRepoListing[] | null;
 }
 
 export class Repositories {
   private cached: { at: number; listing: Listing } | undefined;
+  private hostedCached: { at: number; listing: Promise<HostedListing> } | undefined;
 
   /** `walks` merges concurrent walks of the cache directory (start.ts's coordinator). */
   constructor(
@@ -45,20 +50,39 @@ export class Repositories {
     private readonly pulls: PullLog,
     private readonly walks: Flights<Listing>,
     private readonly ttlMs = LISTING_TTL_MS,
+    /** The hosted repositories' listing; absent when none are configured. */
+    private readonly listHosted?: () => Promise<HostedListing>,
   ) {}
 
   async summary(): Promise<RepositoriesSummary> {
-    const listing = await this.listing();
+    const [listing, hosted] = await Promise.all([this.listing(), this.hosted()]);
     return {
       generatedAt: new Date().toISOString(),
       repositories: listing.repositories.map((r) => this.withPulls(r)),
       cache: listing.cache,
+      hosted: hosted?.repositories ?? null,
     };
   }
 
-  /** After a purge or gc through the admin API: the next summary reads the cache again. */
+  /** After a purge, gc or delete through the admin API: the next summary reads the storage again. */
   invalidate(): void {
     this.cached = undefined;
+    this.hostedCached = undefined;
+  }
+
+  /** Concurrent page loads share one walk: the promise is what is kept. */
+  private hosted(): Promise<HostedListing> | undefined {
+    if (!this.listHosted) return undefined;
+    const c = this.hostedCached;
+    if (c && Date.now() - c.at < this.ttlMs) return c.listing;
+    const listing = this.listHosted();
+    const entry = { at: Date.now(), listing };
+    this.hostedCached = entry;
+    // A failed walk is not kept: the next request tries again.
+    listing.catch(() => {
+      if (this.hostedCached === entry) this.hostedCached = undefined;
+    });
+    return listing;
   }
 
   private async listing(): Promise<Listing> {

@@ -4,6 +4,7 @@ import type { Stats, UpstreamStats } from "../metrics/stats.ts";
 import type { ReplicaRecord } from "../cluster/registry.ts";
 import { html, trusted, type Html } from "./html.ts";
 import type { LastPull, RepoSummary, RepositoriesSummary } from "./repositories.ts";
+import type { HostedRepoListing } from "../maintenance/hosted-ls.ts";
 import { ago, buckets, bytesChart, hitRatioChart } from "./status-chart.ts";
 import { STATUS_CSS } from "./status-style.ts";
 
@@ -12,6 +13,11 @@ import { STATUS_CSS } from "./status-style.ts";
 // Every value from data goes through html`` (escaped); the one script only reloads the page's
 // <main> every 30 s while the tab is visible, and the Content-Security-Policy in app.ts lets no
 // other script run, should escaping ever be missed.
+//
+// The hosted repositories (hosted.repositories) have a section of their own. When the admin API
+// is on (admin.token), an admin logs in there with that token (kept in the tab's sessionStorage,
+// never in a cookie, so no other site can make the browser use it) and gets a delete button per
+// tag and per manifest, which calls POST /admin/hosted/delete with the token as its Bearer.
 
 export interface StatusData {
   stats: Stats;
@@ -19,6 +25,8 @@ export interface StatusData {
   history: Point[];
   repositories: RepositoriesSummary;
   now: number;
+  /** The admin API is mounted (admin.token): the hosted section offers an admin login and deletes. */
+  admin?: boolean;
 }
 
 /** Beyond this many, the page says how many more there are and points to the JSON. */
@@ -32,17 +40,65 @@ const MEDIA_TYPES: Record<string, string> = {
   "application/vnd.docker.distribution.manifest.v1+prettyjws": "Docker schema 1",
 };
 
-// Swaps in a fresh <main> rather than reloading: no flash, and the scroll position stays.
-const REFRESH_SCRIPT = `
-setInterval(async () => {
-  if (document.hidden) return;
+// Swaps in a fresh <main> rather than reloading: no flash, and the scroll position stays. The
+// admin part acts on buttons by delegation, so it survives the swap; the login state is a class
+// on <html>, outside <main>.
+const PAGE_SCRIPT = `
+const KEY = "regmirror-admin-token";
+const root = document.documentElement;
+const showAdmin = () => root.classList.toggle("admin", Boolean(sessionStorage.getItem(KEY)));
+showAdmin();
+async function refresh() {
   try {
     const res = await fetch(location.href, { headers: { accept: "text/html" } });
     if (!res.ok) return;
-    const fresh = new DOMParser().parseFromString(await res.text(), "text/html").querySelector("main");
+    // Only <main> is parsed: the page's <style> carries another nonce, which the policy refuses.
+    const text = await res.text();
+    const main = text.slice(text.indexOf("<main"), text.lastIndexOf("</main>") + 7);
+    const fresh = new DOMParser().parseFromString(main, "text/html").querySelector("main");
     if (fresh) document.querySelector("main").replaceWith(fresh);
   } catch {}
-}, 30000);`;
+}
+setInterval(() => { if (!document.hidden) refresh(); }, 30000);
+function say(text) {
+  const out = document.getElementById("admin-status");
+  if (out) out.textContent = text;
+}
+async function admin(method, path, body) {
+  return fetch(path, {
+    method,
+    headers: { authorization: "Bearer " + sessionStorage.getItem(KEY), "content-type": "application/json" },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
+}
+async function problem(res) {
+  try { return (await res.json()).errors[0].message; } catch { return "HTTP " + res.status; }
+}
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const action = button.dataset.action;
+  if (action === "login") {
+    sessionStorage.setItem(KEY, document.getElementById("admin-token").value);
+    const res = await admin("GET", "/admin/hosted");
+    if (!res.ok) sessionStorage.removeItem(KEY);
+    showAdmin();
+    say(res.ok ? "logged in" : "cannot log in: " + (await problem(res)));
+  } else if (action === "logout") {
+    sessionStorage.removeItem(KEY);
+    showAdmin();
+    say("logged out");
+  } else if (action === "delete") {
+    const { repo, reference } = button.dataset;
+    const what = reference.startsWith("sha256:") ? "the manifest " + repo + "@" + reference + " and its tags" : "the tag " + repo + ":" + reference;
+    if (!confirm("Delete " + what + "?")) return;
+    const res = await admin("POST", "/admin/hosted/delete", { repo, reference });
+    if (res.status === 401) { sessionStorage.removeItem(KEY); showAdmin(); }
+    const text = res.ok ? "deleted " + what : "could not delete " + what + ": " + (await problem(res));
+    if (res.ok) await refresh();
+    say(text);
+  }
+});`;
 
 export function renderStatusPage(d: StatusData, nonce: string): string {
   const s = d.stats;
@@ -103,13 +159,14 @@ export function renderStatusPage(d: StatusData, nonce: string): string {
             </h2>
             ${repositoryTable(d.repositories.repositories, d.now)}
           </section>
+          ${d.repositories.hosted === null ? "" : hostedCard(d.repositories.hosted, d.admin === true)}
           <footer class="muted">
             JSON: <a href="/stats?history">/stats?history</a> ·
             <a href="/api/repositories">/api/repositories</a> · <a href="/metrics">/metrics</a>
           </footer>
         </main>
         <script nonce="${nonce}">
-          ${trusted(REFRESH_SCRIPT)};
+          ${trusted(PAGE_SCRIPT)};
         </script>
       </body>
     </html> `;
@@ -268,6 +325,89 @@ function repositoryTable(repos: RepoSummary[], now: number): Html {
       ${groups}
     </table>
     ${more}`;
+}
+
+/** The hosted repositories, apart from the cache: tags, declared sizes, and deletes for an admin. */
+function hostedCard(repos: HostedRepoListing[], admin: boolean): Html {
+  const total = repos.reduce((a, r) => a + r.bytes, 0);
+  const login = admin
+    ? html`<div class="admin-login">
+        <span class="logged-out">
+          <input
+            id="admin-token"
+            type="password"
+            autocomplete="off"
+            placeholder="admin token"
+            aria-label="admin token"
+          />
+          <button type="button" data-action="login">Log in</button>
+        </span>
+        <span class="logged-in">admin <button type="button" data-action="logout">Log out</button></span>
+        <span id="admin-status" class="muted" role="status"></span>
+      </div>`
+    : undefined;
+  const del = (repo: string, reference: string, label: string) =>
+    admin
+      ? html`<button
+          type="button"
+          class="logged-in"
+          data-action="delete"
+          data-repo="${repo}"
+          data-reference="${reference}"
+        >
+          ${label}
+        </button>`
+      : undefined;
+  const body =
+    repos.length === 0
+      ? html`<p class="muted" id="hosted">
+          Nothing pushed yet: <code>docker push &lt;mirror&gt;/&lt;hosted name&gt;:tag</code>.
+        </p>`
+      : html`<table id="hosted">
+          <thead>
+            <tr>
+              <th>Repository / tag</th>
+              <th>Digest</th>
+              <th>Type</th>
+              <th class="num">Size</th>
+              <th></th>
+            </tr>
+          </thead>
+          ${repos.slice(0, MAX_REPOS_SHOWN).map((r) => {
+            const head = html`<tr class="repo">
+              <td colspan="3">
+                <span class="name">${r.name}</span>
+                <span class="muted"
+                  >${r.tags.length === 1 ? "1 tag" : `${r.tags.length} tags`}${
+                    r.unreachable > 0 ? ` · ${r.unreachable} untagged (gc removes them)` : ""
+                  }</span
+                >
+              </td>
+              <td class="num">${formatBytes(r.bytes)}</td>
+              <td></td>
+            </tr>`;
+            const tags = r.tags.map(
+              (t) =>
+                html`<tr class="tag">
+                  <td class="name">${t.tag}</td>
+                  <td><code title="${t.digest}">${shortDigest(t.digest)}</code></td>
+                  <td class="muted">${MEDIA_TYPES[t.mediaType] ?? t.mediaType}</td>
+                  <td class="num">${formatBytes(t.bytes)}</td>
+                  <td class="actions">${del(r.name, t.tag, "untag")} ${del(r.name, t.digest, "delete")}</td>
+                </tr>`,
+            );
+            return html`<tbody>
+              ${head}${tags}
+            </tbody>`;
+          })}
+        </table>`;
+  return html`<section class="card" id="hosted-repositories">
+    <h2>
+      Hosted repositories
+      <span class="muted">${count(repos.length)} · ${formatBytes(total)} declared</span>
+    </h2>
+    ${login} ${body}
+  </section>`;
 }
 
 function lastPull(p: LastPull | null, now: number): Html {

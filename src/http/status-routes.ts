@@ -19,6 +19,8 @@ export function statusRoutes(deps: {
   gate: Gate | undefined;
   /** The client's address, for the failed-login limit. */
   clientOf: (req: express.Request) => string;
+  /** The admin API is on: the page offers its login and the hosted deletes. */
+  admin?: boolean;
 }): express.Router {
   const router = express.Router();
   const { gate } = deps;
@@ -50,6 +52,7 @@ export function statusRoutes(deps: {
         history: deps.ops.history.listWithNow(stats),
         repositories,
         now: Date.now(),
+        admin: deps.admin === true,
       },
       nonce,
     );

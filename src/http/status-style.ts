@@ -47,4 +47,9 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .badge.bad { color: var(--bad); background: color-mix(in srgb, var(--bad) 14%, transparent); }
 .badge.unknown { color: var(--muted); background: var(--line); }
 footer { font-size: 12px; }
+.admin-login { margin-bottom: 8px; display: flex; gap: 8px; align-items: center; flex-wrap: wrap; }
+.logged-in, html.admin .logged-out { display: none; }
+html.admin .logged-in { display: inline; }
+td.actions { white-space: nowrap; text-align: right; }
+button { font: inherit; font-size: 12px; padding: 1px 8px; cursor: pointer; }
 `;

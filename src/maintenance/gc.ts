@@ -5,6 +5,9 @@ import type { Cache } from "../storage/cache.ts";
 import { contentObjects, tagObjects, tmpEntries } from "../storage/cache-walk.ts";
 import { manifestMetaKey } from "../storage/keys.ts";
 import { ManifestGraph } from "./manifest-graph.ts";
+import { HOSTED_PREFIX } from "../hosted/store.ts";
+import { withPrefix } from "../storage/prefixed.ts";
+import { collectHostedGarbage, type HostedGcResult } from "./hosted-gc.ts";
 
 // `regmirror gc` and POST /admin/gc: mark and sweep over the cache directory. This returns what
 // it removed and kept; the command layer (print.ts) or the admin API shows it.
@@ -20,11 +23,17 @@ import { ManifestGraph } from "./manifest-graph.ts";
 // later. It also spares recent pulls by digest (which leave no tag record), and a fill in
 // progress in tmp/. With --keep-untagged every cached manifest is kept, for caches that serve
 // mostly pulls by digest (Kubernetes pods pinned to image@sha256:...).
+//
+// The cache's walks list blobs/, manifests/ and repos/ only: the hosted repositories' content,
+// below hosted/, is never theirs. With `hostedGraceMs` the hosted repositories are collected too,
+// by their own marks (hosted-gc.ts), and reported apart.
 
 export interface GcOptions {
   dryRun: boolean;
   minAgeMs: number;
   keepUntagged: boolean;
+  /** Collect the hosted repositories too, sparing what is younger than this (hosted.gcGrace). */
+  hostedGraceMs?: number;
 }
 
 export interface Sweep {
@@ -39,7 +48,10 @@ export interface GcResult {
   blobs: Sweep;
   /** Files in tmp/ and the storage's debris: fills and uploads that a crash left behind. */
   tmp: Sweep;
+  /** The cache's own: the hosted repositories' are in `hosted`. */
   freedBytes: number;
+  /** Present when the hosted repositories were collected (hostedGraceMs). */
+  hosted?: HostedGcResult;
 }
 
 export async function collectGarbage(cache: Cache, opts: GcOptions): Promise<GcResult> {
@@ -108,5 +120,12 @@ export async function collectGarbage(cache: Cache, opts: GcOptions): Promise<GcR
   result.freedBytes = result.manifests.bytes + result.blobs.bytes + result.tmp.bytes;
   if (!opts.dryRun && result.manifests.removed.length + result.blobs.removed.length > 0)
     await cacheChanged(cache);
+  // Hosted content is read from the storage on every request, so nothing in memory is stale.
+  if (opts.hostedGraceMs !== undefined)
+    result.hosted = await collectHostedGarbage(withPrefix(driver, HOSTED_PREFIX), {
+      dryRun: opts.dryRun,
+      graceMs: opts.hostedGraceMs,
+      keepUntagged: opts.keepUntagged,
+    });
   return result;
 }

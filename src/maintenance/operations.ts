@@ -5,6 +5,10 @@ import { collectGarbage, type GcOptions, type GcResult } from "./gc.ts";
 import { parseImageRef, parsePlatform } from "./image-ref.ts";
 import { purgeCache, type PurgeOptions, type PurgeResult, type RepoResolver } from "./purge.ts";
 import { warmImages, type WarmReport } from "./warm.ts";
+import { assertName, parseReference } from "../oci/reference.ts";
+import type { HostedStore } from "../hosted/store.ts";
+import { deleteManifest } from "../hosted/manifest-push.ts";
+import { listHosted, type HostedListing } from "./hosted-ls.ts";
 
 // The maintenance commands as a running mirror offers them through the admin API (http/admin.ts):
 // the same functions as `regmirror purge`, `gc` and `warm`, bound to this mirror's cache
@@ -20,11 +24,24 @@ export interface OperationsDeps {
   maxManifestBytes: number;
   /** Credentials for warm when the mirror has client logins on: a token the mirror issues itself. */
   authorization?: () => string;
+  /** The hosted repositories, when hosted.repositories names any: gc collects them too. */
+  hosted?: { store: HostedStore; graceMs: number };
+}
+
+export interface HostedDeleted {
+  repo: string;
+  reference: string;
+  /** A tag: the tag alone; a digest: the manifest, with every tag pointing to it. */
+  removed: "tag" | "manifest";
 }
 
 export interface CacheOperations {
   purge(o: PurgeOptions): Promise<PurgeResult>;
+  /** `hostedGraceMs` overrides hosted.gcGrace; hosted content is collected only when configured. */
   gc(o: GcOptions): Promise<GcResult>;
+  /** The status page's delete of a hosted tag or manifest (the bytes go at the next gc). */
+  deleteHosted(repo: string, reference: string): Promise<HostedDeleted>;
+  listHosted(): Promise<HostedListing>;
   warm(images: string[], platforms: string[] | undefined): Promise<WarmReport>;
 }
 
@@ -33,7 +50,25 @@ export interface CacheOperations {
 export function cacheOperations(deps: OperationsDeps): CacheOperations {
   return {
     purge: (o) => asRequestErrors(() => purgeCache(deps.cache, deps.resolve, o)),
-    gc: (o) => collectGarbage(deps.cache, o),
+    gc: async ({ hostedGraceMs, ...o }) => {
+      // As the CLI's --hosted-grace: asking for what cannot be done is an error, not a no-op.
+      if (hostedGraceMs !== undefined && !deps.hosted)
+        throw new RegistryError("UNSUPPORTED", "hostedGrace: this mirror hosts no repositories", {
+          status: 400,
+        });
+      return collectGarbage(deps.cache, {
+        ...o,
+        ...(deps.hosted ? { hostedGraceMs: hostedGraceMs ?? deps.hosted.graceMs } : {}),
+      });
+    },
+    deleteHosted: async (repo, reference) => {
+      const store = hostedStore(deps);
+      assertName(repo);
+      const ref = parseReference(reference);
+      await deleteManifest(store, repo, ref);
+      return { repo, reference, removed: ref.kind === "tag" ? "tag" : "manifest" };
+    },
+    listHosted: () => listHosted(hostedStore(deps).driver),
     warm: (images, platforms) =>
       asRequestErrors(() => {
         const refs = images.map(parseImageRef);
@@ -47,6 +82,14 @@ export function cacheOperations(deps: OperationsDeps): CacheOperations {
         });
       }),
   };
+}
+
+function hostedStore(deps: OperationsDeps): HostedStore {
+  if (!deps.hosted)
+    throw new RegistryError("NAME_UNKNOWN", "this mirror hosts no repositories (hosted.repositories)", {
+      status: 404,
+    });
+  return deps.hosted.store;
 }
 
 /** What is a usage error on the command line is a bad request over HTTP: 400, naming the problem. */

@@ -10,10 +10,13 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
-import { buildImage, buildIndex, addImage, addIndex } from "../fixtures/images.ts";
+import { buildImage, buildIndex, addImage, addIndex, MEDIA } from "../fixtures/images.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { pullThrough } from "../fixtures/pull.ts";
 import type { RepositoriesSummary } from "../../src/http/repositories.ts";
+import { HostedStore } from "../../src/hosted/store.ts";
+import { digestOf, parseDigest } from "../../src/oci/digest.ts";
+import { filesystemCache } from "../../src/storage/cache.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 /** A tag record an attacker (or a broken tool) left in the cache directory: its name is markup. */
@@ -130,5 +133,131 @@ describe("the status page in Chromium", () => {
     assert.ok(alpine.bytes > 0);
     // Until registry.ts records pulls, the last pull is the tag's last check upstream.
     assert.ok(alpine.lastPull && ["request", "tag-check"].includes(alpine.lastPull.source));
+  });
+});
+
+describe("the status page's hosted repositories in Chromium", () => {
+  const TOKEN = "status-page-admin-token";
+  let fake: FakeUpstream;
+  let mirror: TestMirror;
+  let profile: string;
+  let context: BrowserContext;
+  let page: Page;
+  let v1 = "";
+  const problems: string[] = [];
+
+  /** An image in a hosted repository: blobs through the store, the manifest pushed over HTTP. */
+  async function pushHosted(
+    store: HostedStore,
+    repo: string,
+    tag: string,
+    layerBytes: number,
+  ): Promise<string> {
+    const blobs = [];
+    for (const bytes of [Buffer.from("{}"), randomBytes(layerBytes)]) {
+      const digest = digestOf(bytes);
+      const w = await store.blobs.beginWrite(parseDigest(digest)!, bytes.length);
+      await w.write(bytes);
+      await w.commit();
+      await store.linkBlob(repo, parseDigest(digest)!, bytes.length);
+      blobs.push({ digest, size: bytes.length });
+    }
+    const doc = {
+      schemaVersion: 2,
+      mediaType: MEDIA.ociManifest,
+      config: { mediaType: MEDIA.ociConfig, ...blobs[0]! },
+      layers: [{ mediaType: MEDIA.ociLayer, ...blobs[1]! }],
+    };
+    const res = await fetch(`${mirror.url}/v2/${repo}/manifests/${tag}`, {
+      method: "PUT",
+      headers: { "content-type": MEDIA.ociManifest },
+      body: JSON.stringify(doc),
+    });
+    assert.equal(res.status, 201);
+    return res.headers.get("docker-content-digest")!;
+  }
+
+  before(async () => {
+    fake = await startFakeUpstream();
+    addImage(fake, "library/alpine", "3.20", buildImage({ layers: 1, format: "oci" }));
+    mirror = await startTestMirror(fake.url, {
+      upstream: { name: "registry.test" },
+      admin: { token: TOKEN },
+      hosted: { repositories: ["local/**"], anonymousPush: true },
+    });
+    await pullThrough(mirror.url, "library/alpine", "3.20");
+    const cache = filesystemCache(mirror.cacheDir);
+    const store = new HostedStore(cache.driver, cache.paths);
+    v1 = await pushHosted(store, "local/app", "v1", 2048);
+    await pushHosted(store, "local/app", "v2", 4096);
+    profile = await mkdtemp(join(tmpdir(), "regmirror-chromium-"));
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on("console", (m) => {
+      if (m.type() === "error") problems.push(m.text());
+    });
+    page.on("pageerror", (e) => problems.push(e.message));
+    page.on("dialog", (d) => void d.accept());
+  });
+  after(async () => {
+    await context?.close();
+    await mirror?.stop();
+    await fake?.stop();
+    if (profile) await rm(profile, { recursive: true, force: true });
+  });
+
+  it("lists hosted repositories in their own section, with tags and sizes", async () => {
+    await page.goto(`${mirror.url}/`);
+    const hosted = await page.locator("#hosted-repositories").innerText();
+    for (const want of ["Hosted repositories", "local/app", "2 tags", "v1", "v2", "4.0 KiB"])
+      assert.ok(hosted.includes(want), `${want} in:\n${hosted}`);
+    assert.match(
+      await page.locator("#hosted tr.tag", { hasText: "v1" }).innerText(),
+      /OCI manifest\s+2\.0 KiB/,
+    );
+    const cached = await page.locator("#repositories").innerText();
+    assert.ok(cached.includes("registry.test/library/alpine"));
+    assert.ok(!cached.includes("local/app"), "hosted repositories are not in the cache's table");
+    const body = (await (await fetch(`${mirror.url}/api/repositories`)).json()) as RepositoriesSummary;
+    assert.deepEqual(
+      body.hosted?.map((r) => [r.name, r.tags.map((t) => t.tag)]),
+      [["local/app", ["v1", "v2"]]],
+    );
+  });
+
+  it("offers deletes only to a logged-in admin, and a delete removes the tag", async () => {
+    await page.goto(`${mirror.url}/`);
+    const untag = page.locator('#hosted button[data-action="delete"][data-reference="v2"]');
+    assert.equal(await untag.isVisible(), false, "no delete before the login");
+    await page.fill("#admin-token", "wrong");
+    await page.click('button[data-action="login"]');
+    await page.locator("#admin-status", { hasText: "cannot log in" }).waitFor();
+    assert.equal(await untag.isVisible(), false);
+
+    await page.fill("#admin-token", TOKEN);
+    await page.click('button[data-action="login"]');
+    await page.locator("#admin-status", { hasText: "logged in" }).waitFor();
+    await untag.click();
+    await page.locator("#admin-status", { hasText: "deleted the tag local/app:v2" }).waitFor();
+    assert.equal(await page.locator("#hosted tr.tag", { hasText: "v2" }).count(), 0);
+    assert.match(await page.locator("#hosted tr.repo").innerText(), /1 tag · 1 untagged \(gc removes them\)/);
+    assert.equal((await fetch(`${mirror.url}/v2/local/app/manifests/v2`)).status, 404);
+
+    // By digest: the manifest and its tag.
+    await page.locator(`#hosted button[data-action="delete"][data-reference="${v1}"]`).click();
+    await page.locator("#admin-status", { hasText: "deleted the manifest" }).waitFor();
+    assert.equal((await fetch(`${mirror.url}/v2/local/app/manifests/${v1}`)).status, 404);
+    assert.equal((await fetch(`${mirror.url}/v2/local/app/manifests/v1`)).status, 404);
+    // The cached repository is untouched.
+    assert.ok((await page.locator("#repositories").innerText()).includes("registry.test/library/alpine"));
+    // 401 from the browser's one failed login attempt shows as a console error; nothing else may.
+    assert.deepEqual(
+      problems.filter((p) => !/401/.test(p)),
+      [],
+    );
   });
 });
