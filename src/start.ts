@@ -255,7 +255,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         }),
       }
     : undefined;
-  const hosted = openHosted(config, cache);
+  const hosted = openHosted(config, cache, (what, err) => log.warn(what, { error: err.message }));
   const handler = createHandler({
     mirror,
     hosted,
@@ -334,6 +334,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       await Promise.race([closed, deadline]);
       for (const s of servers) s.closeAllConnections();
       history.stop();
+      hosted?.close();
       stopWatching();
       stopHearing();
       await mirror.close();

@@ -144,12 +144,20 @@ export class UploadSessions {
           );
         },
       });
+      const file = createWriteStream(data, { flags: "a" });
+      let diskError: Error | undefined;
+      file.once("error", (err) => (diskError ??= err));
       try {
-        await pipeline(body, guard, createWriteStream(data, { flags: "a" }));
+        await pipeline(body, guard, file);
       } catch (err) {
         // Cut by the client or the network, or the disk failed: what landed stays, and the next
         // request (or GET of the status) learns the size from the file.
-        if (!refusal) throw err;
+        if (diskError) throw diskError;
+        if (!refusal)
+          throw new RegistryError("BLOB_UPLOAD_INVALID", "the body was cut; the upload keeps what arrived", {
+            detail: { session: id },
+            cause: err,
+          });
       }
       if (!refusal && expect !== undefined && added !== expect)
         refusal = rangeInvalid(before, "the body is shorter than announced");

@@ -151,7 +151,7 @@ describe("upload sessions", () => {
     // Once the bytes are in the file, the client goes away.
     while ((await s.size("local/a", id)) < 1500) await new Promise((r) => setImmediate(r));
     body.destroy(new Error("aborted"));
-    await assert.rejects(appending);
+    await rejectsWith(appending, "BLOB_UPLOAD_INVALID");
     const size = await s.size("local/a", id);
     assert.equal(size, 1500);
     await s.append("local/a", id, Readable.from([blob.subarray(size)]), {
