@@ -280,7 +280,11 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     perClient: Math.max(1, Math.ceil(config.limits.perClient / (opts.workers ?? 1))),
     trustedProxies: config.trustedProxies,
   });
-  const limits = { headersTimeoutMs: config.limits.headersTimeout };
+  // Uploads to hosted repositories may take as long as their bytes keep coming (app.ts).
+  const limits = {
+    headersTimeoutMs: config.limits.headersTimeout,
+    ...(hosted ? { uploadIdleMs: config.limits.stallTimeout } : {}),
+  };
   const servers: Array<Server | TlsServer> = [];
   const http = createHttpServer(handler, limits);
   servers.push(http);

@@ -301,3 +301,71 @@ describe("blob uploads to hosted repositories", () => {
     for (const b of [image.config, ...image.layers]) await pullBack("local/image", b.bytes);
   });
 });
+
+describe("request bodies with hosted repositories on", () => {
+  // Whole-request limit for bodies: headersTimeout + 10 s = 10.5 s; an upload's idle limit: 1 s.
+  let slow: TestMirror;
+  before(async () => {
+    slow = await startTestMirror(fake.url, {
+      hosted: { repositories: ["local/**"], anonymousPush: true },
+      limits: { headersTimeout: 0.5, stallTimeout: 1 },
+    });
+  });
+  after(() => slow?.stop());
+
+  /** Sends the head of a request and `first` body bytes; resolves when the server closes the connection. */
+  function stallAfter(path: string, method: string, first: Buffer, announced: number) {
+    return new Promise<string>((resolve, reject) => {
+      let answer = "";
+      const sock = connect(Number(new URL(slow.url).port), "127.0.0.1", () => {
+        sock.write(
+          `${method} ${path} HTTP/1.1\r\nHost: ${slow.host}\r\nContent-Length: ${announced}\r\n\r\n`,
+        );
+        sock.write(first);
+      });
+      sock.on("data", (d) => (answer += String(d)));
+      sock.on("error", reject);
+      sock.on("close", () => resolve(answer));
+    });
+  }
+
+  it("an upload that keeps sending is not cut at the whole-request limit", async () => {
+    const blob = randomBytes(120 * 1024);
+    const r = await request(`${slow.url}/v2/local/slow/blobs/uploads/`, { method: "POST" });
+    await r.body.dump();
+    const loc = r.headers.location as string;
+    // 1 KiB every 100 ms: 12 s in all, past 10.5 s, never 1 s quiet.
+    async function* dribble() {
+      for (let at = 0; at < blob.length; at += 1024) {
+        yield blob.subarray(at, at + 1024);
+        await sleep(100);
+      }
+    }
+    const p = await request(`${slow.url}${loc}`, { method: "PATCH", body: Readable.from(dribble()) });
+    await p.body.dump();
+    assert.equal(p.statusCode, 202);
+    assert.equal(p.headers.range, `0-${blob.length - 1}`);
+    const put = await request(`${slow.url}${loc}?digest=${sha256(blob)}`, { method: "PUT" });
+    await put.body.dump();
+    assert.equal(put.statusCode, 201);
+  });
+
+  it("an upload body that stops is cut, and the session keeps what arrived", async () => {
+    const r = await request(`${slow.url}/v2/local/slow/blobs/uploads/`, { method: "POST" });
+    await r.body.dump();
+    const loc = r.headers.location as string;
+    await stallAfter(loc, "PATCH", randomBytes(3000), 10_000);
+    for (;;) {
+      const s = await request(`${slow.url}${loc}`);
+      await s.body.dump();
+      assert.equal(s.statusCode, 204);
+      if (s.headers.range === "0-2999") break;
+      await sleep(20);
+    }
+  });
+
+  it("any other body that stops is still cut", async () => {
+    const answer = await stallAfter("/v2/local/slow/manifests/v1", "PUT", Buffer.from("{"), 1000);
+    assert.doesNotMatch(answer, /^HTTP\/1.1 2/);
+  });
+});
