@@ -17,20 +17,22 @@ import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { RegistryError } from "../oci/errors.ts";
 import { formatDigest, sha256Hasher, type Digest } from "../oci/digest.ts";
+import { LockBusyError, LockMissingError, Locks } from "./upload-lock.ts";
 
 // Blob upload sessions of hosted repositories (the push side of the distribution spec), as local
 // files below the uploads directory (paths.ts):
 //
 //   uploads/<uuid>/info    {"repo","started"}: the session exists while this does
 //   uploads/<uuid>/data    the bytes so far, appended to
+//   uploads/<uuid>/lock    <pid>: a request of that process is writing or finishing it
 //
 // Nothing about a session is only in memory: the offset is the data file's size and the owner is
 // in info, so any worker process of this host can take any request of a session. What a process
 // keeps is a sha256 of the bytes it appended itself; it is trusted at the end only when it
 // covers exactly the file's size (the common single-PATCH upload then reads its bytes once), and
-// the file is hashed again otherwise. Writes append (O_APPEND), so two requests racing on one
-// session can make the digest check fail but can never make a remembered hash cover bytes it
-// did not see.
+// the file is hashed again otherwise. One request at a time may write or finish a session, in
+// whichever process (the lock), so a remembered hash never misses bytes and a published file is
+// never appended to.
 
 export interface UploadLimits {
   dir: string;
@@ -66,14 +68,15 @@ interface Info {
 export class UploadSessions {
   /** This process's running hash of a session, valid while `size` is the data file's size. */
   private readonly hashes = new Map<string, { hash: Hash; size: number }>();
-  /** Sessions a request of this process is writing or finishing: one at a time. */
-  private readonly busy = new Set<string>();
+  private readonly locks: Locks;
 
   constructor(
     readonly limits: UploadLimits,
     /** Free bytes on the uploads' filesystem; a test swaps it. */
     private readonly freeBytes: (dir: string) => Promise<number> = diskFree,
-  ) {}
+  ) {
+    this.locks = new Locks(limits.idleTimeoutMs);
+  }
 
   /** Starts a session for `repo`; its id goes into the Location the client is given. */
   async start(repo: string): Promise<string> {
@@ -205,7 +208,7 @@ export class UploadSessions {
   /** DELETE of an upload. */
   async cancel(repo: string, id: string): Promise<void> {
     await this.locate(repo, id);
-    await this.remove(id);
+    await this.exclusive(id, () => this.remove(id));
   }
 
   /** Removes sessions idle longer than the upload timeout; resolves to how many. */
@@ -218,21 +221,30 @@ export class UploadSessions {
     }
     let removed = 0;
     for (const id of names) {
-      if (this.busy.has(id)) continue;
-      const dir = join(this.limits.dir, id);
-      const times = await Promise.all(
-        ["data", "info"].map((f) =>
-          stat(join(dir, f)).then(
-            (s) => s.mtimeMs,
-            () => 0,
-          ),
-        ),
+      if (!ID.test(id) || !(await this.idle(id, now))) continue;
+      // Under the lock, and idle still: a request may have come in between.
+      const gone = await this.exclusive(
+        id,
+        async () => (await this.idle(id, now)) && (await this.remove(id), true),
+      ).catch(
+        () => false, // busy: not idle after all
       );
-      if (now - Math.max(...times) < this.limits.idleTimeoutMs) continue;
-      await this.remove(id);
-      removed++;
+      if (gone) removed++;
     }
     return removed;
+  }
+
+  private async idle(id: string, now: number): Promise<boolean> {
+    const dir = join(this.limits.dir, id);
+    const times = await Promise.all(
+      ["data", "info"].map((f) =>
+        stat(join(dir, f)).then(
+          (s) => s.mtimeMs,
+          () => 0,
+        ),
+      ),
+    );
+    return now - Math.max(...times) >= this.limits.idleTimeoutMs;
   }
 
   /** The data file of `repo`'s session `id`; BLOB_UPLOAD_UNKNOWN for anything else. */
@@ -250,17 +262,18 @@ export class UploadSessions {
     return join(dir, "data");
   }
 
+  /** Runs `work` holding the session's lock (upload-lock.ts); 409 while another request holds it. */
   private async exclusive<T>(id: string, work: () => Promise<T>): Promise<T> {
-    if (this.busy.has(id))
-      throw new RegistryError("BLOB_UPLOAD_INVALID", "another request is writing to this upload", {
-        status: 409,
-        detail: { session: id },
-      });
-    this.busy.add(id);
     try {
-      return await work();
-    } finally {
-      this.busy.delete(id);
+      return await this.locks.run(join(this.limits.dir, id, "lock"), work);
+    } catch (err) {
+      if (err instanceof LockBusyError)
+        throw new RegistryError("BLOB_UPLOAD_INVALID", "another request is writing to this upload", {
+          status: 409,
+          detail: { session: id },
+        });
+      if (err instanceof LockMissingError) throw uploadUnknown(id);
+      throw err;
     }
   }
 

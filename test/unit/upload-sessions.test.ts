@@ -2,7 +2,8 @@
 // sweep, and a body cut half-way.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readFile, readdir, rm, utimes } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
@@ -171,6 +172,20 @@ describe("upload sessions", () => {
     await rejectsWith(s.append("local/a", id, Readable.from([Buffer.alloc(1)])), "BLOB_UPLOAD_INVALID", 409);
     body.end(Buffer.alloc(3));
     assert.equal(await first, 3);
+  });
+
+  it("a lock of a live process refuses (409); one of a dead process is taken over", async () => {
+    const s = await sessions();
+    const id = await s.start("local/a");
+    const lock = join(s.limits.dir, id, "lock");
+    // Another worker of this host, alive, writing to it.
+    await writeFile(lock, String(process.ppid));
+    await rejectsWith(s.append("local/a", id, Readable.from([Buffer.alloc(1)])), "BLOB_UPLOAD_INVALID", 409);
+    await rejectsWith(s.cancel("local/a", id), "BLOB_UPLOAD_INVALID", 409);
+    // Above Linux's largest pid: no such process, so a crash's leftover.
+    await writeFile(lock, "4194305");
+    assert.equal(await s.append("local/a", id, Readable.from([Buffer.alloc(2)])), 2);
+    assert.ok(!existsSync(lock));
   });
 
   it("the sweep removes idle sessions and leaves the others", async () => {
