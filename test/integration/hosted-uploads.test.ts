@@ -5,6 +5,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
+import { tmpdir } from "node:os";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -14,6 +17,7 @@ import { request } from "undici";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { buildImage, sha256 } from "../fixtures/images.ts";
+import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
 
 const MAX_BLOB = 1024 * 1024;
 
@@ -367,5 +371,63 @@ describe("request bodies with hosted repositories on", () => {
   it("any other body that stops is still cut", async () => {
     const answer = await stallAfter("/v2/local/slow/manifests/v1", "PUT", Buffer.from("{"), 1000);
     assert.doesNotMatch(answer, /^HTTP\/1.1 2/);
+  });
+});
+
+describe("uploads with workers", () => {
+  let m: MirrorProcess | undefined;
+  let dir = "";
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "regmirror-uploads-workers-"));
+    m = await spawnMirror({
+      REGMIRROR_UPSTREAM: fake.url,
+      REGMIRROR_CACHE_DIR: dir,
+      REGMIRROR_WORKERS: "2",
+      REGMIRROR_LOG_LEVEL: "info",
+      REGMIRROR_HOSTED_REPOSITORIES: '["local/**"]',
+      REGMIRROR_HOSTED_ANONYMOUS_PUSH: "true",
+    });
+    while (!m.stdout().includes('"regmirror workers started"')) await sleep(50);
+  });
+  after(async () => {
+    m?.kill("SIGTERM");
+    await m?.exited;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** One request on a connection of its own: the primary deals connections to the workers in turn. */
+  function fresh(method: string, path: string, body?: Buffer, headers: Record<string, string> = {}) {
+    return new Promise<{ status: number; headers: Record<string, unknown> }>((resolve, reject) => {
+      const req = httpRequest(`${m!.url}${path}`, { method, agent: false, headers }, (res) => {
+        res.resume();
+        res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers }));
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+
+  it("a chunked upload whose requests land on different workers completes", async () => {
+    const blob = randomBytes(40_000);
+    const post = await fresh("POST", "/v2/local/w/blobs/uploads/");
+    assert.equal(post.status, 202);
+    const loc = post.headers.location as string;
+    for (let at = 0; at < blob.length; at += 10_000) {
+      const r = await fresh("PATCH", loc, blob.subarray(at, at + 10_000), {
+        "content-range": `${at}-${at + 9_999}`,
+      });
+      assert.equal(r.status, 202);
+      assert.equal((await fresh("GET", loc)).headers.range, `0-${at + 9_999}`);
+    }
+    assert.equal((await fresh("PUT", `${loc}?digest=${sha256(blob)}`)).status, 201);
+    const got = await request(`${m!.url}/v2/local/w/blobs/${sha256(blob)}`);
+    assert.ok(Buffer.from(await got.body.arrayBuffer()).equals(blob));
+    // More than one process took the session's requests.
+    const pids = new Set<number>();
+    for (const line of m!.stdout().split("\n")) {
+      if (!line.includes('"message":"request"') || !line.includes(loc.split("/").at(-1)!)) continue;
+      pids.add((JSON.parse(line) as { pid: number }).pid);
+    }
+    assert.ok(pids.size >= 2, `requests of the session were served by ${pids.size} process(es)`);
   });
 });

@@ -168,7 +168,8 @@ describe("upload sessions", () => {
     const id = await s.start("local/a");
     const body = new PassThrough();
     const first = s.append("local/a", id, body);
-    await new Promise((r) => setImmediate(r));
+    // The first has the session once its lock is there.
+    while (!existsSync(join(s.limits.dir, id, "lock"))) await new Promise((r) => setImmediate(r));
     await rejectsWith(s.append("local/a", id, Readable.from([Buffer.alloc(1)])), "BLOB_UPLOAD_INVALID", 409);
     body.end(Buffer.alloc(3));
     assert.equal(await first, 3);
