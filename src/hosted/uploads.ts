@@ -219,13 +219,17 @@ export class UploadSessions {
     } catch {
       return 0; // no upload yet
     }
+    // Hashes of sessions another process finished or removed.
+    const present = new Set(names);
+    for (const id of this.hashes.keys()) if (!present.has(id)) this.hashes.delete(id);
     let removed = 0;
     for (const id of names) {
-      if (!ID.test(id) || !(await this.idle(id, now))) continue;
-      // Under the lock, and idle still: a request may have come in between.
+      if (!ID.test(id) || !(await this.idle(id, now, ["", "data", "info"]))) continue;
+      // Under the lock, and idle still: a request may have come in between. (Taking the lock
+      // touched the directory: only the files count now.)
       const gone = await this.exclusive(
         id,
-        async () => (await this.idle(id, now)) && (await this.remove(id), true),
+        async () => (await this.idle(id, now, ["data", "info"])) && (await this.remove(id), true),
       ).catch(
         () => false, // busy: not idle after all
       );
@@ -234,10 +238,14 @@ export class UploadSessions {
     return removed;
   }
 
-  private async idle(id: string, now: number): Promise<boolean> {
+  /**
+   * Nothing of `names` in the session's directory changed for the upload timeout. "" is the
+   * directory itself, which a session being made has before its files.
+   */
+  private async idle(id: string, now: number, names: string[]): Promise<boolean> {
     const dir = join(this.limits.dir, id);
     const times = await Promise.all(
-      ["data", "info"].map((f) =>
+      names.map((f) =>
         stat(join(dir, f)).then(
           (s) => s.mtimeMs,
           () => 0,

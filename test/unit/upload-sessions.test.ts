@@ -194,7 +194,7 @@ describe("upload sessions", () => {
     const idle = await s.start("local/a");
     const fresh = await s.start("local/a");
     const past = new Date(Date.now() - 120_000);
-    for (const f of ["data", "info"]) await utimes(join(s.limits.dir, idle, f), past, past);
+    for (const f of ["data", "info", ""]) await utimes(join(s.limits.dir, idle, f), past, past);
     assert.equal(await s.sweep(), 1);
     assert.deepEqual(await readdir(s.limits.dir), [fresh]);
     await rejectsWith(s.size("local/a", idle), "BLOB_UPLOAD_UNKNOWN");
