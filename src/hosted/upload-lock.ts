@@ -72,6 +72,7 @@ export class Locks {
     } catch {
       return true; // released meanwhile
     }
+    if (!Number.isInteger(pid) || pid <= 0) return true; // not one of ours: torn or foreign
     // Our own pid on a lock we do not hold: left by an earlier process that had this pid.
     if (pid === process.pid) return !this.held.has(path);
     try {

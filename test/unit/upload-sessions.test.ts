@@ -187,6 +187,9 @@ describe("upload sessions", () => {
     await writeFile(lock, "4194305");
     assert.equal(await s.append("local/a", id, Readable.from([Buffer.alloc(2)])), 2);
     assert.ok(!existsSync(lock));
+    // Torn (a crash while it was written): taken over too.
+    await writeFile(lock, "");
+    assert.equal(await s.append("local/a", id, Readable.from([Buffer.alloc(1)])), 3);
   });
 
   it("the sweep removes idle sessions and leaves the others", async () => {
