@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { connect } from "node:net";
@@ -176,6 +176,21 @@ describe("blob uploads to hosted repositories", () => {
     assert.equal(code(r.json), "DIGEST_INVALID");
     assert.equal((await call("GET", `/v2/local/wrong/blobs/${wrong}`)).status, 404);
     assert.equal((await call("GET", `/v2/local/wrong/blobs/${sha256(blob)}`)).status, 404);
+  });
+
+  it("a monolithic POST with a wrong digest is 400, publishes nothing and leaves no session", async () => {
+    const uploads = join(mirror.cacheDir, "uploads");
+    const list = () => readdir(uploads).catch(() => [] as string[]);
+    const before = new Set(await list());
+    const wrong = sha256(randomBytes(10));
+    const r = await call("POST", `/v2/local/wrong/blobs/uploads/?digest=${wrong}`, randomBytes(2000));
+    assert.equal(r.status, 400);
+    assert.equal(code(r.json), "DIGEST_INVALID");
+    assert.deepEqual(
+      (await list()).filter((n) => !before.has(n)),
+      [],
+    );
+    assert.equal((await call("HEAD", `/v2/local/wrong/blobs/${wrong}`)).status, 404);
   });
 
   it("a session of one repository is unknown to another, and so is a malformed id", async () => {
@@ -429,5 +444,30 @@ describe("uploads with workers", () => {
       pids.add((JSON.parse(line) as { pid: number }).pid);
     }
     assert.ok(pids.size >= 2, `requests of the session were served by ${pids.size} process(es)`);
+  });
+});
+
+describe("uploads when the disk is short of space", () => {
+  let full: TestMirror;
+  before(async () => {
+    // More free space asked for than any test machine has.
+    full = await startTestMirror(fake.url, {
+      hosted: { repositories: ["local/**"], anonymousPush: true },
+      cache: { minFree: "1000000TiB" },
+    });
+  });
+  after(() => full?.stop());
+
+  it("refuses new uploads with 507 and a registry error", async () => {
+    for (const path of [
+      "/v2/local/full/blobs/uploads/",
+      `/v2/local/full/blobs/uploads/?digest=${sha256(Buffer.from("x"))}`,
+    ]) {
+      const r = await request(`${full.url}${path}`, { method: "POST", body: "x" });
+      const body = (await r.body.json()) as { errors: Array<{ code: string; detail: { minFree: number } }> };
+      assert.equal(r.statusCode, 507);
+      assert.equal(body.errors[0]!.code, "UNAVAILABLE");
+      assert.ok(body.errors[0]!.detail.minFree > 0);
+    }
   });
 });
