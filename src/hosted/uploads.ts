@@ -191,8 +191,11 @@ export class UploadSessions {
             detail: { digest: formatDigest(digest), actual: `sha256:${hex}`, size },
           });
         // On disk before it is published: a crash must not leave a short blob under a digest.
+        // Dated now, not at its last PATCH: gc's grace period (hosted.gcGrace) counts from here.
         const fh = await open(data, "r+");
         try {
+          const now = new Date();
+          await fh.utimes(now, now);
           await fh.sync();
         } finally {
           await fh.close();

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, readdir, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
@@ -62,6 +62,21 @@ describe("upload sessions", () => {
     assert.equal(await s.finish("local/a", id, digestOf(blob), c.publish), 3000);
     assert.deepEqual(c.got, [blob]);
     await rejectsWith(s.size("local/a", id), "BLOB_UPLOAD_UNKNOWN");
+  });
+
+  it("what is published is dated when it was finished, not when its bytes came (gc's grace)", async () => {
+    const s = await sessions();
+    const blob = randomBytes(100);
+    const id = await s.start("local/a");
+    await s.append("local/a", id, Readable.from([blob]));
+    const past = new Date(Date.now() - 3_600_000);
+    await utimes(join(s.limits.dir, id, "data"), past, past);
+    const finishing = Date.now();
+    let mtime = 0;
+    await s.finish("local/a", id, digestOf(blob), async (file) => {
+      mtime = (await stat(file)).mtimeMs;
+    });
+    assert.ok(mtime >= finishing - 1000, `published with mtime ${new Date(mtime).toISOString()}`);
   });
 
   it("an out-of-order range is 416 with the current range, and leaves the session as it was", async () => {
