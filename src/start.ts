@@ -255,7 +255,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         anonymousPull: config.auth.anonymousPull,
       })
     : undefined;
-  const hosted = openHosted(config, cache);
+  const hosted = openHosted(config, cache, (what, err) => log.warn(what, { error: err.message }));
   // The admin API's warm pulls through this mirror's own listener, known once it listens.
   let selfUrl = "";
   const admin = config.admin.token
@@ -296,7 +296,11 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     perClient: Math.max(1, Math.ceil(config.limits.perClient / (opts.workers ?? 1))),
     trustedProxies: config.trustedProxies,
   });
-  const limits = { headersTimeoutMs: config.limits.headersTimeout };
+  // Uploads to hosted repositories may take as long as their bytes keep coming (app.ts).
+  const limits = {
+    headersTimeoutMs: config.limits.headersTimeout,
+    ...(hosted ? { uploadIdleMs: config.limits.stallTimeout } : {}),
+  };
   const servers: Array<Server | TlsServer> = [];
   const http = createHttpServer(handler, limits);
   servers.push(http);
@@ -350,6 +354,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       await Promise.race([closed, deadline]);
       for (const s of servers) s.closeAllConnections();
       history.stop();
+      hosted?.close();
       stopWatching();
       stopHearing();
       await mirror.close();

@@ -25,6 +25,12 @@ import { listHosted } from "../maintenance/hosted-ls.ts";
 
 export interface ServerLimits {
   headersTimeoutMs: number;
+  /**
+   * Set when the server takes blob uploads (hosted repositories): an upload's body may take as
+   * long as it keeps arriving, and is cut after this long without a byte. Other bodies keep the
+   * whole-request limit.
+   */
+  uploadIdleMs?: number;
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -145,9 +151,54 @@ export function createHandler(deps: HandlerDeps): Handler {
 function harden(server: Server | TlsServer, limits: ServerLimits): void {
   server.headersTimeout = limits.headersTimeoutMs;
   // GETs carry no body: a request that is not fully in after this long is a slowloris.
-  server.requestTimeout = limits.headersTimeoutMs + 10_000;
+  const wholeRequestMs = limits.headersTimeoutMs + 10_000;
+  const idleMs = limits.uploadIdleMs;
+  if (idleMs === undefined) server.requestTimeout = wholeRequestMs;
+  else {
+    // Node's limit is one per server, and would cut a large upload at ~30 s: each request with a
+    // body gets its own instead (headersTimeout still holds for every request).
+    server.requestTimeout = 0;
+    server.on("request", (req: IncomingMessage) => guardBody(req, wholeRequestMs, idleMs));
+  }
   // Keep idle client connections longer than Node's 5 s: dockerd and containerd reuse them.
   server.keepAliveTimeout = 65_000;
+}
+
+const UPLOAD_PATH = /^\/v2\/.+\/blobs\/uploads(?:[/?]|$)/;
+
+/**
+ * A request body that is not in within `wholeRequestMs` cuts the connection, as Node's
+ * requestTimeout would; a blob upload's only when no byte came for `idleMs`. Bytes waiting in
+ * the request's buffer are our delay (a slow disk), not the client's, and do not count as idle.
+ */
+function guardBody(req: IncomingMessage, wholeRequestMs: number, idleMs: number): void {
+  const length = req.headers["content-length"];
+  if (req.headers["transfer-encoding"] === undefined && (length === undefined || length === "0")) return;
+  const socket = req.socket;
+  const cut = () => {
+    if (!req.complete) socket.destroy();
+  };
+  if (!UPLOAD_PATH.test(req.url ?? "")) {
+    const timer = setTimeout(cut, wholeRequestMs).unref();
+    req.once("end", () => clearTimeout(timer));
+    return;
+  }
+  let seen = socket.bytesRead;
+  let quietSince = Date.now();
+  const timer = setInterval(
+    () => {
+      if (req.complete || socket.destroyed) return clearInterval(timer);
+      const now = Date.now();
+      if (socket.bytesRead !== seen || req.readableLength > 0) {
+        seen = socket.bytesRead;
+        quietSince = now;
+      } else if (now - quietSince >= idleMs) {
+        clearInterval(timer);
+        cut();
+      }
+    },
+    Math.max(100, Math.min(idleMs / 4, 5000)),
+  ).unref();
 }
 
 /** Node checks header and request timeouts on this interval (30 s by default: too coarse). */

@@ -5,6 +5,8 @@ import { join } from "node:path";
 //
 //   <dir>/
 //     tmp/<pid>.<random>    fills in progress; anything here at start is debris
+//     uploads/<uuid>/       blob uploads to hosted repositories (hosted/uploads.ts): kept across
+//                           restarts (a client resumes them), removed when idle too long
 //     generation            changed by every purge, gc and verify that removed something:
 //                           running mirrors then drop what they hold
 //
@@ -15,6 +17,10 @@ export class CachePaths {
 
   get tmpDir(): string {
     return join(this.root, "tmp");
+  }
+  /** On the cache's filesystem, so that publishing a finished upload is a rename. */
+  get uploadsDir(): string {
+    return join(this.root, "uploads");
   }
   get generationFile(): string {
     return join(this.root, "generation");
