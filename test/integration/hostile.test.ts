@@ -129,6 +129,12 @@ const MODES: Mode[] = [
   },
 ];
 
+/**
+ * Hosted repositories are on in every mode, so the bad requests' PUTs, POSTs, PATCHes and
+ * DELETEs of "ok" reach the push side too. Pushes are anonymous without logins.
+ */
+const HOSTED = { repositories: ["ok", "local/**"], delete: true, maxBlobSize: "4MiB" };
+
 /** One Redis for the cluster modes, started by the first. */
 let redis: ReturnType<typeof startRedis> | undefined;
 after(async () => (await redis)?.stop());
@@ -181,6 +187,10 @@ async function spawnTestMirror(
     REGMIRROR_LIMITS_HEADERS_TIMEOUT: "1s",
     REGMIRROR_CACHE_SENDFILE: String(mode.sendfile ?? true),
     ...(mode.logins ? { REGMIRROR_AUTH_HTPASSWD: htpasswd } : {}),
+    REGMIRROR_HOSTED_REPOSITORIES: JSON.stringify(HOSTED.repositories),
+    REGMIRROR_HOSTED_DELETE: "true",
+    REGMIRROR_HOSTED_MAX_BLOB_SIZE: HOSTED.maxBlobSize,
+    REGMIRROR_HOSTED_ANONYMOUS_PUSH: String(!mode.logins),
     ...storageEnv,
     ...(cert
       ? {
@@ -224,6 +234,7 @@ for (const mode of MODES) {
             cluster,
             cache: { dir: join(parent, "cache"), sendfile: mode.sendfile ?? true },
             limits: { headersTimeout: "1s" },
+            hosted: { ...HOSTED, anonymousPush: !mode.logins },
             ...(mode.logins ? { auth: { htpasswd } } : {}),
             ...(mode.tls ? { tls: makeCert(parent, "hostile") } : {}),
           });
@@ -238,7 +249,11 @@ for (const mode of MODES) {
     });
 
     it("answers 3,000 generated bad requests with registry errors only", async () => {
-      await badRequests(base, dispatcher, parent, mirror.cacheDir);
+      await badRequests(base, dispatcher, parent, mirror.cacheDir, mode.logins ? LOGIN : {});
+    });
+
+    it("refuses hostile pushes with registry errors, and a good push still works", async () => {
+      await hostilePushes(base, dispatcher, mode.logins ? LOGIN : {});
     });
 
     if (mode.cluster)
@@ -274,7 +289,15 @@ for (const mode of MODES) {
   });
 }
 
-async function badRequests(base: string, dispatcher: Agent, parent: string, cacheDir: string): Promise<void> {
+const LOGIN = { authorization: `Basic ${Buffer.from("user:pw").toString("base64")}` };
+
+async function badRequests(
+  base: string,
+  dispatcher: Agent,
+  parent: string,
+  cacheDir: string,
+  login: Record<string, string>,
+): Promise<void> {
   const before = new Set(await readdir(parent));
   const methods = ["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"] as const;
   const paths = badPaths(3000);
@@ -285,7 +308,9 @@ async function badRequests(base: string, dispatcher: Agent, parent: string, cach
       const n = i++;
       const method = methods[n % methods.length]!;
       // The raw path, not a URL: a URL would resolve the dot segments before they reach us.
-      const res = await dispatcher.request({ origin: base, path: paths[n]!, method });
+      // Half of them logged in, so that they get past the gate to the push side.
+      const headers = n % 2 === 0 ? login : {};
+      const res = await dispatcher.request({ origin: base, path: paths[n]!, method, headers });
       const text = await res.body.text();
       seen.set(res.statusCode, (seen.get(res.statusCode) ?? 0) + 1);
       assert.ok(res.statusCode >= 400 && res.statusCode < 500, `${method} ${paths[n]} → ${res.statusCode}`);
@@ -299,13 +324,116 @@ async function badRequests(base: string, dispatcher: Agent, parent: string, cach
   assert.ok(![...seen.keys()].some((s) => s >= 500), `no server errors: ${JSON.stringify([...seen])}`);
   assert.deepEqual(new Set(await readdir(parent)), before, "nothing written beside the cache directory");
   // Only the cache's own layout (storage/keys.ts, paths.ts), made as content arrives.
-  const ours = new Set(["blobs", "generation", "manifests", "repos", "state", "tmp"]);
+  const ours = new Set(["blobs", "generation", "hosted", "manifests", "repos", "state", "tmp", "uploads"]);
   const top = await readdir(cacheDir);
   assert.deepEqual(
     top.filter((n) => !ours.has(n)),
     [],
     "nothing but the layout in the cache directory",
   );
+}
+
+/** One bad push of each kind: every answer a 4xx registry error, nothing stored; then a good push. */
+async function hostilePushes(base: string, dispatcher: Agent, login: Record<string, string>): Promise<void> {
+  const call = async (
+    method: string,
+    path: string,
+    body?: Buffer | string,
+    headers: Record<string, string> = {},
+  ) => {
+    const res = await dispatcher.request({
+      origin: base,
+      path,
+      method,
+      body,
+      headers: { ...login, ...headers },
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, headers: res.headers, text };
+  };
+  const refused = async (want: number, code: string, ...args: Parameters<typeof call>) => {
+    const r = await call(...args);
+    assert.equal(r.status, want, `${args[0]} ${args[1]}: ${r.text}`);
+    assert.equal((JSON.parse(r.text) as { errors: Array<{ code: string }> }).errors[0]!.code, code, args[1]);
+  };
+  const OCI = "application/vnd.oci.image.manifest.v1+json";
+  const big = Buffer.alloc(5 * 1024 * 1024, 0x20);
+  big.write('{"schemaVersion":2}');
+  await refused(413, "SIZE_INVALID", "PUT", "/v2/local/h/manifests/big", big, { "content-type": OCI });
+  await refused(400, "MANIFEST_INVALID", "PUT", "/v2/local/h/manifests/junk", "<html>", {
+    "content-type": OCI,
+  });
+  await refused(400, "MANIFEST_INVALID", "PUT", "/v2/local/h/manifests/t", "{}", {
+    "content-type": "text/html",
+  });
+  const missing = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: `sha256:${HEX}`, size: 2 },
+    layers: [],
+  });
+  await refused(400, "MANIFEST_BLOB_UNKNOWN", "PUT", "/v2/local/h/manifests/t", missing, {
+    "content-type": OCI,
+  });
+  const bytes = randomBytes(1000);
+  const d = sha256(bytes);
+  await refused(400, "DIGEST_INVALID", "POST", `/v2/local/h/blobs/uploads/?digest=sha256:${HEX}`, bytes);
+  await refused(400, "DIGEST_INVALID", "POST", "/v2/local/h/blobs/uploads/?digest=md5:x", bytes);
+  await refused(404, "BLOB_UPLOAD_UNKNOWN", "PATCH", "/v2/local/h/blobs/uploads/nosuchupload", bytes);
+  await refused(404, "BLOB_UPLOAD_UNKNOWN", "PUT", `/v2/local/h/blobs/uploads/${"f".repeat(36)}?digest=${d}`);
+  const tooBig = await call("POST", `/v2/local/h/blobs/uploads/?digest=${d}`, Buffer.alloc(5 * 1024 * 1024));
+  assert.equal(tooBig.status, 413, tooBig.text);
+  // An upload session, then bytes out of order and a wrong digest at the end.
+  const started = await call("POST", "/v2/local/h/blobs/uploads/");
+  assert.equal(started.status, 202, started.text);
+  const at = String(started.headers.location);
+  const path = at.startsWith("http") ? new URL(at).pathname + new URL(at).search : at;
+  const sep = path.includes("?") ? "&" : "?";
+  const gap = await call("PATCH", path, bytes, {
+    "content-range": "10-1009",
+    "content-type": "application/octet-stream",
+  });
+  assert.equal(gap.status, 416, gap.text);
+  const junkRange = await call("PATCH", path, bytes, { "content-range": "x-y" });
+  assert.ok(junkRange.status >= 400 && junkRange.status < 500, junkRange.text);
+  await refused(
+    404,
+    "BLOB_UPLOAD_UNKNOWN",
+    "PUT",
+    `${path.replace("/local/h/", "/local/other/")}${sep}digest=${d}`,
+  );
+  const part = await call("PATCH", path, bytes, {
+    "content-range": "0-999",
+    "content-type": "application/octet-stream",
+  });
+  assert.equal(part.status, 202, part.text);
+  await refused(400, "DIGEST_INVALID", "PUT", `${path}${sep}digest=sha256:${HEX}`);
+  await refused(404, "BLOB_UNKNOWN", "GET", `/v2/local/h/blobs/sha256:${HEX}`);
+  await refused(400, "DIGEST_INVALID", "DELETE", "/v2/local/h/manifests/sha256:xyz");
+  await refused(400, "DIGEST_INVALID", "DELETE", "/v2/local/h/blobs/notadigest");
+  // A good push and pull.
+  const good = await call("POST", `/v2/local/h/blobs/uploads/?digest=${d}`, bytes, {
+    "content-type": "application/octet-stream",
+  });
+  assert.equal(good.status, 201, good.text);
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: d, size: bytes.length },
+    layers: [],
+  });
+  const put = await call("PUT", "/v2/local/h/manifests/good", manifest, { "content-type": OCI });
+  assert.equal(put.status, 201, put.text);
+  const back = await call("GET", "/v2/local/h/manifests/good");
+  assert.equal(back.status, 200);
+  assert.equal(back.text, manifest);
+  const blob = await dispatcher.request({
+    origin: base,
+    path: `/v2/local/h/blobs/${d}`,
+    method: "GET",
+    headers: login,
+  });
+  assert.equal(sha256(Buffer.from(await blob.body.arrayBuffer())), d);
 }
 
 describe("hostile input", () => {
