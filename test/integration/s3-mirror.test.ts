@@ -325,5 +325,66 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
         await mirror.stop();
       }
     });
+
+    it("hosted repositories on S3: a push lands below hosted/ in the bucket, pulls back, and gc removes exactly what nothing names", async () => {
+      const bucket = bucketName();
+      const token = randomBytes(16).toString("hex");
+      const mirror = await startTestMirror(fake.url, {
+        storage: storage(bucket),
+        admin: { token },
+        hosted: { repositories: ["local/**"], anonymousPush: true, delete: true },
+      });
+      try {
+        fake.resetRequests();
+        const OCI = "application/vnd.oci.image.manifest.v1+json";
+        const upload = async (bytes: Buffer) => {
+          const d = sha256(bytes);
+          const res = await fetch(`${mirror.url}/v2/local/s3/blobs/uploads/?digest=${d}`, {
+            method: "POST",
+            body: new Uint8Array(bytes),
+          });
+          assert.equal(res.status, 201, await res.text());
+          return d;
+        };
+        // One blob big enough for a multipart upload of its own, one small, one never used.
+        const config = await upload(Buffer.from('{"architecture":"amd64","os":"linux"}'));
+        const layerBytes = randomBytes(6 * MiB);
+        const layer = await upload(layerBytes);
+        const unused = await upload(randomBytes(1000));
+        const manifest = JSON.stringify({
+          schemaVersion: 2,
+          mediaType: OCI,
+          config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config, size: 37 },
+          layers: [
+            { mediaType: "application/vnd.oci.image.layer.v1.tar", digest: layer, size: layerBytes.length },
+          ],
+        });
+        const put = await fetch(`${mirror.url}/v2/local/s3/manifests/1`, {
+          method: "PUT",
+          body: manifest,
+          headers: { "content-type": OCI },
+        });
+        assert.equal(put.status, 201, await put.text());
+        assert.equal(await inBucket(bucket, `hosted/${blobKey(layer)}`), true, "below hosted/ in the bucket");
+        assert.equal(await blobCount(bucket), 0, "nothing in the cache's blobs");
+        const back = await get(`${mirror.url}/v2/local/s3/blobs/${layer}`);
+        assert.equal(back.digest, layer);
+        assert.equal(await (await fetch(`${mirror.url}/v2/local/s3/manifests/1`)).text(), manifest);
+        const gc = await fetch(`${mirror.url}/admin/gc`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify({ hostedGrace: "0s" }),
+        });
+        const body = (await gc.json()) as { hosted: { blobs: { removed: string[] } } };
+        assert.equal(gc.status, 200);
+        assert.deepEqual(body.hosted.blobs.removed, [unused], "exactly the blob nothing names");
+        assert.equal(await inBucket(bucket, `hosted/${blobKey(unused)}`), false);
+        assert.equal(await inBucket(bucket, `hosted/${blobKey(layer)}`), true);
+        assert.equal((await get(`${mirror.url}/v2/local/s3/blobs/${layer}`)).digest, layer, "still pulls");
+        assert.equal(fake.requests.length, 0, "a hosted name never goes upstream");
+      } finally {
+        await mirror.stop();
+      }
+    });
   });
 });
