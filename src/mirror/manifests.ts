@@ -1,4 +1,5 @@
 import type { Logger } from "winston";
+import { readLimited } from "../upstream/read-limited.ts";
 import { RegistryError } from "../oci/errors.ts";
 import { digestOf, formatDigest, parseDigest, type Digest } from "../oci/digest.ts";
 import { DEFAULT_MANIFEST_ACCEPT, MANIFEST_TYPES, sniffManifestType } from "../oci/media-types.ts";
@@ -245,7 +246,7 @@ export class ManifestService {
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     });
     if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
-    const bytes = await readLimited(res, maxManifestBytes);
+    const bytes = await readLimited(res, maxManifestBytes, "a manifest");
     const digest = digestOf(bytes);
     const claimed = res.headers["docker-content-digest"];
     if (
@@ -292,36 +293,4 @@ function headerType(res: UpstreamResponse): string | undefined {
   if (typeof t !== "string") return undefined;
   const type = t.split(";")[0]!.trim().toLowerCase();
   return MANIFEST_TYPES.has(type) ? type : undefined;
-}
-
-async function readLimited(res: UpstreamResponse, limit: number): Promise<Buffer> {
-  const announced = Number(res.headers["content-length"]);
-  if (announced > limit) {
-    res.body.destroy();
-    throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest larger than the limit", {
-      detail: { size: announced, limit },
-    });
-  }
-  const chunks: Buffer[] = [];
-  let total = 0;
-  try {
-    for await (const chunk of res.body) {
-      total += (chunk as Buffer).length;
-      if (total > limit) {
-        res.body.destroy();
-        throw new RegistryError("UPSTREAM_ERROR", "the upstream sent a manifest larger than the limit", {
-          detail: { limit },
-        });
-      }
-      chunks.push(chunk as Buffer);
-    }
-  } catch (err) {
-    if (err instanceof RegistryError) throw err;
-    // A body cut or stalled (bodyTimeout) is an upstream outage, so a cached tag is served stale.
-    throw new RegistryError("UNAVAILABLE", "the upstream stopped sending the manifest", {
-      detail: { reason: (err as Error).message },
-      cause: err,
-    });
-  }
-  return Buffer.concat(chunks);
 }

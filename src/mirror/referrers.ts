@@ -1,4 +1,5 @@
 import type { Logger } from "winston";
+import { readLimited } from "../upstream/read-limited.ts";
 import { RegistryError } from "../oci/errors.ts";
 import { formatDigest, type Digest } from "../oci/digest.ts";
 import { OCI_INDEX } from "../oci/media-types.ts";
@@ -171,7 +172,7 @@ export class ReferrersService {
         return this.noApi();
       }
       if (res.status !== 200) throw await upstreamError(res, "MANIFEST_UNKNOWN");
-      const bytes = await readLimited(res, budget);
+      const bytes = await readLimited(res, budget, "a referrers list");
       budget -= bytes.length;
       const listed = indexManifests(bytes);
       if (!listed) {
@@ -299,35 +300,4 @@ async function errorCodes(res: UpstreamResponse): Promise<string[]> {
   } catch {
     return [];
   }
-}
-
-async function readLimited(res: UpstreamResponse, limit: number): Promise<Buffer> {
-  const tooLarge = () =>
-    new RegistryError("UPSTREAM_ERROR", "the upstream sent a referrers list larger than the limit", {
-      detail: { limit },
-    });
-  if (Number(res.headers["content-length"]) > limit) {
-    res.body.destroy();
-    throw tooLarge();
-  }
-  const chunks: Buffer[] = [];
-  let total = 0;
-  try {
-    for await (const chunk of res.body) {
-      total += (chunk as Buffer).length;
-      if (total > limit) {
-        res.body.destroy();
-        throw tooLarge();
-      }
-      chunks.push(chunk as Buffer);
-    }
-  } catch (err) {
-    if (err instanceof RegistryError) throw err;
-    // A body cut or stalled is an outage: a cached list is served stale.
-    throw new RegistryError("UNAVAILABLE", "the upstream stopped sending the referrers list", {
-      detail: { reason: (err as Error).message },
-      cause: err,
-    });
-  }
-  return Buffer.concat(chunks);
 }

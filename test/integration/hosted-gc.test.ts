@@ -16,6 +16,7 @@ import { collectGarbage, type GcResult } from "../../src/maintenance/gc.ts";
 import type { HostedGcResult } from "../../src/maintenance/hosted-gc.ts";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { addImage, buildImage, MEDIA, type BuiltImage } from "../fixtures/images.ts";
+import { seedHostedBlob } from "../fixtures/hosted.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { pullThrough } from "../fixtures/pull.ts";
 import { cli } from "../fixtures/cli.ts";
@@ -41,15 +42,8 @@ describe("hosted gc", () => {
     join(mirror.cacheDir, "blobs", "sha256", digest.slice(7, 9), digest.slice(7));
 
   /** A blob as an upload leaves it: the bytes published, and linked in the repository. */
-  async function seedBlob(repo: string, bytes: Buffer = randomBytes(64 + Math.floor(Math.random() * 512))) {
-    const digest = digestOf(bytes);
-    const d = parseDigest(digest)!;
-    const w = await store.blobs.beginWrite(d, bytes.length);
-    await w.write(bytes);
-    await w.commit();
-    await store.linkBlob(repo, d, bytes.length);
-    return { digest, size: bytes.length };
-  }
+  const seedBlob = (repo: string, bytes: Buffer = randomBytes(64 + Math.floor(Math.random() * 512))) =>
+    seedHostedBlob(store, repo, bytes);
 
   async function linkBlob(repo: string, b: Blob): Promise<void> {
     await store.linkBlob(repo, parseDigest(b.digest)!, b.size);

@@ -7,11 +7,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
+import { seedHostedBlob } from "../fixtures/hosted.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { MEDIA, buildImage, sha256 } from "../fixtures/images.ts";
 import { HostedStore } from "../../src/hosted/store.ts";
 import { filesystemCache } from "../../src/storage/cache.ts";
-import { parseDigest } from "../../src/oci/digest.ts";
 
 const SBOM = "application/vnd.example.sbom.v1+json";
 const SIGNATURE = "application/vnd.example.signature.v1";
@@ -35,15 +35,7 @@ describe("referrers of a hosted repository", () => {
   });
 
   /** What an upload leaves: the bytes below hosted/, and the blob linked in the repository. */
-  async function seedBlob(bytes: Buffer): Promise<{ digest: string; size: number }> {
-    const digest = sha256(bytes);
-    const d = parseDigest(digest)!;
-    const w = await store.blobs.beginWrite(d, bytes.length);
-    await w.write(bytes);
-    await w.commit();
-    await store.linkBlob(repo, d, bytes.length);
-    return { digest, size: bytes.length };
-  }
+  const seedBlob = (bytes: Buffer) => seedHostedBlob(store, repo, bytes);
 
   async function put(reference: string, manifest: Buffer, mediaType: string) {
     const res = await request(`${mirror.url}/v2/${repo}/manifests/${reference}`, {

@@ -13,6 +13,7 @@ import { filesystemCache } from "../../src/storage/cache.ts";
 import { digestOf, parseDigest } from "../../src/oci/digest.ts";
 import { parseReference } from "../../src/oci/reference.ts";
 import { RegistryError } from "../../src/oci/errors.ts";
+import { seedHostedBlob } from "../fixtures/hosted.ts";
 import { contentObjects } from "../../src/storage/cache-walk.ts";
 
 test("hosted names: * is one path component, ** any depth", () => {
@@ -35,19 +36,6 @@ async function storeIn(t: { after: (fn: () => Promise<void>) => void }) {
   const cache = filesystemCache(dir);
   await mkdir(cache.paths.tmpDir, { recursive: true });
   return { cache, store: new HostedStore(cache.driver, cache.paths) };
-}
-
-async function addBlob(
-  store: HostedStore,
-  repo: string,
-  bytes: Buffer,
-): Promise<{ digest: string; size: number }> {
-  const digest = digestOf(bytes);
-  const w = await store.blobs.beginWrite(parseDigest(digest)!, bytes.length);
-  await w.write(bytes);
-  await w.commit();
-  await store.linkBlob(repo, parseDigest(digest)!, bytes.length);
-  return { digest, size: bytes.length };
 }
 
 const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
@@ -80,7 +68,7 @@ async function refusal(p: Promise<unknown>): Promise<RegistryError> {
 
 test("hosted content lives below hosted/, out of the cache's walks", async (t) => {
   const { cache, store } = await storeIn(t);
-  await addBlob(store, "local/app", Buffer.from("layer"));
+  await seedHostedBlob(store, "local/app", Buffer.from("layer"));
   assert.deepEqual(
     await contentObjects(cache.driver, "blob"),
     [],
@@ -95,8 +83,8 @@ test("hosted content lives below hosted/, out of the cache's walks", async (t) =
 
 test("a manifest push checks every blob it references, in this repository", async (t) => {
   const { store } = await storeIn(t);
-  const config = await addBlob(store, "local/app", Buffer.from("{}"));
-  const layer = await addBlob(store, "local/other", Buffer.from("layer bytes"));
+  const config = await seedHostedBlob(store, "local/app", Buffer.from("{}"));
+  const layer = await seedHostedBlob(store, "local/other", Buffer.from("layer bytes"));
   const bytes = image(config, [layer]);
   const e = await refusal(pushManifest(store, "local/app", parseReference("v1"), bytes, OCI_MANIFEST));
   assert.equal(e.code, "MANIFEST_BLOB_UNKNOWN");
@@ -166,7 +154,7 @@ test("an index needs its child manifests; a wrong digest, bad JSON, an unknown t
 
 test("a manifest with a subject is indexed as a referrer; deleting it by digest removes it and its tags", async (t) => {
   const { store } = await storeIn(t);
-  const config = await addBlob(store, "local/app", Buffer.from("{}"));
+  const config = await seedHostedBlob(store, "local/app", Buffer.from("{}"));
   const subject = "sha256:" + "c".repeat(64);
   const bytes = image(config, [], {
     artifactType: "application/vnd.example.sbom",
