@@ -177,14 +177,33 @@ export class Gate {
   }
 }
 
-/** 401 with the Bearer challenge; `scope` names what the client should ask the realm for. */
+/**
+ * 401 with the Bearer challenge; `scope` names what the client should ask the realm for. The body
+ * names the access that was needed, as distribution's does (`[{Type, Class, Name, Action}]`).
+ * dockerd relies on that detail: an UNAUTHORIZED without one is decoded as a bare error code,
+ * which its push does not recognise as final, so a push without a login was retried five times
+ * with back-off (50 s) before it failed.
+ */
 function challenge(req: IncomingMessage, scope: string | undefined): RegistryError {
   const params = [`realm="${realm(req)}"`, `service="${SERVICE}"`];
   // Only a name that passed the spec's grammar may be given: it goes into a header verbatim.
   if (scope && /^[A-Za-z0-9._/:,-]+$/.test(scope)) params.push(`scope="${scope}"`);
   return new RegistryError("UNAUTHORIZED", "authentication required", {
     headers: { "www-authenticate": `Bearer ${params.join(",")}` },
+    ...(scope ? { detail: accessOf(scope) } : {}),
   });
+}
+
+/** `repository:<name>:<a>,<b>` as distribution's access records, one per action. */
+function accessOf(scope: string): Array<{ Type: string; Class: string; Name: string; Action: string }> {
+  const first = scope.indexOf(":");
+  const last = scope.lastIndexOf(":");
+  const type = scope.slice(0, first);
+  const name = scope.slice(first + 1, last);
+  return scope
+    .slice(last + 1)
+    .split(",")
+    .map((action) => ({ Type: type, Class: "", Name: name, Action: action }));
 }
 
 function tooManyFailures(retryAfter: number): RegistryError {

@@ -130,6 +130,26 @@ test("logins off for pulls (anonymousPull): no credentials pull, the base still 
     );
     await challengeOf(() => g.authorize(request(), "local/x", action, "c", onlyAlice));
   }
+  // The body names the access needed, as distribution's does: dockerd takes an UNAUTHORIZED
+  // without a detail for a passing fault and retried a push without a login for 50 s.
+  assert.throws(
+    () => g.authorize(request(anonymous), "local/x", "push", "c", onlyAlice),
+    (err: RegistryError) => {
+      assert.deepEqual(JSON.parse(err.body()), {
+        errors: [
+          {
+            code: "UNAUTHORIZED",
+            message: "authentication required",
+            detail: [
+              { Type: "repository", Class: "", Name: "local/x", Action: "pull" },
+              { Type: "repository", Class: "", Name: "local/x", Action: "push" },
+            ],
+          },
+        ],
+      });
+      return true;
+    },
+  );
   // Users still log in, for pushes and for pulls.
   assert.equal(
     g.authorize(request(`Bearer ${tokens.issue("alice").token}`), "local/x", "push", "c", onlyAlice),
