@@ -1,8 +1,5 @@
 import cluster from "node:cluster";
-import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import type { Server } from "node:http";
-import type { Server as TlsServer } from "node:https";
 import { ConfigError } from "./config/validate.ts";
 import type { Config } from "./config/schema.ts";
 import { createLogger } from "./log.ts";
@@ -25,7 +22,8 @@ import { watchGeneration } from "./storage/generation.ts";
 import { primaryChannel } from "./cluster/channel.ts";
 import { workerMetrics } from "./cluster/metrics.ts";
 import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
-import { createHandler, createHttpServer, createHttpsServer } from "./http/app.ts";
+import { createHandler } from "./http/app.ts";
+import { openListeners } from "./http/listeners.ts";
 import { readiness } from "./http/health.ts";
 import { collectStats } from "./metrics/stats.ts";
 import { History } from "./metrics/history.ts";
@@ -301,20 +299,10 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     headersTimeoutMs: config.limits.headersTimeout,
     ...(hosted ? { uploadIdleMs: config.limits.stallTimeout } : {}),
   };
-  const servers: Array<Server | TlsServer> = [];
-  const http = createHttpServer(handler, limits);
-  servers.push(http);
-  const port = await listen(http, config.listen);
-  replica?.listening(port);
-  const url = `http://${displayHost(config.listen.host)}:${port}`;
+  const listeners = await openListeners(handler, limits, config);
+  replica?.listening(listeners.port);
+  const { url, tlsUrl } = listeners;
   selfUrl = url;
-  let tlsServer: TlsServer | undefined;
-  let tlsUrl: string | undefined;
-  if (config.tls.cert) {
-    tlsServer = createHttpsServer(handler, limits, readTls(config.tls));
-    servers.push(tlsServer);
-    tlsUrl = `https://${displayHost(config.tls.listen.host)}:${await listen(tlsServer, config.tls.listen)}`;
-  }
   // The index of what is on disk loads after we listen: a large cache must not delay the start.
   const indexed = evictor
     ?.start()
@@ -341,18 +329,10 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     url,
     tlsUrl,
     reloadTls() {
-      if (!tlsServer) return;
-      tlsServer.setSecureContext(readTls(config.tls));
-      log.info("TLS certificate reloaded");
+      if (listeners.reloadTls()) log.info("TLS certificate reloaded");
     },
     async close() {
-      const closed = Promise.all(
-        servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
-      );
-      for (const s of servers) s.closeIdleConnections();
-      const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeout).unref());
-      await Promise.race([closed, deadline]);
-      for (const s of servers) s.closeAllConnections();
+      await listeners.close(config.shutdownTimeout);
       history.stop();
       hosted?.close();
       stopWatching();
@@ -370,30 +350,10 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   };
 }
 
-async function listen(server: Server | TlsServer, at: { host: string; port: number }): Promise<number> {
-  server.listen(at.port, at.host);
-  await once(server, "listening");
-  const addr = server.address();
-  return typeof addr === "object" && addr ? addr.port : at.port;
-}
-
-function displayHost(host: string): string {
-  if (host === "0.0.0.0" || host === "::") return "127.0.0.1";
-  return host.includes(":") ? `[${host}]` : host;
-}
-
 function readHtpasswd(path: string): Htpasswd {
   try {
     return new Htpasswd(readFileSync(path, "utf8"));
   } catch (err) {
     throw new ConfigError([`auth.htpasswd: cannot use "${path}": ${(err as Error).message}`]);
-  }
-}
-
-function readTls(tls: Config["tls"]): { cert: Buffer; key: Buffer } {
-  try {
-    return { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
-  } catch (err) {
-    throw new ConfigError([`tls.cert / tls.key: cannot read: ${(err as Error).message}`]);
   }
 }
