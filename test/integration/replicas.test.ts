@@ -4,7 +4,7 @@
 // are shown to get bytes while the fill runs.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -102,6 +102,9 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
       REGMIRROR_STORAGE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
       REGMIRROR_TAG_TTL: "2s",
       REGMIRROR_ADMIN_TOKEN: ADMIN,
+      REGMIRROR_HOSTED_REPOSITORIES: '["local/**"]',
+      REGMIRROR_HOSTED_ANONYMOUS_PUSH: "true",
+      REGMIRROR_HOSTED_DELETE: "true",
     });
 
   before(async () => {
@@ -150,6 +153,52 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
     const c = await getFresh(`${replicas[2]!.url}/v2/library/shared/blobs/${digest}`);
     assert.equal(c.digest, digest);
     assert.equal(fake.requests.length, 0);
+  });
+
+  it("hosted repositories: a push through one replica is pulled through the others at once; an upload stays with its replica", async () => {
+    fake.resetRequests();
+    const [a, b, c] = replicas as [MirrorProcess, MirrorProcess, MirrorProcess];
+    const bytes = randomBytes(2 * MiB);
+    const blob = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    const up = await fetch(`${a.url}/v2/local/shared/blobs/uploads/?digest=${blob}`, {
+      method: "POST",
+      body: new Uint8Array(bytes),
+    });
+    assert.equal(up.status, 201, await up.text());
+    const OCI = "application/vnd.oci.image.manifest.v1+json";
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI,
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: blob, size: bytes.length },
+      layers: [],
+    });
+    const put = await fetch(`${a.url}/v2/local/shared/manifests/1`, {
+      method: "PUT",
+      body: manifest,
+      headers: { "content-type": OCI },
+    });
+    assert.equal(put.status, 201, await put.text());
+    for (const m of [b, c]) {
+      assert.equal(await (await fetch(`${m.url}/v2/local/shared/manifests/1`)).text(), manifest);
+      assert.equal((await getFresh(`${m.url}/v2/local/shared/blobs/${blob}`)).digest, blob);
+      const tags = (await (await fetch(`${m.url}/v2/local/shared/tags/list`)).json()) as { tags: string[] };
+      assert.deepEqual(tags.tags, ["1"]);
+    }
+    // Deleted through C: gone for A at once (nothing hosted is held in memory).
+    assert.equal((await fetch(`${c.url}/v2/local/shared/manifests/1`, { method: "DELETE" })).status, 202);
+    assert.equal((await fetch(`${a.url}/v2/local/shared/manifests/1`)).status, 404);
+    // An upload session lives on the disk of the replica that started it (docs/hosted.md).
+    const started = await fetch(`${a.url}/v2/local/shared/blobs/uploads/`, { method: "POST" });
+    assert.equal(started.status, 202);
+    const location = started.headers.get("location")!;
+    const elsewhere = await fetch(`${b.url}${location}`, { method: "PATCH", body: "x" });
+    assert.equal(elsewhere.status, 404);
+    assert.equal(
+      ((await elsewhere.json()) as { errors: Array<{ code: string }> }).errors[0]!.code,
+      "BLOB_UPLOAD_UNKNOWN",
+    );
+    assert.equal((await fetch(`${a.url}${location}`, { method: "DELETE" })).status, 204);
+    assert.equal(fake.requests.length, 0, "a hosted name never goes upstream");
   });
 
   it("/stats on any replica shows the cluster: every replica, and which one fills what", async () => {
