@@ -272,6 +272,59 @@ describe("the mirror on S3 (Ceph RADOS Gateway)", { timeout: 300_000 }, () => {
       }
     });
 
+    it("hosted push with the bucket out of reach: 503 registry errors, nothing half-stored; back, the push works", async () => {
+      const bucket = bucketName();
+      const mirror = await startTestMirror(fake.url, {
+        storage: storage(bucket),
+        hosted: { repositories: ["local/**"], anonymousPush: true },
+      });
+      try {
+        const bytes = randomBytes(6 * MiB);
+        const d = sha256(bytes);
+        const OCI = "application/vnd.oci.image.manifest.v1+json";
+        const manifest = JSON.stringify({
+          schemaVersion: 2,
+          mediaType: OCI,
+          config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: d, size: bytes.length },
+          layers: [],
+        });
+        const push = () =>
+          fetch(`${mirror.url}/v2/local/down/blobs/uploads/?digest=${d}`, {
+            method: "POST",
+            body: new Uint8Array(bytes),
+          });
+        const putManifest = () =>
+          fetch(`${mirror.url}/v2/local/down/manifests/1`, {
+            method: "PUT",
+            body: manifest,
+            headers: { "content-type": OCI },
+          });
+        gate.shut();
+        for (const res of [await push(), await putManifest()]) {
+          assert.equal(res.status, 503, await res.clone().text());
+          assert.equal(
+            ((await res.json()) as { errors: Array<{ code: string }> }).errors[0]!.code,
+            "UNAVAILABLE",
+          );
+        }
+        const pulled = await fetch(`${mirror.url}/v2/local/down/manifests/1`);
+        assert.equal(pulled.status, 503, "a pull is an outage too, not a 404");
+        gate.open();
+        assert.equal(
+          await inBucket(bucket, `hosted/${blobKey(d)}`),
+          false,
+          "no part of the blob under its key",
+        );
+        assert.deepEqual(await readdir(join(mirror.cacheDir, "uploads")), [], "no session left behind");
+        assert.equal((await push()).status, 201);
+        assert.equal((await putManifest()).status, 201);
+        assert.equal((await get(`${mirror.url}/v2/local/down/blobs/${d}`)).digest, d);
+      } finally {
+        gate.open();
+        await mirror.stop();
+      }
+    });
+
     it("a fill whose upload fails still completes for its client from the upstream, with nothing cached", async () => {
       const bucket = bucketName();
       const mirror = await startTestMirror(fake.url, { storage: storage(bucket) });
