@@ -253,7 +253,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         anonymousPull: config.auth.anonymousPull,
       })
     : undefined;
-  const hosted = openHosted(config, cache, (what, err) => log.warn(what, { error: err.message }));
+  const hosted = openHosted(config, cache, (what, err) => log.warn(what, { error: err.message }), metrics);
   // The admin API's warm pulls through this mirror's own listener, known once it listens.
   let selfUrl = "";
   const admin = config.admin.token

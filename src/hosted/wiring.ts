@@ -9,6 +9,7 @@ import { HostedNames } from "./names.ts";
 import { Hosted } from "./service.ts";
 import { HostedStore } from "./store.ts";
 import { UploadSessions } from "./uploads.ts";
+import type { Metrics } from "../metrics/metrics.ts";
 
 // The hosted repositories, built from the config for the composition root (start.ts);
 // undefined when hosted.repositories is empty.
@@ -23,6 +24,7 @@ export function openHosted(
   config: Config,
   cache: Cache,
   onError: (what: string, err: Error) => void = () => undefined,
+  metrics?: Metrics,
 ): HostedParts | undefined {
   const names = new HostedNames(config.hosted.repositories);
   if (!names.any) return undefined;
@@ -52,6 +54,10 @@ export function openHosted(
       return false;
     }
   };
+  const pushed = (kind: "blob" | "manifest", via: string, bytes: number) => {
+    metrics?.hostedPushes.inc({ kind, via });
+    metrics?.hostedPushedBytes.inc(bytes);
+  };
   // Every process sweeps (at start, then now and then): removing a session twice is harmless.
   const sweep = () =>
     void sessions.sweep().catch((err: Error) => onError("could not sweep idle uploads", err));
@@ -62,8 +68,10 @@ export function openHosted(
   ).unref();
   return {
     hosted,
+    pushed,
     uploads: uploadRoutes({
       sessions,
+      pushed,
       mount: {
         store,
         names,

@@ -24,6 +24,8 @@ export interface HostedDeps {
     query: URLSearchParams,
   ) => Promise<void>;
   maxManifestBytes: number;
+  /** Counts what was stored (regmirror_hosted_pushes_total). */
+  pushed?: (kind: "manifest", via: "put", bytes: number) => void;
 }
 
 /** What the request log records of a hosted answer. */
@@ -66,6 +68,7 @@ export async function serveHosted(
       if (method === "PUT") {
         const bytes = await readSmallBody(req, deps.maxManifestBytes);
         const pushed = await pushManifest(h.store, r.name, ref, bytes, req.headers["content-type"]);
+        deps.pushed?.("manifest", "put", bytes.length);
         res.writeHead(201, {
           ...API_VERSION,
           location: `/v2/${r.name}/manifests/${pushed.digest}`,

@@ -21,11 +21,15 @@ import { API_VERSION } from "./respond.ts";
 export interface UploadDeps {
   sessions: UploadSessions;
   mount: MountSources;
+  /** Counts what was stored (regmirror_hosted_pushes_total); absent in tests that need none. */
+  pushed?: (kind: "blob", via: "upload" | "mount", bytes: number) => void;
 }
 
 export function uploadRoutes(deps: UploadDeps) {
   const { sessions } = deps;
   const store = deps.mount.store;
+  const publish = (repo: string, d: Digest) => (file: string, size: number) =>
+    publishUpload(store, repo, d, file, size);
   return async (
     req: IncomingMessage,
     res: ServerResponse,
@@ -41,7 +45,10 @@ export function uploadRoutes(deps: UploadDeps) {
       if (mount !== null && from !== null) {
         const d = digestParam(mount);
         const size = await mountBlob(deps.mount, repo, d, from);
-        if (size !== undefined) return created(res, repo, d);
+        if (size !== undefined) {
+          deps.pushed?.("blob", "mount", size);
+          return created(res, repo, d);
+        }
       }
       const digest = query.get("digest");
       if (digest !== null && mount === null) {
@@ -49,7 +56,7 @@ export function uploadRoutes(deps: UploadDeps) {
         const id = await sessions.start(repo);
         try {
           if (hasBody(req)) await sessions.append(repo, id, req, { length: contentLength(req) });
-          await sessions.finish(repo, id, d, (file, size) => publishUpload(store, repo, d, file, size));
+          deps.pushed?.("blob", "upload", await sessions.finish(repo, id, d, publish(repo, d)));
         } catch (err) {
           await sessions.cancel(repo, id).catch(() => undefined);
           throw err;
@@ -80,7 +87,7 @@ export function uploadRoutes(deps: UploadDeps) {
               range: contentRange(req),
               length: contentLength(req),
             });
-          await sessions.finish(repo, session, d, (file, size) => publishUpload(store, repo, d, file, size));
+          deps.pushed?.("blob", "upload", await sessions.finish(repo, session, d, publish(repo, d)));
           return created(res, repo, d);
         }
         case "DELETE":

@@ -62,6 +62,17 @@ export class Metrics {
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
+  readonly hostedPushes = new Counter({
+    name: "regmirror_hosted_pushes_total",
+    help: "Blobs and manifests stored in hosted repositories, by kind and how (upload, mount, put)",
+    labelNames: ["kind", "via"] as const,
+    registers: [this.registry],
+  });
+  readonly hostedPushedBytes = new Counter({
+    name: "regmirror_hosted_pushed_bytes_total",
+    help: "Bytes of blobs and manifests stored in hosted repositories",
+    registers: [this.registry],
+  });
   readonly fillFailures = new Counter({
     name: "regmirror_fill_failures_total",
     help: "Cache fills dropped, by reason",

@@ -6,6 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { sha256 } from "../fixtures/http.ts";
+import { value } from "../fixtures/metrics.ts";
 
 const OCI = "application/vnd.oci.image.manifest.v1+json";
 
@@ -59,6 +60,10 @@ describe("DELETE in hosted repositories", () => {
 
   it("is refused with 405 UNSUPPORTED without hosted.delete, and nothing goes", async () => {
     const { blob, manifest } = await pushImage(off, "local/keep", "1");
+    const metrics = await off.metrics();
+    assert.equal(value(metrics, "regmirror_hosted_pushes_total", { kind: "blob", via: "upload" }), 1);
+    assert.equal(value(metrics, "regmirror_hosted_pushes_total", { kind: "manifest", via: "put" }), 1);
+    assert.ok(value(metrics, "regmirror_hosted_pushed_bytes_total") > 2000);
     for (const path of [`manifests/${manifest}`, "manifests/1", `blobs/${blob}`]) {
       const res = await fetch(`${off.url}/v2/local/keep/${path}`, { method: "DELETE" });
       assert.equal(res.status, 405, path);

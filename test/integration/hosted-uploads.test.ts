@@ -15,6 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
+import { value } from "../fixtures/metrics.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { buildImage, sha256 } from "../fixtures/images.ts";
 import { spawnMirror, type MirrorProcess } from "../fixtures/mirror-process.ts";
@@ -254,8 +255,12 @@ describe("blob uploads to hosted repositories", () => {
     const blob = randomBytes(3000);
     const d = sha256(blob);
     assert.equal((await call("POST", `/v2/local/src/blobs/uploads/?digest=${d}`, blob)).status, 201);
+    const mounts = () =>
+      mirror.metrics().then((m) => value(m, "regmirror_hosted_pushes_total", { via: "mount" }));
+    const before = await mounts();
     const r = await call("POST", `/v2/local/dst/blobs/uploads/?mount=${d}&from=local/src`);
     assert.equal(r.status, 201);
+    assert.equal(await mounts(), before + 1, "counted as a mount");
     assert.equal(r.h("location"), `/v2/local/dst/blobs/${d}`);
     assert.equal(r.h("docker-content-digest"), d);
     await pullBack("local/dst", blob);
