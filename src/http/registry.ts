@@ -127,9 +127,13 @@ async function handle(
   const name = "name" in r ? r.name : undefined;
   // Checked before anything uses it: the name goes into the challenge header, log lines, paths.
   if (name !== undefined) assertRequestName(name);
-  // containerd's ?ns= names a registry to mirror: a hosted name is asked for without one.
+  // containerd's ?ns= names the registry it means: one this mirror mirrors is never hosted here.
+  // Any other (the mirror's own host, when a hosts.toml lists it as a mirror of itself) is.
   const hosted =
-    deps.hosted && name !== undefined && ns === undefined && deps.hosted.hosted.names.matches(name)
+    deps.hosted &&
+    name !== undefined &&
+    (ns === undefined || !deps.mirror.mirrors(ns)) &&
+    deps.hosted.hosted.names.matches(name)
       ? deps.hosted
       : undefined;
   // Only a hosted repository can be changed; anything else is refused below, after the login.

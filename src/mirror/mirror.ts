@@ -4,7 +4,7 @@ import type { UpstreamClient } from "../upstream/client.ts";
 import type { BlobAnswer, BlobService } from "./blobs.ts";
 import type { ManifestAnswer, ManifestService } from "./manifests.ts";
 import type { ReferrersAnswer, ReferrersService } from "./referrers.ts";
-import { routeRepo, type Routed } from "./routing.ts";
+import { canonicalRegistry, routeRepo, type Routed } from "./routing.ts";
 import { cachedRepositories, cachedTags, paginate, type Page } from "./listing.ts";
 import type { StorageDriver } from "../storage/driver.ts";
 import type { ManifestStore } from "../storage/manifest-store.ts";
@@ -30,6 +30,11 @@ export class Mirror {
     private readonly store: ManifestStore,
   ) {
     this.names = new Set(upstreams.keys());
+  }
+
+  /** Whether `ns` (containerd's ?ns=) names a registry this mirror mirrors. */
+  mirrors(ns: string): boolean {
+    return this.names.has(canonicalRegistry(ns));
   }
 
   route(ns: string | undefined, name: string): Routed {

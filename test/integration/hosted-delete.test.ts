@@ -70,6 +70,11 @@ describe("DELETE in hosted repositories", () => {
       assert.equal(await code(res), "UNSUPPORTED");
     }
     assert.equal((await fetch(`${off.url}/v2/local/keep/manifests/1`)).status, 200);
+    // containerd names the registry in ?ns=: the mirror's own host is hosted content, docker.io is not.
+    assert.equal((await fetch(`${off.url}/v2/local/keep/manifests/1?ns=${off.host}`)).status, 200);
+    const hub = await fetch(`${off.url}/v2/local/keep/manifests/1?ns=docker.io`);
+    assert.equal(hub.status, 404, "asked of the upstream, which has no such image");
+    assert.equal(fake.count("*", "/v2/local/keep/"), 1);
     assert.equal((await fetch(`${off.url}/v2/local/keep/blobs/${blob}`)).status, 200);
   });
 
@@ -93,6 +98,6 @@ describe("DELETE in hosted repositories", () => {
     const b = await fetch(`${on.url}/v2/local/gone/blobs/${blob}`);
     assert.equal(b.status, 404);
     assert.equal(await code(b), "BLOB_UNKNOWN");
-    assert.equal(fake.requests.length, 0, "nothing asked upstream");
+    assert.equal(fake.count("*", "/v2/local/gone/"), 0, "nothing asked upstream");
   });
 });
