@@ -5,7 +5,8 @@
 // A harness gives members of one scope (two workers, two hosts; in-process, the same
 // coordinator twice) and the scope's clock. Calls alternate between members, so a flight
 // started in one must be joined from the other. Values are structured-clonable, compared by
-// value: a wider scope hands copies across. Nothing here waits on time; lease expiry moves the clock by hand.
+// value: a wider scope hands copies across. No assertion depends on time; lease expiry moves the clock by hand.
+import { setTimeout as sleep } from "node:timers/promises";
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import type { Coordinator } from "../../src/coordination/coordinator.ts";
@@ -252,16 +253,23 @@ export function coordinationSuite(name: string, make: () => Promise<Coordination
         const runs = new Map<string, number>();
         for (let wave = 1; wave <= 3; wave++) {
           const gate = deferred();
+          const started = new Set<number>();
           const calls = Array.from({ length: 1000 }, (_, i) => {
             const key = `k${i % 10}`;
             return member(i)
               .flights<string>("t")
               .run(key, async () => {
+                started.add(i);
                 runs.set(key, (runs.get(key) ?? 0) + 1);
                 await gate.promise;
                 return `${key}@${wave}`;
               });
           });
+          // Every caller placed first: running, or joined to a run. Where a claim takes a round
+          // trip (Redis), a flight that ended before another member's claim arrived would rightly
+          // run the key again, a new flight, which is not what this counts.
+          const placed = () => calls.every((c, i) => c.joined || started.has(i));
+          for (let waited = 0; !placed() && waited < 10_000; waited += 5) await sleep(5);
           gate.resolve();
           const values = await Promise.all(calls.map((c) => c.promise));
           values.forEach((v, i) => assert.equal(v, `k${i % 10}@${wave}`));
