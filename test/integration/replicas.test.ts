@@ -301,8 +301,10 @@ describe("three replicas, one Redis, one bucket", { timeout: 300_000 }, () => {
       assert.equal((await getFresh(manifestUrl(i))).status, 200);
     }
     const spent = (await commands()) - before - 1; // the INFO itself
-    // Leases and renewals go on in the background (a few a second at most): 120 hits add none.
-    assert.ok(spent < 30, `${spent} Redis commands during 120 warm requests`);
+    // Leases, renewals and replica records go on in the background, more of them the longer the
+    // 120 requests take on a loaded machine (35 were seen): a hit that asked Redis would add at
+    // least one each, so the bound is well below one per request, not a count of the background.
+    assert.ok(spent < 60, `${spent} Redis commands during 120 warm requests`);
   });
 
   it("regmirror purge from a shell, with cluster.redis set, reaches every replica", async () => {
