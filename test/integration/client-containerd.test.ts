@@ -10,12 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import bcrypt from "bcryptjs";
+import { CommandError } from "../fixtures/client-process.ts";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { addImage, blobsOf, buildImage, type BuiltImage } from "../fixtures/images.ts";
 import { value } from "../fixtures/metrics.ts";
 import { startRecorder, type Recorder } from "../fixtures/recorder.ts";
-import { CtrCommandError, startContainerd, type Containerd } from "../fixtures/containerd.ts";
+import { startContainerd, type Containerd } from "../fixtures/containerd.ts";
 
 /** docs/containerd.md's hosts.toml for docker.io, the mirror at `url`. */
 const hubHosts = (url: string, header = ""): string =>
@@ -135,7 +136,7 @@ describe("containerd (ctr) with the mirror in hosts.toml", { timeout: 180_000 },
       () => undefined,
       (e: unknown) => e,
     );
-    assert.ok(err instanceof CtrCommandError, "the pull failed");
+    assert.ok(err instanceof CommandError, "the pull failed");
     assert.match(err.stderr, /registry-1\.docker\.io/, err.stderr);
     assert.equal(fake.requests.length, 0, "the locked mirror asked nothing upstream");
 

@@ -9,11 +9,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import bcrypt from "bcryptjs";
+import { CommandError } from "../fixtures/client-process.ts";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { addImage, blobsOf, buildImage, type BuiltImage } from "../fixtures/images.ts";
 import { value } from "../fixtures/metrics.ts";
-import { PodmanCommandError, startPodman, type Podman } from "../fixtures/podman.ts";
+import { startPodman, type Podman } from "../fixtures/podman.ts";
 
 describe("podman with the mirror in registries.conf", { timeout: 180_000 }, () => {
   let work: string;
@@ -87,7 +88,7 @@ describe("podman with the mirror in registries.conf", { timeout: 180_000 }, () =
       () => undefined,
       (e: unknown) => e,
     );
-    assert.ok(err instanceof PodmanCommandError, "podman push failed");
+    assert.ok(err instanceof CommandError, "podman push failed");
     assert.match(err.stderr, /unauthorized|authentication required/i, err.stderr);
     assert.equal((await fetch(`${mirror.url}/v2/local/nologin/tags/list`)).status, 404);
   });
@@ -114,7 +115,7 @@ describe("podman with the mirror in registries.conf", { timeout: 180_000 }, () =
     assert.equal(manifest.layers.length, base.layers.length);
 
     await podman("rmi", "docker.io/library/base:1");
-    await assert.rejects(imageId(base.config.digest.slice(7)), PodmanCommandError);
+    await assert.rejects(imageId(base.config.digest.slice(7)), CommandError);
     await podman("pull", "--tls-verify=false", `${mirror.host}/local/pod:1`);
     assert.equal(await imageId(`${mirror.host}/local/pod:1`), base.config.digest.slice(7));
     assert.equal(fake.requests.length, 0, "nothing asked of the upstream for a hosted name");

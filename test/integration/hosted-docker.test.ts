@@ -12,10 +12,11 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import bcrypt from "bcryptjs";
+import { CommandError } from "../fixtures/client-process.ts";
 import { startFakeUpstream, type FakeUpstream } from "../fixtures/fake-upstream.ts";
 import { startTestMirror, type TestMirror } from "../fixtures/mirror.ts";
 import { addImage, buildImage, sha256, tarWithFile, type BuiltImage } from "../fixtures/images.ts";
-import { DockerCommandError, startDockerd, type Dockerd } from "../fixtures/dockerd.ts";
+import { startDockerd, type Dockerd } from "../fixtures/dockerd.ts";
 
 interface PushedManifest {
   mediaType: string;
@@ -105,7 +106,7 @@ describe(
           () => undefined,
           (e: unknown) => e,
         );
-      assert.ok(err instanceof DockerCommandError, "docker login failed");
+      assert.ok(err instanceof CommandError, "docker login failed");
       assert.match(err.stderr, /unauthorized|incorrect username or password/i);
     });
 
@@ -155,7 +156,7 @@ describe(
       const digest = (await servedManifest(mirror, "local/app", "1")).digest;
       // Every tag of the image goes, so the pull must fetch its layers again.
       await docker("rmi", `${host}/library/base:1`, `${host}/local/app:1`);
-      await assert.rejects(docker("image", "inspect", base.config.digest), DockerCommandError);
+      await assert.rejects(docker("image", "inspect", base.config.digest), CommandError);
       fake.resetRequests();
       const out = (await docker("pull", `${host}/local/app:1`)).stdout;
       assert.match(out, new RegExp(`Digest: ${digest}`));
@@ -216,7 +217,7 @@ describe(
         () => undefined,
         (e: unknown) => e,
       );
-      assert.ok(err instanceof DockerCommandError, "docker push failed");
+      assert.ok(err instanceof CommandError, "docker push failed");
       assert.notEqual(err.code, 0);
       assert.match(err.stderr, /unauthorized: authentication required/);
       // A refusal dockerd takes for final: no "Retrying in 5 seconds" (and 50 s) before it gives up.
