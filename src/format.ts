@@ -21,3 +21,8 @@ export function plural(n: number, word: string, many = `${word}s`): string {
 export function shortDigest(digest: string): string {
   return digest.replace(/^sha256:/, "").slice(0, 12);
 }
+
+/** A count with thousands separators: 12,345. */
+export function formatCount(n: number): string {
+  return n.toLocaleString("en-US");
+}

@@ -1,12 +1,13 @@
-import { formatBytes, shortDigest } from "../format.ts";
+import { formatBytes, formatCount, shortDigest } from "../format.ts";
+import { MANIFEST_TYPE_NAMES } from "../oci/media-types.ts";
 import type { Point } from "../metrics/history.ts";
 import type { Stats, UpstreamStats } from "../metrics/stats.ts";
 import type { ReplicaRecord } from "../cluster/registry.ts";
 import { html, trusted, type Html } from "./html.ts";
 import type { LastPull, RepoSummary, RepositoriesSummary } from "./repositories.ts";
-import type { HostedRepoListing } from "../maintenance/hosted-ls.ts";
 import { ago, buckets, bytesChart, hitRatioChart } from "./status-chart.ts";
 import { STATUS_CSS } from "./status-style.ts";
+import { hostedCard } from "./status-hosted.ts";
 
 // GET / (and /ui): the status page, rendered on the server into one self-contained document: no
 // framework, no build step, nothing loaded from elsewhere, so it works on an air-gapped network.
@@ -14,10 +15,8 @@ import { STATUS_CSS } from "./status-style.ts";
 // <main> every 30 s while the tab is visible, and the Content-Security-Policy in app.ts lets no
 // other script run, should escaping ever be missed.
 //
-// The hosted repositories (hosted.repositories) have a section of their own. When the admin API
-// is on (admin.token), an admin logs in there with that token (kept in the tab's sessionStorage,
-// never in a cookie, so no other site can make the browser use it) and gets a delete button per
-// tag and per manifest, which calls POST /admin/hosted/delete with the token as its Bearer.
+// The hosted repositories have a section of their own (status-hosted.ts); the admin part of the
+// page's script below drives its login and delete buttons.
 
 export interface StatusData {
   stats: Stats;
@@ -31,14 +30,6 @@ export interface StatusData {
 
 /** Beyond this many, the page says how many more there are and points to the JSON. */
 const MAX_REPOS_SHOWN = 500;
-
-const MEDIA_TYPES: Record<string, string> = {
-  "application/vnd.oci.image.index.v1+json": "OCI index",
-  "application/vnd.oci.image.manifest.v1+json": "OCI manifest",
-  "application/vnd.docker.distribution.manifest.list.v2+json": "Docker manifest list",
-  "application/vnd.docker.distribution.manifest.v2+json": "Docker manifest",
-  "application/vnd.docker.distribution.manifest.v1+prettyjws": "Docker schema 1",
-};
 
 // Swaps in a fresh <main> rather than reloading: no flash, and the scroll position stays. The
 // admin part acts on buttons by delegation, so it survives the swap; the login state is a class
@@ -124,10 +115,10 @@ export function renderStatusPage(d: StatusData, nonce: string): string {
             >
           </header>
           <section class="cards">
-            ${card("hit-ratio", "Hit ratio", s.hitRatio === null ? "–" : `${(s.hitRatio * 100).toFixed(1)}%`, `${count(s.hits.manifest + s.hits.blob)} hits · ${count(s.misses.manifest + s.misses.blob)} misses`)}
+            ${card("hit-ratio", "Hit ratio", s.hitRatio === null ? "–" : `${(s.hitRatio * 100).toFixed(1)}%`, `${formatCount(s.hits.manifest + s.hits.blob)} hits · ${formatCount(s.misses.manifest + s.misses.blob)} misses`)}
             ${card("bytes-saved", "Bytes saved", formatBytes(s.bytesSaved), `served from the cache · ${formatBytes(s.bytesServed.upstream)} from upstreams`)}
             ${cacheCard(s)}
-            ${card("pulls", "Pulls in the last hour", count(d.pullsLastHour), `${count(s.pulls)} since the start`)}
+            ${card("pulls", "Pulls in the last hour", formatCount(d.pullsLastHour), `${formatCount(s.pulls)} since the start`)}
           </section>
           <section class="charts">
             <div class="card">
@@ -153,7 +144,8 @@ export function renderStatusPage(d: StatusData, nonce: string): string {
             <h2>
               Cached repositories
               <span class="muted"
-                >${count(d.repositories.repositories.length)} · ${count(d.repositories.cache.blobs)} blobs,
+                >${formatCount(d.repositories.repositories.length)} ·
+                ${formatCount(d.repositories.cache.blobs)} blobs,
                 ${formatBytes(d.repositories.cache.blobBytes)} on disk</span
               >
             </h2>
@@ -199,7 +191,7 @@ function cacheCard(s: Stats): Html {
     <h2>Cache</h2>
     <div class="big">${formatBytes(bytes)}</div>
     ${meter}
-    <div class="muted">of ${formatBytes(limitBytes)} (${pct.toFixed(1)}%) · ${count(blobs)} blobs</div>
+    <div class="muted">of ${formatBytes(limitBytes)} (${pct.toFixed(1)}%) · ${formatCount(blobs)} blobs</div>
   </div>`;
 }
 
@@ -220,7 +212,7 @@ function clusterCard(replicas: ReplicaRecord[] | null, now: number): Html {
       </tr>`,
   );
   return html`<section class="card">
-    <h2>Cluster <span class="muted">${count(replicas.length)} replicas</span></h2>
+    <h2>Cluster <span class="muted">${formatCount(replicas.length)} replicas</span></h2>
     <table id="replicas">
       <thead>
         <tr>
@@ -252,9 +244,9 @@ function upstreamTable(ups: UpstreamStats[]): Html {
         <td class="name">${u.name}</td>
         <td class="name muted">${u.url}</td>
         <td>${state(u)}</td>
-        <td class="num">${u.rateLimitRemaining === null ? "–" : count(u.rateLimitRemaining)}</td>
-        <td class="num">${count(u.requests)}</td>
-        <td class="num">${count(u.pulls)}</td>
+        <td class="num">${u.rateLimitRemaining === null ? "–" : formatCount(u.rateLimitRemaining)}</td>
+        <td class="num">${formatCount(u.requests)}</td>
+        <td class="num">${formatCount(u.pulls)}</td>
       </tr>`,
   );
   return html`<table id="upstreams">
@@ -292,7 +284,9 @@ function repositoryTable(repos: RepoSummary[], now: number): Html {
     </tr>`;
     const tags = r.tags.map((t) => {
       const digests = t.entries.map((e) => html`<code title="${e.digest}">${shortDigest(e.digest)}</code> `);
-      const types = [...new Set(t.entries.map((e) => MEDIA_TYPES[e.mediaType] ?? e.mediaType))].join(", ");
+      const types = [...new Set(t.entries.map((e) => MANIFEST_TYPE_NAMES[e.mediaType] ?? e.mediaType))].join(
+        ", ",
+      );
       return html`<tr class="tag">
         <td class="name">${t.tag}</td>
         <td>${t.entries.length > 0 ? digests : html`<span class="muted">unreadable record</span>`}</td>
@@ -308,7 +302,7 @@ function repositoryTable(repos: RepoSummary[], now: number): Html {
   const more =
     repos.length > shown.length
       ? html`<p class="muted">
-          …and ${count(repos.length - shown.length)} more: see
+          …and ${formatCount(repos.length - shown.length)} more: see
           <a href="/api/repositories">/api/repositories</a>.
         </p>`
       : undefined;
@@ -325,89 +319,6 @@ function repositoryTable(repos: RepoSummary[], now: number): Html {
       ${groups}
     </table>
     ${more}`;
-}
-
-/** The hosted repositories, apart from the cache: tags, declared sizes, and deletes for an admin. */
-function hostedCard(repos: HostedRepoListing[], admin: boolean): Html {
-  const total = repos.reduce((a, r) => a + r.bytes, 0);
-  const login = admin
-    ? html`<div class="admin-login">
-        <span class="logged-out">
-          <input
-            id="admin-token"
-            type="password"
-            autocomplete="off"
-            placeholder="admin token"
-            aria-label="admin token"
-          />
-          <button type="button" data-action="login">Log in</button>
-        </span>
-        <span class="logged-in">admin <button type="button" data-action="logout">Log out</button></span>
-        <span id="admin-status" class="muted" role="status"></span>
-      </div>`
-    : undefined;
-  const del = (repo: string, reference: string, label: string) =>
-    admin
-      ? html`<button
-          type="button"
-          class="logged-in"
-          data-action="delete"
-          data-repo="${repo}"
-          data-reference="${reference}"
-        >
-          ${label}
-        </button>`
-      : undefined;
-  const body =
-    repos.length === 0
-      ? html`<p class="muted" id="hosted">
-          Nothing pushed yet: <code>docker push &lt;mirror&gt;/&lt;hosted name&gt;:tag</code>.
-        </p>`
-      : html`<table id="hosted">
-          <thead>
-            <tr>
-              <th>Repository / tag</th>
-              <th>Digest</th>
-              <th>Type</th>
-              <th class="num">Size</th>
-              <th></th>
-            </tr>
-          </thead>
-          ${repos.slice(0, MAX_REPOS_SHOWN).map((r) => {
-            const head = html`<tr class="repo">
-              <td colspan="3">
-                <span class="name">${r.name}</span>
-                <span class="muted"
-                  >${r.tags.length === 1 ? "1 tag" : `${r.tags.length} tags`}${
-                    r.unreachable > 0 ? ` · ${r.unreachable} untagged (gc removes them)` : ""
-                  }</span
-                >
-              </td>
-              <td class="num">${formatBytes(r.bytes)}</td>
-              <td></td>
-            </tr>`;
-            const tags = r.tags.map(
-              (t) =>
-                html`<tr class="tag">
-                  <td class="name">${t.tag}</td>
-                  <td><code title="${t.digest}">${shortDigest(t.digest)}</code></td>
-                  <td class="muted">${MEDIA_TYPES[t.mediaType] ?? t.mediaType}</td>
-                  <td class="num">${formatBytes(t.bytes)}</td>
-                  <td class="actions">${del(r.name, t.tag, "untag")} ${del(r.name, t.digest, "delete")}</td>
-                </tr>`,
-            );
-            return html`<tbody>
-              ${head}${tags}
-            </tbody>`;
-          })}
-        </table>`;
-  return html`<section class="card" id="hosted-repositories">
-    <h2>
-      Hosted repositories
-      <span class="muted">${count(repos.length)} · ${formatBytes(total)} declared</span>
-    </h2>
-    ${login} ${body}
-  </section>`;
 }
 
 function lastPull(p: LastPull | null, now: number): Html {
@@ -429,10 +340,6 @@ function size(u: { bytes: number; cachedBytes: number; blobs: number; cachedBlob
         <span class="muted" title="${u.cachedBlobs} of ${u.blobs} blobs cached"
           >(${formatBytes(u.cachedBytes)} cached)</span
         >`;
-}
-
-function count(n: number): string {
-  return n.toLocaleString("en-US");
 }
 
 function duration(seconds: number): string {

@@ -74,3 +74,12 @@ export function sniffManifestType(body: Buffer): string | undefined {
   if (Array.isArray(d.layers)) return OCI_MANIFEST;
   return undefined;
 }
+
+/** What people call each manifest type, for the status page. */
+export const MANIFEST_TYPE_NAMES: Readonly<Record<string, string>> = {
+  "application/vnd.oci.image.index.v1+json": "OCI index",
+  "application/vnd.oci.image.manifest.v1+json": "OCI manifest",
+  "application/vnd.docker.distribution.manifest.list.v2+json": "Docker manifest list",
+  "application/vnd.docker.distribution.manifest.v2+json": "Docker manifest",
+  "application/vnd.docker.distribution.manifest.v1+prettyjws": "Docker schema 1",
+};
