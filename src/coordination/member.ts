@@ -4,7 +4,8 @@
 // Flights coalesce here first: the callers of one key in this worker share one entry and one
 // round trip, so a burst of requests for a blob costs the pipe two messages, not one per request.
 // The hub then says whether this worker runs the flight or follows another's.
-import type { Coordinator, Events, Flight, FlightRun, Flights, Lease, Leases } from "./coordinator.ts";
+import type { Coordinator, Events, FlightRun, Flights, Lease, Leases } from "./coordinator.ts";
+import { flightOf, newEntry, type FlightEntry } from "./flight-entry.ts";
 import {
   fromWire,
   toWire,
@@ -26,24 +27,13 @@ export interface WorkerOptions {
 /** A request before it has an id. */
 type Ask = { [Op in Request["op"]]: Omit<Extract<Request, { op: Op }>, "id"> }[Request["op"]];
 
-/** This worker's share of a flight: what its callers of the key hold. */
-interface Entry {
-  promise: Promise<unknown>;
-  ended: Promise<Ended>;
-  /** Known once the hub has answered: another member runs it. */
-  joined: boolean;
-  resolve(value: unknown): void;
-  reject(err: unknown): void;
-  end(outcome: Ended): void;
-}
-
 export class WorkerCoordinator implements Coordinator {
   private nextId = 0;
   private readonly pending = new Map<number, (res: Response) => void>();
   /** Per flights name, this worker's entries by key, while their flight is in the air. */
-  private readonly entries = new Map<string, Map<string, Entry>>();
+  private readonly entries = new Map<string, Map<string, FlightEntry>>();
   /** Entries of flights another member runs, by the hub's flight id: what the hub's notices settle. */
-  private readonly following = new Map<number, { entry: Entry; drop: () => void }>();
+  private readonly following = new Map<number, { entry: FlightEntry; drop: () => void }>();
   private readonly handlers = new Map<string, Set<(event: unknown) => void>>();
   private readonly onError: (err: unknown) => void;
 
@@ -136,14 +126,19 @@ export class WorkerCoordinator implements Coordinator {
     await this.ask({ op: "close" });
   }
 
-  private enter(map: Map<string, Entry>, key: string): Entry {
+  private enter(map: Map<string, FlightEntry>, key: string): FlightEntry {
     const entry = newEntry();
     map.set(key, entry);
     return entry;
   }
 
   /** The hub gave this worker the run: run it here and report value, rejection and end. */
-  private own<T>(entry: Entry, flight: number, drop: () => void, fn: (run: FlightRun) => Promise<T>): void {
+  private own<T>(
+    entry: FlightEntry,
+    flight: number,
+    drop: () => void,
+    fn: (run: FlightRun) => Promise<T>,
+  ): void {
     const holds: Array<Promise<unknown>> = [];
     let settled = false;
     const run: FlightRun = { holdUntil: (done) => void (settled || holds.push(done)) };
@@ -182,7 +177,7 @@ export class WorkerCoordinator implements Coordinator {
   }
 
   /** Another member runs the flight: the hub's notices settle the entry. */
-  private follow(entry: Entry, res: Response, drop: () => void): void {
+  private follow(entry: FlightEntry, res: Response, drop: () => void): void {
     entry.joined = true;
     this.following.set(res.flight!, { entry, drop });
     if (res.value) entry.resolve(res.value.v);
@@ -243,27 +238,4 @@ export class WorkerCoordinator implements Coordinator {
       this.onError(err);
     }
   }
-}
-
-function newEntry(): Entry {
-  let resolve!: (value: unknown) => void;
-  let reject!: (err: unknown) => void;
-  let end!: (outcome: Ended) => void;
-  const promise = new Promise<unknown>((res, rej) => ((resolve = res), (reject = rej)));
-  const ended = new Promise<Ended>((res) => (end = res));
-  // Handled here, as the in-process flight's own reactions handle it: a caller that only
-  // watches `ended` must not crash the worker with an unhandled rejection.
-  promise.catch(() => undefined);
-  return { promise, ended, joined: false, resolve, reject, end };
-}
-
-/** What a caller gets; `joined` reads the entry, since the hub's answer may come later. */
-function flightOf<T>(entry: Entry, joinedHere = false): Flight<T> {
-  return {
-    promise: entry.promise as Promise<T>,
-    ended: entry.ended,
-    get joined() {
-      return joinedHere || entry.joined;
-    },
-  };
 }

@@ -13,6 +13,7 @@
 // Callers of one key in this member coalesce here first (as member.ts): one entry, one round trip.
 import { deserialize, serialize } from "node:v8";
 import type { Flight, FlightRun, Flights } from "./coordinator.ts";
+import { flightOf, newEntry, type FlightEntry } from "./flight-entry.ts";
 import { fromWire, MemberGoneError, toWire, type Ended, type WireError } from "./protocol.ts";
 
 /** What an owner publishes on its flight's channel. */
@@ -81,20 +82,9 @@ export interface FlightLink {
   onError(err: unknown): void;
 }
 
-/** This member's share of a flight: what its callers of the key hold. */
-interface Entry {
-  promise: Promise<unknown>;
-  ended: Promise<Ended>;
-  /** Known once Redis has answered: another member runs it. */
-  joined: boolean;
-  resolve(value: unknown): void;
-  reject(err: unknown): void;
-  end(outcome: Ended): void;
-}
-
 export class RedisFlights {
   /** This member's entries by claim key, while their flight is in the air. */
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, FlightEntry>();
   /** Who hears the notices of a claim key: entries asking Redis, and followers. */
   private readonly listeners = new Map<string, Set<(notice: Notice) => void>>();
 
@@ -188,7 +178,7 @@ export class RedisFlights {
    * announce the value, announce the end. Without one (Redis unreachable) the flight is local.
    */
   private own<T>(
-    entry: Entry,
+    entry: FlightEntry,
     keys: string[],
     token: string | undefined,
     drop: () => void,
@@ -263,7 +253,7 @@ export class RedisFlights {
    * (its claim expired) or Redis lost it; unreachable for a whole ttl counts the same.
    */
   private follow(
-    entry: Entry,
+    entry: FlightEntry,
     keys: string[],
     token: string,
     value: Buffer | null,
@@ -351,26 +341,4 @@ export class RedisFlights {
       if (set.size === 0 && this.listeners.get(claim) === set) this.listeners.delete(claim);
     };
   }
-}
-
-function newEntry(): Entry {
-  let resolve!: (value: unknown) => void;
-  let reject!: (err: unknown) => void;
-  let end!: (outcome: Ended) => void;
-  const promise = new Promise<unknown>((res, rej) => ((resolve = res), (reject = rej)));
-  const ended = new Promise<Ended>((res) => (end = res));
-  // A caller that only watches `ended` must not crash the process with an unhandled rejection.
-  promise.catch(() => undefined);
-  return { promise, ended, joined: false, resolve, reject, end };
-}
-
-/** What a caller gets; `joined` reads the entry, since Redis's answer may come later. */
-function flightOf<T>(entry: Entry, joinedHere = false): Flight<T> {
-  return {
-    promise: entry.promise as Promise<T>,
-    ended: entry.ended,
-    get joined() {
-      return joinedHere || entry.joined;
-    },
-  };
 }
