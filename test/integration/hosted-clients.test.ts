@@ -74,10 +74,9 @@ describe("hosted repositories with real clients", { timeout: 180_000 }, () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  it("skopeo pushes with a login and pulls back anonymously: the same digests, nothing upstream", async () => {
-    fake.resetRequests();
-    const img = buildImage({ layers: 2, format: "oci" });
-    const src = join(work, "src");
+  /** skopeo copies `img`, laid out in dir: form in `work/<dirName>`, to `repoTag` as alice. */
+  async function pushAsAlice(img: BuiltImage, dirName: string, repoTag: string): Promise<void> {
+    const src = join(work, dirName);
     await writeDirImage(src, img);
     await skopeo(
       "copy",
@@ -85,8 +84,14 @@ describe("hosted repositories with real clients", { timeout: 180_000 }, () => {
       "alice:secret",
       "--dest-tls-verify=false",
       `dir:${src}`,
-      `docker://${mirror.host}/local/app:1`,
+      `docker://${mirror.host}/${repoTag}`,
     );
+  }
+
+  it("skopeo pushes with a login and pulls back anonymously: the same digests, nothing upstream", async () => {
+    fake.resetRequests();
+    const img = buildImage({ layers: 2, format: "oci" });
+    await pushAsAlice(img, "src", "local/app:1");
     const back = join(work, "back");
     await skopeo("copy", "--src-tls-verify=false", `docker://${mirror.host}/local/app:1`, `dir:${back}`);
     assert.equal(
@@ -174,21 +179,10 @@ describe("hosted repositories with real clients", { timeout: 180_000 }, () => {
 
   it("keeps hosted content when the cache evicts by size", async () => {
     const img = buildImage({ layers: [randomBytes(1_000_000)], format: "oci" });
-    const src = join(work, "keep");
-    await writeDirImage(src, img);
-    await skopeo(
-      "copy",
-      "--dest-creds",
-      "alice:secret",
-      "--dest-tls-verify=false",
-      `dir:${src}`,
-      `docker://${mirror.host}/local/keep:1`,
-    );
+    await pushAsAlice(img, "keep", "local/keep:1");
     // Mirrored blobs worth twice cache.maxSize: the cache must evict.
-    const pulled: string[] = [];
     for (let i = 0; i < 6; i++) {
       const d = fake.addBlob(randomBytes(1_000_000));
-      pulled.push(d);
       const res = await fetch(`${mirror.url}/v2/library/filler/blobs/${d}`);
       assert.equal(res.status, 200);
       await res.arrayBuffer();
