@@ -1,4 +1,5 @@
 import { RegistryError } from "../oci/errors.ts";
+import { readBounded, TooLargeError } from "../bounded-read.ts";
 import type { UpstreamResponse } from "./client.ts";
 
 /**
@@ -8,32 +9,18 @@ import type { UpstreamResponse } from "./client.ts";
  * `what` names it in the message: "a manifest".
  */
 export async function readLimited(res: UpstreamResponse, limit: number, what: string): Promise<Buffer> {
-  const tooLarge = (size?: number) =>
-    new RegistryError("UPSTREAM_ERROR", `the upstream sent ${what} larger than the limit`, {
-      detail: size === undefined ? { limit } : { size, limit },
-    });
-  const announced = Number(res.headers["content-length"]);
-  if (announced > limit) {
-    res.body.destroy();
-    throw tooLarge(announced);
-  }
-  const chunks: Buffer[] = [];
-  let total = 0;
   try {
-    for await (const chunk of res.body) {
-      total += (chunk as Buffer).length;
-      if (total > limit) {
-        res.body.destroy();
-        throw tooLarge();
-      }
-      chunks.push(chunk as Buffer);
-    }
+    return await readBounded(res.body, res.headers["content-length"], limit);
   } catch (err) {
-    if (err instanceof RegistryError) throw err;
+    if (err instanceof TooLargeError) {
+      res.body.destroy();
+      throw new RegistryError("UPSTREAM_ERROR", `the upstream sent ${what} larger than the limit`, {
+        detail: err.size === undefined ? { limit } : { size: err.size, limit },
+      });
+    }
     throw new RegistryError("UNAVAILABLE", `the upstream stopped sending ${what}`, {
       detail: { reason: (err as Error).message },
       cause: err,
     });
   }
-  return Buffer.concat(chunks);
 }
