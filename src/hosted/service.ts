@@ -58,7 +58,7 @@ export class Hosted {
 
   /** Tags of a hosted repository, in order; NAME_UNKNOWN when it has no manifest at all. */
   async tags(repo: string): Promise<string[]> {
-    const tags = [...(await this.store.tags(repo)).keys()];
+    const tags = await this.store.tagNames(repo);
     if (tags.length === 0 && !(await this.hasManifests(repo)))
       throw new RegistryError("NAME_UNKNOWN", "no such repository", { detail: { name: repo } });
     return tags;

@@ -116,13 +116,20 @@ export class HostedStore {
     return this.driver.delete(tagKey(repo, tag));
   }
 
+  /** The tags of `repo`, in order, from the listing alone (tags/list reads no record). */
+  async tagNames(repo: string): Promise<string[]> {
+    const prefix = `${repoPrefix(repo)}_tags/`;
+    const out: string[] = [];
+    for await (const o of this.driver.list(prefix)) out.push(o.key.slice(prefix.length));
+    return out;
+  }
+
   /** Tag → link, in tag order. */
   async tags(repo: string): Promise<Map<string, TagLink>> {
     const out = new Map<string, TagLink>();
-    const prefix = `${repoPrefix(repo)}_tags/`;
-    for await (const o of this.driver.list(prefix)) {
-      const link = await readJson<TagLink>(this.driver, o.key);
-      if (link) out.set(o.key.slice(prefix.length), link);
+    for (const tag of await this.tagNames(repo)) {
+      const link = await this.tag(repo, tag);
+      if (link) out.set(tag, link);
     }
     return out;
   }
