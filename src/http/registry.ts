@@ -43,28 +43,46 @@ export interface RegistryDeps {
 
 type Outcome = { cache?: "hit" | "miss" | "stale"; bytes: number };
 
+/** One id per request, in the response and in the log line, so a user's report can be found. */
+export function requestId(given: string | string[] | undefined): string {
+  return typeof given === "string" && /^[\w.-]{1,64}$/.test(given) ? given : randomUUID();
+}
+
+/**
+ * `inFlight` counts each client address's requests in flight (limits.perClient); the fast path
+ * (fast-answer.ts) reads the same counts.
+ */
 export function registryHandler(
   deps: RegistryDeps,
   clients = new ClientAddresses(deps.trustedProxies ?? []),
+  inFlight = new Map<string, number>(),
 ) {
-  const inFlight = new Map<string, number>();
   // winston builds and pipes the entry before it looks at the level: ask first, once.
   const logRequests = deps.log.isInfoEnabled();
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const started = performance.now();
     const outcome: Outcome = { bytes: 0 };
-    // One id per request, in the response and in the log line, so a user's report can be found.
-    const given = req.headers["x-request-id"];
-    const id = typeof given === "string" && /^[\w.-]{1,64}$/.test(given) ? given : randomUUID();
+    const id = requestId(req.headers["x-request-id"]);
     res.setHeader("x-request-id", id);
     // One client cannot take every connection to the upstream or every file descriptor.
     const client = clients.of(req.socket.remoteAddress, req.headers);
     const mine = (inFlight.get(client) ?? 0) + 1;
     inFlight.set(client, mine);
-    res.once("close", () => {
+    let counted = true;
+    const release = () => {
+      if (!counted) return;
+      counted = false;
       const left = (inFlight.get(client) ?? 1) - 1;
       if (left === 0) inFlight.delete(client);
       else inFlight.set(client, left);
+    };
+    // A pipelined request still queued when its connection ends (a TLS client that half-closes
+    // after sending thousands) never gets a response 'close'; its request's 'close' does come.
+    // Counting on the response alone left such requests in flight for good, and the client's
+    // address refused with 429 from then on. (For a GET the request closes after the response.)
+    req.once("close", release);
+    res.once("close", () => {
+      release();
       if (!logRequests) return;
       deps.log.info("request", {
         id,

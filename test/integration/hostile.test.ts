@@ -252,6 +252,10 @@ for (const mode of MODES) {
       await badRequests(base, dispatcher, parent, mirror.cacheDir, mode.logins ? LOGIN : {});
     });
 
+    it("answers malformed and abusive bytes on raw connections with HTTP errors or a close", async () => {
+      await rawHostile(base);
+    });
+
     it("refuses hostile pushes with registry errors, and a good push still works", async () => {
       await hostilePushes(base, dispatcher, mode.logins ? LOGIN : {});
     });
@@ -331,6 +335,70 @@ async function badRequests(
     [],
     "nothing but the layout in the cache directory",
   );
+}
+
+/**
+ * Bytes no client library would send, on connections of their own: each gets an HTTP answer that
+ * is not a 5xx, or the connection closed, within a few seconds; none takes the mirror down.
+ */
+async function rawHostile(base: string): Promise<void> {
+  const u = new URL(base);
+  const ok = "GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n";
+  const inputs: Array<string | Buffer> = [
+    randomBytes(4096),
+    "GET /v2/ HTTP/1.1\r\nHost: x\r\nX: \u0000\r\n\r\n",
+    "GET /v2/ HTTP/1.1\nHost: x\n\n",
+    "GET /v2/" + "a".repeat(20_000) + " HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /v2/ HTTP/1.1\r\nHost: x\r\n" + "X-A: b\r\n".repeat(3000) + "\r\n",
+    "GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "GET /v2/%zz/manifests/%00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /v2/a/manifests/sha256:" + "0".repeat(64) + " HTTP/1.1\r\nHost: x\r\nRange: bytes=9-1\r\n\r\n",
+    "HEAD /v2/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    'GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Request-Id: a"<script>\r\nConnection: close\r\n\r\n',
+    "GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + "A".repeat(8000) + "\r\n\r\n",
+    "GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %%%\r\n\r\n",
+    "GET /v2/ HTTP/9.9\r\nHost: x\r\n\r\n",
+    "\r\n\r\n\r\n" + ok,
+    "GET /v2/ HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n",
+    // Ten thousand pipelined requests in one write, then a half-close.
+    ok.repeat(10_000),
+    // Half a request, then a half-close.
+    "GET /v2/library/x/manifests/1 HTTP/1.1\r\nHo",
+  ];
+  await Promise.all(inputs.map((bytes) => rawExchange(u, bytes)));
+  // Still answering this client: nothing it sent is counted as in flight any more (a TLS
+  // connection that half-closed with thousands of requests queued used to be, for good: 429).
+  const res = await rawExchange(u, ok);
+  assert.match(res, /^HTTP\/1\.1 (200|401) /);
+}
+
+/** Writes `bytes`, half-closes, and returns what came back before the server closed (≤ 10 s). */
+async function rawExchange(u: URL, bytes: string | Buffer): Promise<string> {
+  const { connect: tlsConnect } = await import("node:tls");
+  const port = Number(u.port);
+  const socket =
+    u.protocol === "https:"
+      ? tlsConnect({ host: u.hostname, port, rejectUnauthorized: false })
+      : connect(port, u.hostname);
+  const chunks: Buffer[] = [];
+  socket.on("data", (d: Buffer) => chunks.push(d));
+  socket.on("error", () => undefined);
+  await new Promise<void>((resolve) =>
+    socket.once(u.protocol === "https:" ? "secureConnect" : "connect", resolve),
+  );
+  socket.end(bytes);
+  const closed = await new Promise<boolean>((resolve) => {
+    socket.once("close", () => resolve(true));
+    setTimeout(() => resolve(false), 10_000).unref();
+  });
+  socket.destroy();
+  const text = Buffer.concat(chunks).toString("latin1");
+  const what = typeof bytes === "string" ? JSON.stringify(bytes.slice(0, 60)) : "random bytes";
+  assert.ok(closed, `the mirror closed the connection: ${what}`);
+  for (const m of text.matchAll(/HTTP\/1\.1 (\d{3}) /g)) assert.ok(Number(m[1]) < 500, `${m[1]} for ${what}`);
+  assert.ok(text === "" || text.startsWith("HTTP/1.1 "), `an HTTP answer or nothing: ${what}`);
+  return text;
 }
 
 /** One bad push of each kind: every answer a 4xx registry error, nothing stored; then a good push. */
