@@ -297,6 +297,8 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   // Uploads to hosted repositories may take as long as their bytes keep coming (app.ts).
   const limits = {
     headersTimeoutMs: config.limits.headersTimeout,
+    stallMs: config.limits.stallTimeout,
+    fastPath: config.cache.fastPath,
     ...(hosted ? { uploadIdleMs: config.limits.stallTimeout } : {}),
   };
   const listeners = await openListeners(handler, limits, config);

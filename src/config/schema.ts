@@ -86,7 +86,10 @@ const redisUrl = z.string().refine((v) => {
 const hostedGlob = z
   .string()
   .regex(/^[a-z0-9*][a-z0-9._*/-]*$/, 'not a repository glob (e.g. "local/*", "team/**")')
-  .refine((g) => !g.split("/").includes("") && !/\*{3}/.test(g), 'not a repository glob (e.g. "local/*", "team/**")');
+  .refine(
+    (g) => !g.split("/").includes("") && !/\*{3}/.test(g),
+    'not a repository glob (e.g. "local/*", "team/**")',
+  );
 
 export const LOG_LEVELS = ["error", "warn", "info", "http", "debug"] as const;
 
@@ -166,6 +169,12 @@ export const ConfigSchema = z
         blobMemory: size.prefault("64MiB"),
         sendfile: boolean.prefault(true),
         sendfileThreads: positiveInt.prefault(64),
+        /**
+         * Answer cache hits held in memory (manifests, small blobs, /v2/) on the connection
+         * itself, before Node's HTTP parser: about twice the requests per second. false sends
+         * every request through Node's HTTP server.
+         */
+        fastPath: boolean.prefault(true),
         minFree: size.prefault("1GiB"),
       })
       .prefault({}),

@@ -18,6 +18,8 @@ import { Repositories } from "./repositories.ts";
 import { statusRoutes } from "./status-routes.ts";
 import { serveFill, type FillServing } from "./fills.ts";
 import { listHosted } from "../maintenance/hosted-ls.ts";
+import { fastResponder } from "./fast-answer.ts";
+import { frontConnections, type FastResponder } from "./fast-conn.ts";
 
 // The HTTP servers: /v2/ goes straight to the registry handler (the hot path, see registry.ts);
 // everything else — metrics, health, the status page, the admin API, the login endpoint — is an
@@ -31,9 +33,16 @@ export interface ServerLimits {
    * whole-request limit.
    */
   uploadIdleMs?: number;
+  /** Answer what memory holds before Node's HTTP parser (cache.fastPath; fast-conn.ts). */
+  fastPath?: boolean;
+  /** A client that takes no bytes for this long is cut off (limits.stallTimeout). */
+  stallMs: number;
 }
 
-export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+export type Handler = ((req: IncomingMessage, res: ServerResponse) => void) & {
+  /** Answers from memory in front of Node's HTTP server (fast-conn.ts), when the server is given it. */
+  fast?: FastResponder;
+};
 
 export interface OpsDeps {
   stats(): Promise<Stats>;
@@ -59,7 +68,8 @@ export interface HandlerDeps extends RegistryDeps {
 export function createHandler(deps: HandlerDeps): Handler {
   const clients = new ClientAddresses(deps.trustedProxies ?? []);
   const clientOf = (req: IncomingMessage) => clients.of(req.socket.remoteAddress, req.headers);
-  const registry = registryHandler(deps, clients);
+  const inFlight = new Map<string, number>();
+  const registry = registryHandler(deps, clients, inFlight);
   const hostedDriver = deps.hosted?.hosted.store.driver;
   const repositories = new Repositories(
     () => deps.ops.listCache(),
@@ -138,13 +148,15 @@ export function createHandler(deps: HandlerDeps): Handler {
     logFailure(deps.log, e, { client: clientOf(req), path: req.originalUrl });
   });
 
-  return (req, res) => {
+  const handler: Handler = (req, res) => {
     res.setHeader("x-content-type-options", NOSNIFF["x-content-type-options"]);
     const url = req.url ?? "/";
     if (url === "/v2" || url.startsWith("/v2/") || url.startsWith("/v2?")) registry(req, res);
     else if (!(deps.fills && url.startsWith("/_regmirror/") && serveFill(deps.fills, req, res)))
       app(req, res);
   };
+  handler.fast = fastResponder(deps, clients, inFlight);
+  return handler;
 }
 
 /** Timeouts against slow clients; header size stays at Node's 16 KiB (larger gets 431). */
@@ -162,6 +174,21 @@ function harden(server: Server | TlsServer, limits: ServerLimits): void {
   }
   // Keep idle client connections longer than Node's 5 s: dockerd and containerd reuse them.
   server.keepAliveTimeout = 65_000;
+}
+
+/** The fast path in front of Node's own connection listener (fast-conn.ts). */
+function front(
+  server: Server | TlsServer,
+  handler: Handler,
+  limits: ServerLimits,
+  event: "connection" | "secureConnection",
+) {
+  if (!limits.fastPath || !handler.fast) return;
+  frontConnections(server, event, handler.fast, {
+    headersTimeoutMs: limits.headersTimeoutMs,
+    keepAliveTimeoutMs: server.keepAliveTimeout,
+    stallMs: limits.stallMs,
+  });
 }
 
 const UPLOAD_PATH = /^\/v2\/.+\/blobs\/uploads(?:[/?]|$)/;
@@ -209,6 +236,7 @@ function checkEvery(limits: ServerLimits): number {
 export function createHttpServer(handler: Handler, limits: ServerLimits): Server {
   const server = createServer({ connectionsCheckingInterval: checkEvery(limits) }, handler);
   harden(server, limits);
+  front(server, handler, limits, "connection");
   return server;
 }
 
@@ -222,6 +250,7 @@ export function createHttpsServer(
     handler,
   );
   harden(server, limits);
+  front(server, handler, limits, "secureConnection");
   return server;
 }
 

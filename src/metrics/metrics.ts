@@ -56,6 +56,11 @@ export class Metrics {
     help: "Blob downloads from the upstream into the cache under way",
     registers: [this.registry],
   });
+  readonly fastAnswers = new Counter({
+    name: "regmirror_fast_answers_total",
+    help: "Requests answered on the connection itself, before Node's HTTP server (cache.fastPath)",
+    registers: [this.registry],
+  });
   readonly coalesced = new Counter({
     name: "regmirror_coalesced_requests_total",
     help: "Requests that joined a download already under way instead of starting their own",

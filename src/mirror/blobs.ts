@@ -13,6 +13,7 @@ import { FillWatch } from "./fill-watch.ts";
 import { RemoteFill, type FillOrigin } from "./remote-fill.ts";
 import type { BlobIndex } from "./eviction.ts";
 import type { SendOptions } from "../storage/send-file.ts";
+import type { ObjectReader } from "../storage/driver.ts";
 import { bufferAnswer, fillAnswer, readerAnswer, redirectAnswer, type BlobAnswer } from "./blob-answers.ts";
 import { blobPath, contentLength, directRange } from "./upstream-blob.ts";
 
@@ -116,6 +117,36 @@ export class BlobService {
     this.memory?.clear();
   }
 
+  /**
+   * A cached blob held in memory, without I/O or a promise, for the fast path
+   * (http/fast-answer.ts); undefined otherwise, and get() answers. Counts as get() does on a hit.
+   */
+  peekMemory(upstreamName: string, d: Digest): Buffer | undefined {
+    const mem = this.memory?.get(d.hex);
+    if (!mem) return undefined;
+    this.deps.evictor.read(d.hex);
+    this.deps.metrics.lookupsOf("blob", upstreamName).hit.inc();
+    return mem;
+  }
+
+  /**
+   * peekMemory's answer for a cached blob not yet in memory: a small one is read in (as get()
+   * would) and returned; a large or absent one, or any with blobMemory off, is undefined.
+   */
+  async loadSmall(upstreamName: string, d: Digest): Promise<Buffer | undefined> {
+    if (!this.memory) return undefined;
+    const reader = await this.deps.store.open(d);
+    if (!reader) return undefined;
+    if (reader.size > SMALL_BLOB) {
+      await reader.close();
+      return undefined;
+    }
+    const bytes = await this.keep(d, reader);
+    this.deps.evictor.read(d.hex);
+    this.deps.metrics.lookupsOf("blob", upstreamName).hit.inc();
+    return bytes;
+  }
+
   /** `upstream` is asked on a miss; the cache itself is shared by every upstream (one digest, one file). */
   async get(upstream: UpstreamClient, repo: string, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
     const counters = this.deps.metrics.lookupsOf("blob", upstream.name);
@@ -206,19 +237,22 @@ export class BlobService {
         return redirectAnswer(url, reader.size);
       }
     }
-    if (this.memory && small) {
-      const bytes = Buffer.allocUnsafe(reader.size);
-      try {
-        const { bytesRead } = await reader.read(bytes, 0, reader.size, 0);
-        if (bytesRead !== reader.size) throw new Error("cached blob shorter than its size");
-      } finally {
-        await reader.close();
-      }
-      this.memory.set(d.hex, bytes);
-      return bufferAnswer(bytes, this.deps.stallTimeoutMs);
-    }
+    if (small) return bufferAnswer(await this.keep(d, reader), this.deps.stallTimeoutMs);
     // Holding the reader means eviction can remove the blob without cutting this response.
     return readerAnswer(reader, this.sendOptions);
+  }
+
+  /** Reads a small blob into memory, from now on served from there; closes `reader`. */
+  private async keep(d: Digest, reader: ObjectReader): Promise<Buffer> {
+    const bytes = Buffer.allocUnsafe(reader.size);
+    try {
+      const { bytesRead } = await reader.read(bytes, 0, reader.size, 0);
+      if (bytesRead !== reader.size) throw new Error("cached blob shorter than its size");
+    } finally {
+      await reader.close();
+    }
+    this.memory?.set(d.hex, bytes);
+    return bytes;
   }
 
   private async headUpstream(upstream: UpstreamClient, repo: string, d: Digest): Promise<BlobAnswer> {

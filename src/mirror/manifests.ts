@@ -53,6 +53,60 @@ export class ManifestService {
     return ref.kind === "digest" ? this.byDigest(repo, ref.digest) : this.byTag(repo, ref.tag, accept);
   }
 
+  /**
+   * The answer when memory alone gives it: a manifest held in memory, by digest or by a tag
+   * trusted within its TTL. No I/O and no promise, for the fast path (http/fast-answer.ts);
+   * undefined for anything else, which get() then answers. Counts a hit only when it answers.
+   */
+  peek(repo: string, ref: Reference, accept: string[]): ManifestAnswer | undefined {
+    const { store, upstreamName, tagTtlMs, maxStaleMs } = this.deps;
+    let d: Digest | undefined;
+    if (ref.kind === "digest") d = ref.digest;
+    else {
+      const rec = store.peekTag(upstreamName, repo, ref.tag);
+      if (!rec) return undefined;
+      const decision = decideTag(rec, usefulAccept(accept), Date.now(), tagTtlMs, maxStaleMs);
+      if (decision.action !== "serve") return undefined;
+      d = parseDigest(decision.entry.digest);
+    }
+    const m = d && store.peek(d);
+    // Without a recorded type, get() sniffs the body and records it.
+    if (!m || m.mediaType === undefined) return undefined;
+    this.hit.inc();
+    return {
+      bytes: m.bytes,
+      digest: formatDigest(d!),
+      mediaType: m.mediaType,
+      source: "cache",
+      stale: false,
+    };
+  }
+
+  /**
+   * peek's answer with the disk as well: a manifest cached by digest, or by a tag trusted within
+   * its TTL, read into memory. Undefined for anything that needs the upstream, which get() asks.
+   */
+  async fromCache(repo: string, ref: Reference, accept: string[]): Promise<ManifestAnswer | undefined> {
+    let d: Digest | undefined;
+    if (ref.kind === "digest") d = ref.digest;
+    else {
+      const { tagTtlMs, maxStaleMs } = this.deps;
+      const decision = decideTag(
+        await this.readTag(repo, ref.tag),
+        usefulAccept(accept),
+        Date.now(),
+        tagTtlMs,
+        maxStaleMs,
+      );
+      if (decision.action !== "serve") return undefined;
+      d = parseDigest(decision.entry.digest);
+    }
+    const cached = d && (await this.cached(d));
+    if (!cached) return undefined;
+    this.hit.inc();
+    return cached;
+  }
+
   private async byDigest(repo: string, d: Digest): Promise<ManifestAnswer> {
     const cached = await this.cached(d);
     if (cached) {

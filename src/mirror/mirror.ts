@@ -45,6 +45,26 @@ export class Mirror {
     return this.entry(at).manifests.get(at.repo, ref, accept);
   }
 
+  /** manifest()'s answer when memory alone gives it, synchronously (ManifestService.peek). */
+  peekManifest(at: Routed, ref: Reference, accept: string[]): ManifestAnswer | undefined {
+    return this.entry(at).manifests.peek(at.repo, ref, accept);
+  }
+
+  /** A cached blob's bytes when they are held in memory, synchronously (BlobService.peekMemory). */
+  peekBlob(at: Routed, d: Digest): Buffer | undefined {
+    return this.blobs.peekMemory(this.entry(at).client.name, d);
+  }
+
+  /** peekManifest's answer with the disk as well; undefined when the upstream must be asked. */
+  manifestFromCache(at: Routed, ref: Reference, accept: string[]): Promise<ManifestAnswer | undefined> {
+    return this.entry(at).manifests.fromCache(at.repo, ref, accept);
+  }
+
+  /** peekBlob's answer for a small blob cached on disk, now read into memory (BlobService.loadSmall). */
+  loadSmallBlob(at: Routed, d: Digest): Promise<Buffer | undefined> {
+    return this.blobs.loadSmall(this.entry(at).client.name, d);
+  }
+
   blob(at: Routed, d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer> {
     return this.blobs.get(this.entry(at).client, at.repo, d, method);
   }

@@ -73,6 +73,16 @@ export class ManifestStore {
     return m;
   }
 
+  /** The copy in memory alone: no I/O, no promise (the fast path, http/fast-answer.ts). */
+  peek(d: Digest): StoredManifest | undefined {
+    return this.manifests.get(d.hex);
+  }
+
+  /** The tag record in memory alone, as getTag would find it first. */
+  peekTag(upstream: string, repo: string, tag: string): TagRecord | undefined {
+    return this.tags.get(`${upstream}/${repo}:${tag}`);
+  }
+
   /**
    * The caller has verified that `bytes` hash to `d`, and checked `mediaType` against the known
    * manifest types. The type record goes first: a crash between the two writes leaves a record

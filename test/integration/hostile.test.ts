@@ -107,6 +107,8 @@ interface Mode {
   tls?: boolean;
   sendfile?: boolean;
   workers?: number;
+  /** cache.fastPath; on by default. Off, every request goes through Node's HTTP server. */
+  fastPath?: boolean;
   s3?: boolean;
   /** A replica of a cluster: Redis coordination (implies s3). */
   cluster?: boolean;
@@ -116,6 +118,7 @@ const MODES: Mode[] = [
   { name: "logins on", logins: true },
   { name: "logins on, over TLS", logins: true, tls: true },
   { name: "sendfile off", sendfile: false },
+  { name: "fast path off, logins on, over TLS", fastPath: false, logins: true, tls: true },
   { name: "two workers, logins on", workers: 2, logins: true },
   { name: "two workers, over TLS, sendfile off", workers: 2, tls: true, sendfile: false },
   { name: "S3 storage, logins on", s3: true, logins: true },
@@ -186,6 +189,7 @@ async function spawnTestMirror(
     REGMIRROR_WORKERS: String(mode.workers ?? 1),
     REGMIRROR_LIMITS_HEADERS_TIMEOUT: "1s",
     REGMIRROR_CACHE_SENDFILE: String(mode.sendfile ?? true),
+    REGMIRROR_CACHE_FAST_PATH: String(mode.fastPath ?? true),
     ...(mode.logins ? { REGMIRROR_AUTH_HTPASSWD: htpasswd } : {}),
     REGMIRROR_HOSTED_REPOSITORIES: JSON.stringify(HOSTED.repositories),
     REGMIRROR_HOSTED_DELETE: "true",
@@ -232,7 +236,11 @@ for (const mode of MODES) {
         : await startTestMirror(fake.url, {
             storage: storage.settings,
             cluster,
-            cache: { dir: join(parent, "cache"), sendfile: mode.sendfile ?? true },
+            cache: {
+              dir: join(parent, "cache"),
+              sendfile: mode.sendfile ?? true,
+              fastPath: mode.fastPath ?? true,
+            },
             limits: { headersTimeout: "1s" },
             hosted: { ...HOSTED, anonymousPush: !mode.logins },
             ...(mode.logins ? { auth: { htpasswd } } : {}),
@@ -314,7 +322,15 @@ async function badRequests(
       // The raw path, not a URL: a URL would resolve the dot segments before they reach us.
       // Half of them logged in, so that they get past the gate to the push side.
       const headers = n % 2 === 0 ? login : {};
-      const res = await dispatcher.request({ origin: base, path: paths[n]!, method, headers });
+      // Every eighth on a connection of its own: the fast path reads each connection's first
+      // request, and hands it to Node's server from the first one it does not answer.
+      const res = await dispatcher.request({
+        origin: base,
+        path: paths[n]!,
+        method,
+        headers,
+        reset: n % 8 === 1,
+      });
       const text = await res.body.text();
       seen.set(res.statusCode, (seen.get(res.statusCode) ?? 0) + 1);
       assert.ok(res.statusCode >= 400 && res.statusCode < 500, `${method} ${paths[n]} → ${res.statusCode}`);
