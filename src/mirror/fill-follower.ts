@@ -1,6 +1,5 @@
 import { EventEmitter } from "node:events";
 import { open, type FileHandle } from "node:fs/promises";
-import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { StorageError, type Fallback, type FillFile, type Followable, type FillState } from "./fill.ts";
 import type { FillOrigin } from "./remote-fill.ts";
@@ -105,8 +104,8 @@ export abstract class ElsewhereFill implements Followable {
   /** A client stopped following (once per join). */
   protected left(): void {}
 
-  stream(start: number, end: number | undefined): Readable {
-    return Readable.from(this.read(start, end), { objectMode: false });
+  stream(start: number, end: number | undefined): AsyncIterable<Buffer> {
+    return this.read(start, end);
   }
 
   protected abstract read(start: number, end: number | undefined): AsyncGenerator<Buffer>;

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { PublishError, type BlobWriter } from "../storage/blob-store.ts";
 import type { FillWatch } from "./fill-watch.ts";
 
@@ -59,8 +59,12 @@ export interface Followable {
   readonly error: Error | undefined;
   /** A client follows the fill; call the returned function (once) when it is done. */
   join(): () => void;
-  /** Bytes [start, end] (inclusive), following the fill as it grows. Between join() and leave. */
-  stream(start: number, end: number | undefined): Readable;
+  /**
+   * Bytes [start, end] (inclusive), following the fill as it grows. Between join() and leave.
+   * The chunks themselves, not a Readable around them: sendStream takes them one by one, and a
+   * stream in between cost a push, a buffer and events per chunk for nothing.
+   */
+  stream(start: number, end: number | undefined): AsyncIterable<Buffer>;
 }
 
 export interface BlobFillOptions {
@@ -267,8 +271,8 @@ export class BlobFill implements Followable {
    * A stream of bytes [start, end] (inclusive) of the blob, following the fill as it grows.
    * Call between join() and its leave: the stream reads through the fill's shared file.
    */
-  stream(start: number, end: number | undefined): Readable {
-    return Readable.from(this.read(start, end), { objectMode: false });
+  stream(start: number, end: number | undefined): AsyncIterable<Buffer> {
+    return this.read(start, end);
   }
 
   /** Bytes [pos, limit) from memory, if the tail still holds pos. */
