@@ -61,6 +61,8 @@ export interface BlobServiceDeps {
   origin?: FillOrigin;
   /** Told when a fill starts or ends here (the cluster's record of who fills what). */
   fillsChanged?: () => void;
+  /** Told when the last fill running here has ended (start.ts gives freed memory back then). */
+  fillsIdle?: () => void;
 }
 
 /** A client in some worker started (+1) or stopped (-1) following the fill of `hex`. */
@@ -365,6 +367,7 @@ export class BlobService {
       this.pumps.delete(pump);
       this.running.delete(d.hex);
       this.deps.fillsChanged?.();
+      if (this.pumps.size === 0) this.deps.fillsIdle?.();
     };
     // Held until the blob is verified and published, and rejected when it is not: the flight's
     // `ended` says "done" only then, and followers in other workers release the last byte on

@@ -84,7 +84,7 @@ describe("BlobService", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function service(metrics = new Metrics({ processMetrics: false })) {
+  function service(metrics = new Metrics({ processMetrics: false }), fillsIdle?: () => void) {
     // Counts the clients that reached the fill's flight (run: started or joined it).
     const fills = new InProcessCoordinator().flights<FillTicket>("blob-fills");
     const reached = { n: 0 };
@@ -106,6 +106,7 @@ describe("BlobService", () => {
       sendfileThreads: 1,
       stallTimeoutMs: 60_000,
       fills,
+      fillsIdle,
     });
     return { blobs, metrics, evictor, reached };
   }
@@ -153,6 +154,41 @@ describe("BlobService", () => {
     assert.equal(hit.source, "cache");
     hit.release();
     assert.equal(upstream.requests.length, 1);
+    await blobs.close();
+    await evictor.close();
+  });
+
+  it("says when the last of its fills has ended, not before (start.ts trims malloc then)", async () => {
+    let idle = 0;
+    const { blobs, evictor } = service(undefined, () => idle++);
+    const one = cold(100_000);
+    const two = cold(200_000);
+    const answers = [one, two].map((c) => blobs.get(c.client, "library/x", c.d, "GET"));
+    for (const c of [one, two]) {
+      await c.upstream.requested(1);
+      c.upstream.answer();
+    }
+    const got = await Promise.all(answers);
+    const sinks = got.map((a, i) => {
+      const s = sink();
+      a.send(s.out, 0, [one, two][i]!.bytes.length - 1);
+      return s;
+    });
+    one.upstream.bodies[0]!.end(one.bytes);
+    await finished(sinks[0]!.out);
+    // The first fill ends when its blob is published: from then on a GET is a hit.
+    let hit = await blobs.get(one.client, "library/x", one.d, "GET");
+    while (hit.source !== "cache") {
+      hit.release();
+      await new Promise((r) => setTimeout(r, 5));
+      hit = await blobs.get(one.client, "library/x", one.d, "GET");
+    }
+    hit.release();
+    assert.equal(idle, 0, "a fill still runs");
+    two.upstream.bodies[0]!.end(two.bytes);
+    await finished(sinks[1]!.out);
+    while (idle === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(idle, 1);
     await blobs.close();
     await evictor.close();
   });

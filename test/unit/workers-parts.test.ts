@@ -1,5 +1,6 @@
-// The small parts of workers mode that need no cluster: how many workers `auto` means, the
-// relay of blob activity to the one eviction index, and the generation file purges bump.
+// The small parts of workers mode that need no cluster: how many workers `auto` means, their
+// node options, the relay of blob activity to the one eviction index, and the generation file
+// purges bump.
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
@@ -7,6 +8,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, it } from "node:test";
 import { cgroupCpus, resolveWorkers } from "../../src/cluster/cpus.ts";
+import { workerExecArgv } from "../../src/cluster/primary.ts";
 import { InProcessCoordinator } from "../../src/coordination/in-process.ts";
 import { EvictionRelay, type BlobActivity } from "../../src/mirror/eviction-relay.ts";
 import { bumpGeneration, watchGeneration } from "../../src/storage/generation.ts";
@@ -22,6 +24,18 @@ describe("workers: auto", () => {
     assert.equal(resolveWorkers("auto", "150000 100000"), Math.min(2, availableParallelism()));
     assert.equal(resolveWorkers("auto", "max 100000"), availableParallelism());
     assert.equal(resolveWorkers(3, "100000 100000"), 3, "a number is taken as it is");
+  });
+});
+
+describe("workers' node options", () => {
+  it("cap the young generation, unless the operator set it on the command line or in NODE_OPTIONS", () => {
+    assert.deepEqual(workerExecArgv(["--import", "tsx"], undefined), [
+      "--import",
+      "tsx",
+      "--max-semi-space-size=4",
+    ]);
+    assert.deepEqual(workerExecArgv(["--max-semi-space-size=16"], ""), ["--max-semi-space-size=16"]);
+    assert.deepEqual(workerExecArgv([], "--max_semi_space_size=2 --trace-gc"), []);
   });
 });
 
