@@ -194,12 +194,7 @@ function fastConnection(
     handed = true;
     clearTimeout(partial);
     socket.setTimeout(0);
-    socket.removeListener("data", onData);
-    socket.removeListener("drain", onDrain);
-    socket.removeListener("timeout", onTimeout);
-    socket.removeListener("end", onEnd);
-    socket.removeListener("error", onError);
-    socket.removeListener("close", onClose);
+    for (const [event, listener] of listeners) socket.removeListener(event, listener);
     socket.uncork();
     const rest = pending;
     pending = "";
@@ -211,12 +206,15 @@ function fastConnection(
     else if (socket.isPaused()) socket.resume();
   };
 
-  socket.on("data", onData);
-  socket.on("drain", onDrain);
-  socket.on("timeout", onTimeout);
-  socket.on("end", onEnd);
-  socket.on("error", onError);
-  socket.on("close", onClose);
+  const listeners: Array<[string, (...args: Buffer[]) => void]> = [
+    ["data", onData],
+    ["drain", onDrain],
+    ["timeout", onTimeout],
+    ["end", onEnd],
+    ["error", onError],
+    ["close", onClose],
+  ];
+  for (const [event, listener] of listeners) socket.on(event, listener);
   socket.setTimeout(limits.keepAliveTimeoutMs);
 }
 
