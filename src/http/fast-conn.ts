@@ -1,4 +1,4 @@
-import type { Server } from "node:net";
+import type { Server as HttpServer } from "node:http";
 import type { Socket } from "node:net";
 import { parseRequest, type PlainRequest } from "./fast-parse.ts";
 
@@ -43,13 +43,24 @@ export interface FastLimits {
 /** Unparsed bytes past which a connection stops reading until the client takes its answers. */
 const MAX_PENDING = 64 * 1024;
 
+/** What a server's shutdown needs of the connections the fast path holds. */
+interface Held {
+  /** Ends the connection now if it has nothing under way, else after its next answer. */
+  closeIfIdle(): void;
+  destroy(): void;
+}
+
 /**
  * Puts the fast path in front of `server`'s own connection listener (an http.Server's
  * "connection", an https.Server's "secureConnection"), which then gets the connections handed
  * over. Returns false, changing nothing, when the server does not have exactly one.
+ *
+ * Node's closeIdleConnections() and closeAllConnections() know only Node's connections: they are
+ * wrapped to close the fast path's as well, or a shutdown would wait its whole deadline for every
+ * kept-alive client (dockerd, containerd and undici keep them), and the server never close.
  */
 export function frontConnections(
-  server: Server,
+  server: HttpServer,
   event: "connection" | "secureConnection",
   respond: FastResponder,
   limits: FastLimits,
@@ -58,16 +69,46 @@ export function frontConnections(
   if (listeners.length !== 1) return false;
   const node = listeners[0] as (socket: Socket) => void;
   server.removeListener(event, node);
-  server.on(event, (socket: Socket) => fastConnection(socket, respond, limits, (s) => node.call(server, s)));
+  const held = new Set<Held>();
+  let closing = false;
+  server.on(event, (socket: Socket) => {
+    const conn: Held = fastConnection(socket, respond, limits, {
+      handOver: (s) => node.call(server, s),
+      closing: () => closing,
+      left: () => held.delete(conn),
+    });
+    held.add(conn);
+  });
+  const closeIdle = server.closeIdleConnections.bind(server);
+  const closeAll = server.closeAllConnections.bind(server);
+  server.closeIdleConnections = () => {
+    closing = true;
+    for (const c of held) c.closeIfIdle();
+    closeIdle();
+  };
+  server.closeAllConnections = () => {
+    closing = true;
+    for (const c of held) c.destroy();
+    closeAll();
+  };
   return true;
+}
+
+interface ConnectionHooks {
+  /** Gives the connection to Node's HTTP server. */
+  handOver(socket: Socket): void;
+  /** The server is shutting down: answer with Connection: close. */
+  closing(): boolean;
+  /** The connection closed or went to Node's server. */
+  left(): void;
 }
 
 function fastConnection(
   socket: Socket,
   respond: FastResponder,
   limits: FastLimits,
-  handOver: (socket: Socket) => void,
-): void {
+  hooks: ConnectionHooks,
+): Held {
   /** Bytes read and not yet answered, latin1 (one char per byte). */
   let pending = "";
   /** Our answers wait in Node's buffer: no further answer until 'drain'. */
@@ -106,6 +147,7 @@ function fastConnection(
   const onClose = () => {
     gone = true;
     clearTimeout(partial);
+    hooks.left();
   };
 
   /** The responder, which must not throw here: a throw in a 'data' handler ends the process. */
@@ -152,8 +194,9 @@ function fastConnection(
       if (!handed) socket.uncork();
     }
     if (gone) return;
-    if (ended && !blocked) {
-      // Everything complete is answered; a request cut short by the half-close gets nothing.
+    if ((ended || hooks.closing()) && !blocked) {
+      // Everything complete is answered; a request cut short by the half-close (or the server's
+      // shutdown) gets nothing.
       gone = true;
       socket.end();
       return;
@@ -178,8 +221,9 @@ function fastConnection(
   };
 
   /** Writes an answer to the request at the front of `pending`, `length` bytes long. */
-  const send = (answer: FastAnswer, close: boolean, length: number) => {
+  const send = (answer: FastAnswer, asked: boolean, length: number) => {
     pending = pending.slice(length);
+    const close = asked || hooks.closing();
     const tail = close ? "Connection: close\r\n\r\n" : keepAliveLines(limits.keepAliveTimeoutMs);
     let ok = socket.write(`${answer.head}Date: ${httpDate()}\r\n${tail}`, "latin1");
     if (answer.body) ok = socket.write(answer.body);
@@ -198,7 +242,8 @@ function fastConnection(
     socket.uncork();
     const rest = pending;
     pending = "";
-    handOver(socket);
+    hooks.left();
+    hooks.handOver(socket);
     // Node's listener reads the socket from now on; the bytes we hold are the first it gets,
     // synchronously, before any more can arrive, and then the half-close if it came already.
     if (rest.length > 0) socket.emit("data", Buffer.from(rest, "latin1"));
@@ -216,6 +261,16 @@ function fastConnection(
   ];
   for (const [event, listener] of listeners) socket.on(event, listener);
   socket.setTimeout(limits.keepAliveTimeoutMs);
+  return {
+    closeIfIdle() {
+      if (gone) return;
+      // Under way: an answer being read, waiting for the client, or requests not yet answered.
+      if (waiting || blocked || pending.length > 0) return;
+      gone = true;
+      socket.end();
+    },
+    destroy: () => socket.destroy(),
+  };
 }
 
 /** What Node sends on a kept-alive connection. */

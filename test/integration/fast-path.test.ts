@@ -184,6 +184,20 @@ describe("fast path", { timeout: 120_000 }, () => {
     }
   });
 
+  it("lets a shutdown close the connections it holds at once, not at the deadline", async () => {
+    const m = await startTestMirror(up.url, { cache: await filled() });
+    const c = await rawConnect(m.url);
+    c.send(rawRequest("GET", paths().config));
+    const [r] = await c.read(1);
+    assert.equal(r!.status, 200);
+    assert.equal(await fastAnswers(m), 1);
+    // An idle kept-alive connection, as dockerd and undici keep them.
+    const started = Date.now();
+    await m.stop();
+    await c.closed;
+    assert.ok(Date.now() - started < 5000, `stopped in ${Date.now() - started} ms`);
+  });
+
   it("closes the connection after answering Connection: close", async () => {
     const c = await rawConnect(fast.url);
     c.send(rawRequest("GET", "/v2/", { Connection: "close" }));
