@@ -8,7 +8,9 @@ import type { Reference } from "../oci/reference.ts";
 import type { FastAnswer, FastResponder } from "./fast-conn.ts";
 import type { PlainRequest } from "./fast-parse.ts";
 import { requestId, type RegistryDeps } from "./registry.ts";
+import { NOSNIFF } from "./respond.ts";
 import { route } from "./route.ts";
+import { BASE_BODY, BASE_HEADERS, blobHeaders, headerText, manifestHeaders } from "./answer-headers.ts";
 
 // What the fast path (fast-conn.ts) may answer: GET and HEAD of /v2/, of a manifest and of a
 // blob, when everything the answer needs is in memory — the mirror's own checks passed (name,
@@ -17,12 +19,11 @@ import { route } from "./route.ts";
 // full handler (registry.ts) takes the request and answers it as always. So this file never
 // writes an error, and does nothing (no counter, no log line) before it knows it answers.
 //
-// The bytes are the ones registry.ts would send through Node: the same headers, in the same
-// order, with the same names.
+// The bytes are the ones registry.ts would send through Node: both take their headers from
+// answer-headers.ts.
 
-const NOSNIFF = "x-content-type-options: nosniff\r\n";
-const API_VERSION = "docker-distribution-api-version: registry/2.0\r\n";
-const EMPTY_OBJECT = Buffer.from("{}");
+const NOSNIFF_LINE = headerText(Object.entries(NOSNIFF));
+const BASE = { headers: headerText(BASE_HEADERS), body: Buffer.from(BASE_BODY) };
 
 export function fastResponder(
   deps: RegistryDeps,
@@ -36,7 +37,7 @@ export function fastResponder(
     const send = (answered: Answered | undefined): FastAnswer | undefined => {
       if (!answered) return undefined;
       const id = requestId(request.headers["x-request-id"]);
-      const head = `HTTP/1.1 200 OK\r\n${NOSNIFF}x-request-id: ${id}\r\n${answered.headers}`;
+      const head = `HTTP/1.1 200 OK\r\n${NOSNIFF_LINE}x-request-id: ${id}\r\n${answered.headers}`;
       const body = request.method === "GET" ? answered.body : undefined;
       if (body) deps.metrics.servedFrom("cache").inc(body.length);
       deps.metrics.fastAnswers.inc();
@@ -96,12 +97,7 @@ function answer(deps: RegistryDeps, request: PlainRequest, client: string): Mayb
     const req = { headers: request.headers } as unknown as IncomingMessage;
     if (typeof deps.gate.authorize(req, name, "pull", client) !== "string") return undefined;
   }
-  if (r.kind === "base") {
-    return {
-      headers: `${API_VERSION}content-type: application/json; charset=utf-8\r\ncontent-length: 2\r\n`,
-      body: EMPTY_OBJECT,
-    };
-  }
+  if (r.kind === "base") return BASE;
   const at = deps.mirror.route(ns, r.name);
   if (!deps.policy.permits(at.upstream, at.repo)) return undefined;
   return r.kind === "manifest" ? manifest(deps, request, at, r.reference) : blob(deps, request, at, r.digest);
@@ -121,13 +117,7 @@ function manifestAnswer(deps: RegistryDeps, at: Routed, ref: Reference, m: Manif
     deps.metrics.pullsOf(at.upstream).inc();
     deps.pulls?.record(at.upstream, at.repo, ref.tag);
   }
-  return {
-    headers:
-      `${API_VERSION}content-type: ${m.mediaType}\r\ncontent-length: ${m.bytes.length}\r\n` +
-      `docker-content-digest: ${m.digest}\r\netag: "${m.digest}"\r\n`,
-    body: m.bytes,
-    cache: "hit",
-  };
+  return { headers: headerText(manifestHeaders(m)), body: m.bytes, cache: "hit" };
 }
 
 function blob(deps: RegistryDeps, request: PlainRequest, at: Routed, digest: string): Maybe {
@@ -141,12 +131,5 @@ function blob(deps: RegistryDeps, request: PlainRequest, at: Routed, digest: str
 }
 
 function blobAnswer(digest: string, bytes: Buffer): Answered {
-  return {
-    headers:
-      `${API_VERSION}content-type: application/octet-stream\r\ndocker-content-digest: ${digest}\r\n` +
-      `etag: "${digest}"\r\naccept-ranges: bytes\r\ncache-control: max-age=31536000, immutable\r\n` +
-      `content-length: ${bytes.length}\r\n`,
-    body: bytes,
-    cache: "hit",
-  };
+  return { headers: headerText(blobHeaders(digest, bytes.length)), body: bytes, cache: "hit" };
 }

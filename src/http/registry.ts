@@ -15,6 +15,7 @@ import type { PushRights } from "../access/push-rights.ts";
 import type { PullLog } from "../metrics/pull-log.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { API_VERSION, logFailure, sendError, sendJson } from "./respond.ts";
+import { BASE_BODY, BASE_HEADERS, blobHeaders, headerObject, manifestHeaders } from "./answer-headers.ts";
 import { parseRange } from "./range.ts";
 import { route } from "./route.ts";
 import { serveHosted, type HostedDeps } from "./hosted.ts";
@@ -191,7 +192,8 @@ async function handle(
   switch (r.kind) {
     case "base":
       if (!read) throw unsupported();
-      return sendJson(res, 200, {});
+      res.writeHead(200, headerObject(BASE_HEADERS));
+      return void res.end(BASE_BODY);
     case "upload":
       throw unsupported();
     case "manifest": {
@@ -206,15 +208,7 @@ async function handle(
       // Node joins repeated Accept lines with ", ", and parseAccept splits on commas anyway.
       const m = await deps.mirror.manifest(at, ref, parseAccept(req.headers.accept));
       out.cache = m.stale ? "stale" : m.source === "cache" ? "hit" : "miss";
-      const headers: Record<string, string | number> = {
-        ...API_VERSION,
-        "content-type": m.mediaType,
-        "content-length": m.bytes.length,
-        "docker-content-digest": m.digest,
-        etag: `"${m.digest}"`,
-      };
-      if (m.stale) headers.warning = '110 - "Response is Stale"';
-      res.writeHead(200, headers);
+      res.writeHead(200, headerObject(manifestHeaders(m)));
       if (method === "HEAD") return void res.end();
       out.bytes = m.bytes.length;
       deps.metrics.servedFrom(m.source === "cache" ? "cache" : "upstream").inc(m.bytes.length);
@@ -278,15 +272,6 @@ function sendBlob(
   digest: string,
   out: Outcome,
 ): void {
-  const headers: Record<string, string | number> = {
-    ...API_VERSION,
-    "content-type": "application/octet-stream",
-    "docker-content-digest": digest,
-    etag: `"${digest}"`,
-    "accept-ranges": "bytes",
-    // Content-addressed: the bytes behind this URL can never change.
-    "cache-control": "max-age=31536000, immutable",
-  };
   if (b.redirect !== undefined && req.method === "GET") {
     // As distribution's redirect option: the client fetches the bytes (its Range included) there.
     res.writeHead(307, {
@@ -308,14 +293,14 @@ function sendBlob(
   let status = 200;
   let start = 0;
   let end = b.size === undefined ? undefined : b.size - 1;
+  let contentRange: string | undefined;
   if (range.kind === "partial") {
     status = 206;
     ({ start, end } = range);
-    headers["content-range"] = `bytes ${start}-${end}/${b.size}`;
+    contentRange = `bytes ${start}-${end}/${b.size}`;
   }
   const length = end === undefined ? undefined : end - start + 1;
-  if (length !== undefined) headers["content-length"] = length;
-  res.writeHead(status, headers);
+  res.writeHead(status, headerObject(blobHeaders(digest, length, contentRange)));
   if (req.method === "HEAD" || length === 0) {
     b.release();
     res.end();
