@@ -9,7 +9,7 @@ import type { UpstreamClient, UpstreamResponse } from "../upstream/client.ts";
 import { isUpstreamOutage, upstreamError } from "../upstream/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { Flights } from "../coordination/coordinator.ts";
-import { acceptKey, decideTag } from "./policy.ts";
+import { acceptKey, decideTag, type TagDecision } from "./policy.ts";
 
 // Manifests. By digest: local-first and immutable, never asked upstream once cached. By tag, per
 // Accept (policy.ts): trusted for the tag TTL, then revalidated with a HEAD (which Docker Hub does
@@ -87,21 +87,10 @@ export class ManifestService {
    * its TTL, read into memory. Undefined for anything that needs the upstream, which get() asks.
    */
   async fromCache(repo: string, ref: Reference, accept: string[]): Promise<ManifestAnswer | undefined> {
-    let d: Digest | undefined;
-    if (ref.kind === "digest") d = ref.digest;
-    else {
-      const { tagTtlMs, maxStaleMs } = this.deps;
-      const decision = decideTag(
-        await this.readTag(repo, ref.tag),
-        usefulAccept(accept),
-        Date.now(),
-        tagTtlMs,
-        maxStaleMs,
-      );
-      if (decision.action !== "serve") return undefined;
-      d = parseDigest(decision.entry.digest);
-    }
-    const cached = d && (await this.cached(d));
+    const cached =
+      ref.kind === "digest"
+        ? await this.cached(ref.digest)
+        : (await this.judge(await this.readTag(repo, ref.tag), usefulAccept(accept))).cached;
     if (!cached) return undefined;
     this.hit.inc();
     return cached;
@@ -120,15 +109,12 @@ export class ManifestService {
   }
 
   private async byTag(repo: string, tag: string, clientAccept: string[]): Promise<ManifestAnswer> {
-    const { metrics, tagTtlMs, maxStaleMs } = this.deps;
+    const { metrics } = this.deps;
     const accept = usefulAccept(clientAccept);
-    const decision = decideTag(await this.readTag(repo, tag), accept, Date.now(), tagTtlMs, maxStaleMs);
-    if (decision.action === "serve") {
-      const cached = await this.cached(parseDigest(decision.entry.digest)!);
-      if (cached) {
-        this.hit.inc();
-        return cached;
-      }
+    const { decision, cached } = await this.judge(await this.readTag(repo, tag), accept);
+    if (cached) {
+      this.hit.inc();
+      return cached;
     }
     const key = `tag:${repo}:${tag}:${acceptKey(accept)}`;
     if (decision.action === "fetch" || decision.action === "serve") {
@@ -182,10 +168,24 @@ export class ManifestService {
     tag: string,
     accept: string[],
   ): Promise<ManifestAnswer | undefined> {
-    const { store, upstreamName, tagTtlMs, maxStaleMs } = this.deps;
+    const { store, upstreamName } = this.deps;
     const rec = await store.getTag(upstreamName, repo, tag, { fresh: true }).catch(() => undefined);
+    return (await this.judge(rec, accept)).cached;
+  }
+
+  /**
+   * The tag policy's decision on a tag record, and, when it says serve, the cached manifest the
+   * record names (undefined if its bytes are gone: the caller then asks the upstream).
+   */
+  private async judge(
+    rec: TagRecord | undefined,
+    accept: string[],
+  ): Promise<{ decision: TagDecision; cached: ManifestAnswer | undefined }> {
+    const { tagTtlMs, maxStaleMs } = this.deps;
     const decision = decideTag(rec, accept, Date.now(), tagTtlMs, maxStaleMs);
-    return decision.action === "serve" ? this.cached(parseDigest(decision.entry.digest)!) : undefined;
+    const cached =
+      decision.action === "serve" ? await this.cached(parseDigest(decision.entry.digest)!) : undefined;
+    return { decision, cached };
   }
 
   /**
