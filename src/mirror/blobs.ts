@@ -124,10 +124,8 @@ export class BlobService {
    * (http/fast-answer.ts); undefined otherwise, and get() answers. Counts as get() does on a hit.
    */
   peekMemory(upstreamName: string, d: Digest): Buffer | undefined {
-    const mem = this.memory?.get(d.hex);
-    if (!mem) return undefined;
-    this.deps.evictor.read(d.hex);
-    this.deps.metrics.lookupsOf("blob", upstreamName).hit.inc();
+    const mem = this.readMemory(d);
+    if (mem) this.deps.metrics.lookupsOf("blob", upstreamName).hit.inc();
     return mem;
   }
 
@@ -218,13 +216,8 @@ export class BlobService {
 
   private async openCached(d: Digest, method: "GET" | "HEAD"): Promise<BlobAnswer | undefined> {
     const { store, evictor } = this.deps;
-    // Reads are recorded by the eviction index, which persists them (last-read.ts); a blob
-    // removed behind our back leaves memory through the generation file (forgetAllCached).
-    const mem = this.memory?.get(d.hex);
-    if (mem) {
-      evictor.read(d.hex);
-      return bufferAnswer(mem, this.deps.stallTimeoutMs);
-    }
+    const mem = this.readMemory(d);
+    if (mem) return bufferAnswer(mem, this.deps.stallTimeoutMs);
     const reader = await store.open(d);
     if (!reader) return undefined;
     evictor.read(d.hex);
@@ -242,6 +235,15 @@ export class BlobService {
     if (small) return bufferAnswer(await this.keep(d, reader), this.deps.stallTimeoutMs);
     // Holding the reader means eviction can remove the blob without cutting this response.
     return readerAnswer(reader, this.sendOptions);
+  }
+
+  /** The blob's copy in memory, if it has one, recorded as read. */
+  private readMemory(d: Digest): Buffer | undefined {
+    // Reads are recorded by the eviction index, which persists them (last-read.ts); a blob
+    // removed behind our back leaves memory through the generation file (forgetAllCached).
+    const mem = this.memory?.get(d.hex);
+    if (mem) this.deps.evictor.read(d.hex);
+    return mem;
   }
 
   /** Reads a small blob into memory, from now on served from there; closes `reader`. */
