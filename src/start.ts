@@ -25,6 +25,7 @@ import { workerMetrics } from "./cluster/metrics.ts";
 import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
 import { createHandler } from "./http/app.ts";
 import { openListeners } from "./http/listeners.ts";
+import { primeHttpClient } from "./upstream/prime.ts";
 import { readiness } from "./http/health.ts";
 import { collectStats } from "./metrics/stats.ts";
 import { History } from "./metrics/history.ts";
@@ -324,6 +325,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     .catch((err: Error) => log.error("could not index the cache", { error: err.message }));
   leader?.start();
   registry?.start();
+  void primeHttpClient();
   if (
     config.upstream.name === "docker.io" &&
     !/(^|\.)docker\.io$/.test(new URL(config.upstream.url).hostname)
