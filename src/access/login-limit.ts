@@ -1,4 +1,5 @@
 import { LRUCache } from "lru-cache";
+import { atMost } from "../lru-bound.ts";
 
 // Failed logins per client address: more than `max` within `windowMs` and the address must wait
 // until the oldest of them leaves the window. Each failure cost a bcrypt check; without a limit
@@ -19,7 +20,7 @@ export class FailedLogins {
   ) {
     // Bounded, so a flood from many addresses cannot grow it without end; forgetting the least
     // recently seen addresses first only ever errs towards letting a login be checked.
-    this.byClient = new LRUCache({ max: 50_000 });
+    this.byClient = new LRUCache(atMost(50_000));
   }
 
   /**

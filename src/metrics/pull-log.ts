@@ -1,4 +1,5 @@
 import { LRUCache } from "lru-cache";
+import { atMost } from "../lru-bound.ts";
 
 // When each repository and tag was last asked for by a client: a manifest request by tag (GET or
 // HEAD), which is how every client starts a pull. In memory only: after a restart the status
@@ -17,8 +18,8 @@ export class PullLog {
   private readonly repos: LRUCache<string, number>;
 
   constructor(opts: { maxTags?: number; maxRepos?: number } = {}) {
-    this.tags = new LRUCache({ max: opts.maxTags ?? MAX_TAGS });
-    this.repos = new LRUCache({ max: opts.maxRepos ?? MAX_REPOS });
+    this.tags = new LRUCache(atMost(opts.maxTags ?? MAX_TAGS));
+    this.repos = new LRUCache(atMost(opts.maxRepos ?? MAX_REPOS));
   }
 
   /** A client asked for upstream/repo:tag now (or at `at`, ms since the epoch). */

@@ -1,4 +1,5 @@
 import { LRUCache } from "lru-cache";
+import { atMost } from "../lru-bound.ts";
 import { parseTagRecord, taggedRepositories } from "./cache-walk.ts";
 import type { StorageDriver } from "./driver.ts";
 import { manifestKey, manifestMetaKey, tagKey } from "./keys.ts";
@@ -46,7 +47,7 @@ export interface StoredManifest {
 
 export class ManifestStore {
   private readonly manifests: LRUCache<string, StoredManifest>;
-  private readonly tags = new LRUCache<string, TagRecord>({ max: 100_000 });
+  private readonly tags = new LRUCache<string, TagRecord>(atMost(100_000));
   private readonly repos = new RepoIndex(() => taggedRepositories(this.driver));
 
   constructor(

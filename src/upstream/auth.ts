@@ -1,4 +1,5 @@
 import { LRUCache } from "lru-cache";
+import { atMost } from "../lru-bound.ts";
 import { request, type Dispatcher } from "undici";
 import { RegistryError } from "../oci/errors.ts";
 import { isTrustedRealm, type Challenge } from "./challenge.ts";
@@ -28,7 +29,7 @@ export function tokenKey(c: Challenge, scope: string): string {
 }
 
 export class TokenCache {
-  private readonly tokens = new LRUCache<string, string>({ max: 10_000, ttlAutopurge: false });
+  private readonly tokens = new LRUCache<string, string>({ ...atMost(10_000), ttlAutopurge: false });
 
   constructor(
     private readonly upstreamUrl: string,
