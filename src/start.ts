@@ -19,7 +19,7 @@ import { Evictor, type BlobIndex } from "./mirror/eviction.ts";
 import { BLOB_ACTIVITY, BLOB_REMOVED, EvictionRelay, type BlobActivity } from "./mirror/eviction-relay.ts";
 
 import { watchGeneration } from "./storage/generation.ts";
-import { releaseFreedMemory } from "./storage/native.ts";
+import { releaseAfterFills } from "./memory.ts";
 import { primaryChannel } from "./cluster/channel.ts";
 import { workerMetrics } from "./cluster/metrics.ts";
 import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
@@ -161,7 +161,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
   let trimTimer: NodeJS.Timeout | undefined;
   const fillsIdle = () => {
     clearTimeout(trimTimer);
-    trimTimer = setTimeout(releaseFreedMemory, TRIM_AFTER_FILLS_MS).unref();
+    trimTimer = setTimeout(releaseAfterFills, TRIM_AFTER_FILLS_MS).unref();
   };
   const blobs = new BlobService({
     store: blobStore,
