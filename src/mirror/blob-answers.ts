@@ -78,14 +78,22 @@ function fileAnswer(fd: number, size: number, opts: SendOptions): BlobAnswer {
   };
 }
 
-export function fillAnswer(fill: Followable, stallMs: number): BlobAnswer {
+/** `left` is called once, when this client no longer follows the fill (sent, failed or released). */
+export function fillAnswer(fill: Followable, stallMs: number, left?: () => void): BlobAnswer {
   // A fill that died of an upstream fault is about to be forgotten; the next request retries.
   if (fill.state === "failed" && !(fill.error instanceof StorageError)) {
     throw new RegistryError("UNAVAILABLE", "the upstream transfer of this blob failed");
   }
   // Joined now, not at send(): the fill's file must stay open (and the fill count as followed)
   // from the moment this client has it.
-  const leave = fill.join();
+  const joined = fill.join();
+  let gone = false;
+  const leave = () => {
+    joined();
+    if (gone) return;
+    gone = true;
+    left?.();
+  };
   return {
     size: fill.size,
     source: "upstream",

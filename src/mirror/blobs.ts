@@ -61,7 +61,11 @@ export interface BlobServiceDeps {
   origin?: FillOrigin;
   /** Told when a fill starts or ends here (the cluster's record of who fills what). */
   fillsChanged?: () => void;
-  /** Told when the last fill running here has ended (start.ts gives freed memory back then). */
+  /**
+   * Told when no fill runs here and no client here follows one (start.ts gives freed memory back
+   * then). Followers count: a worker that only followed other workers' fills read them through
+   * buffers of its own.
+   */
   fillsIdle?: () => void;
 }
 
@@ -74,6 +78,8 @@ export interface FollowerChange {
 export class BlobService {
   /** Every fill's pump, so shutdown can wait for them. */
   private readonly pumps = new Set<Promise<void>>();
+  /** Clients here following a fill, this process's or another's. */
+  private fillReaders = 0;
   /** The fills this process runs, by digest hex: its own clients read them from memory. */
   private readonly running = new Map<string, BlobFill>();
   /** Fills another worker (or replica) runs, by digest hex: one follower each. */
@@ -177,7 +183,16 @@ export class BlobService {
     // Known only now across workers: whether another member ran the fill.
     if (flight.joined) this.deps.metrics.coalesced.inc({ kind: "blob" });
     const fill = this.running.get(d.hex) ?? this.follower(upstream, repo, d, ticket, flight.ended);
-    return fillAnswer(fill, this.deps.stallTimeoutMs);
+    const answer = fillAnswer(fill, this.deps.stallTimeoutMs, () => {
+      this.fillReaders--;
+      this.maybeIdle();
+    });
+    this.fillReaders++;
+    return answer;
+  }
+
+  private maybeIdle(): void {
+    if (this.pumps.size === 0 && this.fillReaders === 0) this.deps.fillsIdle?.();
   }
 
   private follower(
@@ -369,7 +384,7 @@ export class BlobService {
       this.pumps.delete(pump);
       this.running.delete(d.hex);
       this.deps.fillsChanged?.();
-      if (this.pumps.size === 0) this.deps.fillsIdle?.();
+      this.maybeIdle();
     };
     // Held until the blob is verified and published, and rejected when it is not: the flight's
     // `ended` says "done" only then, and followers in other workers release the last byte on

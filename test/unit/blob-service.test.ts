@@ -193,6 +193,38 @@ describe("BlobService", () => {
     await evictor.close();
   });
 
+  it("is not idle while a client still follows a fill that has ended (its reads hold buffers too)", async () => {
+    let idle = 0;
+    const { blobs, evictor } = service(undefined, () => idle++);
+    const c = cold(300_000);
+    const both = [blobs.get(c.client, "library/x", c.d, "GET"), blobs.get(c.client, "library/x", c.d, "GET")];
+    await c.upstream.requested(1);
+    c.upstream.answer();
+    const [fast, slow] = await Promise.all(both);
+    const first = sink();
+    fast!.send(first.out, 0, c.bytes.length - 1);
+    c.upstream.bodies[0]!.end(c.bytes);
+    await finished(first.out);
+    let hit = await blobs.get(c.client, "library/x", c.d, "GET");
+    while (hit.source !== "cache") {
+      hit.release();
+      await new Promise((r) => setTimeout(r, 5));
+      hit = await blobs.get(c.client, "library/x", c.d, "GET");
+    }
+    hit.release();
+    // The fill is over (published); the second client has not read a byte yet.
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(idle, 0, "a client still follows the fill");
+    const second = sink();
+    slow!.send(second.out, 0, c.bytes.length - 1);
+    await finished(second.out);
+    assert.ok(second.bytes().equals(c.bytes));
+    while (idle === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(idle, 1);
+    await blobs.close();
+    await evictor.close();
+  });
+
   it("gives a failed upstream answer to every waiting client, and the next GET asks afresh", async () => {
     const { blobs, evictor, reached } = service();
     const { d, upstream, client } = cold(1024);
