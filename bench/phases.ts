@@ -5,7 +5,7 @@
 import type { Upstream } from "../test/fixtures/upstream.ts";
 import type { Content } from "./content.ts";
 import { coalescing, coldPull, type Endpoint, type Values } from "./figures-cold.ts";
-import { warmBlobs, warmManifests, warmUp } from "./figures-warm.ts";
+import { exercise, warmBlobs, warmManifests, warmUp } from "./figures-warm.ts";
 import { backgroundCores } from "./proc.ts";
 import { NOISY_CORES, type Results } from "./results.ts";
 import { makeStartupCache, startupTime } from "./startup.ts";
@@ -139,6 +139,7 @@ export async function warmPhase(
     const t = await startTarget(spec, ctx.launch);
     try {
       await warmUp(upstream, t, content);
+      await exercise(t, content);
     } catch (err) {
       await t.stop();
       throw err;
