@@ -1,6 +1,6 @@
 import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
-import { ConfigError } from "./config/validate.ts";
+import { ConfigError } from "./config/errors.ts";
 import type { Config } from "./config/schema.ts";
 import { createLogger } from "./log.ts";
 import { Metrics } from "./metrics/metrics.ts";

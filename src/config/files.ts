@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { Config } from "./schema.ts";
-import { ConfigError } from "./validate.ts";
+import { ConfigError } from "./errors.ts";
 
 /**
  * The files the config names must be readable: checked by a cluster's primary before it forks,

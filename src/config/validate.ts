@@ -1,18 +1,12 @@
 import type { z } from "zod";
 import { ConfigSchema, type Config } from "./schema.ts";
+import { ConfigError } from "./errors.ts";
 import { HIDDEN, isSecretPath, redact } from "./redact.ts";
 
 // Pure validation: raw values in (from YAML and the environment), a typed Config out, or a
 // ConfigError whose lines each name the bad key, the value, and where it came from.
 
-export class ConfigError extends Error {
-  readonly problems: string[];
-  constructor(problems: string[]) {
-    super(problems.join("\n"));
-    this.name = "ConfigError";
-    this.problems = problems;
-  }
-}
+export { ConfigError };
 
 /** Where a key's value came from, for messages: "mirror.yml" or "REGMIRROR_TAG_TTL". */
 export type Sources = Map<string, string>;

@@ -2,7 +2,7 @@ import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import type { Server as TlsServer } from "node:https";
-import { ConfigError } from "../config/validate.ts";
+import { ConfigError } from "../config/errors.ts";
 import type { Config } from "../config/schema.ts";
 import { createHttpServer, createHttpsServer, type Handler, type ServerLimits } from "./app.ts";
 
