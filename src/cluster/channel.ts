@@ -1,4 +1,5 @@
 import type { Worker } from "node:cluster";
+import type { Config } from "../config/schema.ts";
 import type { Channel } from "../coordination/protocol.ts";
 
 // The coordination hub's pipes over cluster IPC: to one worker from the primary, and to the
@@ -29,8 +30,14 @@ export function primaryChannel(): Channel {
   };
 }
 
-/** What the primary hands each worker at start: secrets that must be the same in every worker. */
+/**
+ * What the primary hands each worker at start: the configuration it validated (so a worker never
+ * loads the validator), how many workers there are, and secrets that must be the same in every
+ * worker. Plain data: it crosses the IPC pipe as a structured clone.
+ */
 export interface Hello {
+  config: Config;
+  workers: number;
   tokenKey: Buffer;
 }
 

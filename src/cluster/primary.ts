@@ -11,6 +11,7 @@ import { openCache } from "../storage/cache.ts";
 import { MetricsCollector } from "./metrics.ts";
 import { answerHello, ipcChannel } from "./channel.ts";
 import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
 
 // `workers: N` (N > 1): this process forks N workers that each run the whole mirror on the
 // same listen addresses (node:cluster hands them the connections) and the same cache
@@ -51,6 +52,11 @@ export function workerExecArgv(
   return [...execArgv, `--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`];
 }
 
+/** The workers' entry, next to main: worker.js once built, worker.ts where tsx runs the source. */
+const WORKER_ENTRY = fileURLToPath(
+  new URL(import.meta.url.endsWith(".ts") ? "../worker.ts" : "../worker.js", import.meta.url),
+);
+
 export async function runPrimary(config: Config, count: number, log: Logger): Promise<void> {
   const { driver, paths } = await openCache(config);
   const store = new BlobStore(driver, paths);
@@ -74,7 +80,7 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
     evictor.reload().catch((err: Error) => log.error("could not index the cache", { error: err.message }));
   });
 
-  const hello = { tokenKey: randomBytes(32) };
+  const hello = { config, workers: count, tokenKey: randomBytes(32) };
   const workers = new Map<Worker, WorkerState>();
   const deaths: number[] = [];
   const collector = new MetricsCollector(metrics.registry, () => workers.keys());
@@ -83,7 +89,7 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
   let started: () => void;
   const allStarted = new Promise<void>((resolve) => (started = resolve));
 
-  cluster.setupPrimary({ serialization: "advanced", execArgv: workerExecArgv() });
+  cluster.setupPrimary({ exec: WORKER_ENTRY, serialization: "advanced", execArgv: workerExecArgv() });
   const fork = (): void => {
     const worker = cluster.fork();
     const pid = worker.process.pid!;

@@ -7,6 +7,8 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, it } from "node:test";
+import { deserialize, serialize } from "node:v8";
+import { validateConfig } from "../../src/config/validate.ts";
 import { cgroupCpus, resolveWorkers } from "../../src/cluster/cpus.ts";
 import { workerExecArgv } from "../../src/cluster/primary.ts";
 import { InProcessCoordinator } from "../../src/coordination/in-process.ts";
@@ -36,6 +38,19 @@ describe("workers' node options", () => {
     ]);
     assert.deepEqual(workerExecArgv(["--max-semi-space-size=16"], ""), ["--max-semi-space-size=16"]);
     assert.deepEqual(workerExecArgv([], "--max_semi_space_size=2 --trace-gc"), []);
+  });
+});
+
+describe("the configuration handed to the workers", () => {
+  it("crosses the IPC pipe (a structured clone) unchanged: the workers never validate it again", () => {
+    const config = validateConfig({
+      listen: "127.0.0.1:5555",
+      upstream: { url: "https://registry-1.docker.io" },
+      cache: { maxSize: "10GiB", blobTTL: "30d" },
+      access: { allow: ["library/*"] },
+      upstreams: [{ name: "ghcr.io", url: "https://ghcr.io" }],
+    });
+    assert.deepStrictEqual(deserialize(serialize(config)), config);
   });
 });
 
