@@ -59,6 +59,19 @@ class FakeUpstream {
   }
 }
 
+/**
+ * GETs until the answer is a hit, for a test whose fill has sent its last byte: the blob is
+ * published a moment later, and until then a GET still follows the fill.
+ */
+async function untilHit(blobs: BlobService, client: UpstreamClient, d: Digest): Promise<BlobAnswer> {
+  for (;;) {
+    const answer = await blobs.get(client, "library/x", d, "GET");
+    if (answer.source === "cache") return answer;
+    answer.release();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** A writable that keeps what it is sent. */
 function sink(): { out: Writable; bytes: () => Buffer } {
   const chunks: Buffer[] = [];
@@ -145,12 +158,7 @@ describe("BlobService", () => {
     assert.equal(value(text, "regmirror_coalesced_requests_total", { kind: "blob" }), 49);
     // Once published, the next GET is a hit, and asks the upstream nothing (until then it
     // follows the fill's file: see the test of BlobFill that holds the publish back).
-    let hit = await blobs.get(client, "library/x", d, "GET");
-    while (hit.source !== "cache") {
-      hit.release();
-      await new Promise((r) => setTimeout(r, 5));
-      hit = await blobs.get(client, "library/x", d, "GET");
-    }
+    const hit = await untilHit(blobs, client, d);
     assert.equal(hit.source, "cache");
     hit.release();
     assert.equal(upstream.requests.length, 1);
@@ -177,13 +185,7 @@ describe("BlobService", () => {
     one.upstream.bodies[0]!.end(one.bytes);
     await finished(sinks[0]!.out);
     // The first fill ends when its blob is published: from then on a GET is a hit.
-    let hit = await blobs.get(one.client, "library/x", one.d, "GET");
-    while (hit.source !== "cache") {
-      hit.release();
-      await new Promise((r) => setTimeout(r, 5));
-      hit = await blobs.get(one.client, "library/x", one.d, "GET");
-    }
-    hit.release();
+    (await untilHit(blobs, one.client, one.d)).release();
     assert.equal(idle, 0, "a fill still runs");
     two.upstream.bodies[0]!.end(two.bytes);
     await finished(sinks[1]!.out);
@@ -205,13 +207,7 @@ describe("BlobService", () => {
     fast!.send(first.out, 0, c.bytes.length - 1);
     c.upstream.bodies[0]!.end(c.bytes);
     await finished(first.out);
-    let hit = await blobs.get(c.client, "library/x", c.d, "GET");
-    while (hit.source !== "cache") {
-      hit.release();
-      await new Promise((r) => setTimeout(r, 5));
-      hit = await blobs.get(c.client, "library/x", c.d, "GET");
-    }
-    hit.release();
+    (await untilHit(blobs, c.client, c.d)).release();
     // The fill is over (published); the second client has not read a byte yet.
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(idle, 0, "a client still follows the fill");
