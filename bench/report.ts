@@ -44,6 +44,13 @@ export const ROWS: Row[] = [
   row("32 × same cold blob: TTFB max − upstream's TTFB, ms", "coalesce", "ttfb_max_over_upstream_ms", 0),
   row("32 × same cold blob: done p50 ms", "coalesce", "total_p50_ms", 0),
   row("32 × same cold blob: done max ms", "coalesce", "total_max_ms", 0),
+  row("… the same as a fresh target's first requests: TTFB max ms", "coalesce-fresh", "ttfb_max_ms", 0),
+  row(
+    "… the same as a fresh target's first requests: TTFB max − upstream's, ms",
+    "coalesce-fresh",
+    "ttfb_max_over_upstream_ms",
+    0,
+  ),
   row("warm 64 MiB blobs ×1, MB/s", "warm-64MiB-x1", "mb_per_s", 0),
   row("warm 64 MiB blobs ×8, MB/s", "warm-64MiB-x8", "mb_per_s", 0),
   row("warm 64 MiB blobs ×64, MB/s", "warm-64MiB-x64", "mb_per_s", 0),

@@ -21,7 +21,10 @@ export const NOISY_CORES = 0.5;
 export const FIGURES: Record<string, string> = {
   "cold-big": "cold pull of library/big:1 (4 × 64 MiB + config), 4 parallel GETs, empty cache",
   "cold-small": "cold pull of library/small:1 (50 × 64 KiB + config), 8 parallel GETs, empty cache",
-  coalesce: "32 clients GET the same cold 64 MiB blob at once, empty cache",
+  coalesce:
+    "32 clients GET the same cold 64 MiB blob at once, on a target that has served one pull (small:1)",
+  "coalesce-fresh":
+    "32 clients GET the same cold 64 MiB blob at once, as the first requests of a fresh target",
   "warm-64MiB-x1": "warm 64 MiB blobs, 1 stream",
   "warm-64MiB-x8": "warm 64 MiB blobs, 8 streams",
   "warm-64MiB-x64": "warm 64 MiB blobs, 64 streams",
