@@ -6,6 +6,7 @@ import { serveProcess } from "./serve.ts";
 // validated the configuration once and hands it over with the secrets every worker shares, so a
 // worker never loads commander, js-yaml or zod (together ~300 ms and ~15 MB a process at start).
 
-const hello = await workerHello();
+// The serving code loads while the primary answers.
+const [hello] = await Promise.all([workerHello(), import("./start.ts")]);
 await serveProcess(hello.config, { workers: hello.workers, tokenKey: hello.tokenKey });
 process.send!({ regmirrorWorker: "listening" });
