@@ -304,7 +304,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       : {}),
     policy: new RepoPolicy(config.access.allow, config.access.deny),
     // The bound is the mirror's: with N workers each takes its share, so one client cannot hold
-    // N × perClient upstream connections and descriptors (connections are dealt out in turn).
+    // N × perClient upstream connections and descriptors (its connections spread over the workers).
     perClient: Math.max(1, Math.ceil(config.limits.perClient / (opts.workers ?? 1))),
     trustedProxies: config.trustedProxies,
   });

@@ -89,6 +89,13 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
   let started: () => void;
   const allStarted = new Promise<void>((resolve) => (started = resolve));
 
+  // The workers accept connections themselves, from the one listening socket, rather than the
+  // primary accepting each and handing it over. The hand-over is one IPC round trip per
+  // connection and one at a time per worker: 32 clients arriving together for a cold blob
+  // waited up to 0.4–0.7 s for it, and the primary's other messages (the fills' flights) queued
+  // behind it (docs/workers.md). A worker busy serving is slower to accept, so new connections
+  // lean to the idler one. An operator's NODE_CLUSTER_SCHED_POLICY (rr) is kept.
+  if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: WORKER_ENTRY, serialization: "advanced", execArgv: workerExecArgv() });
   const fork = (): void => {
     const worker = cluster.fork();

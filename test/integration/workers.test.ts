@@ -51,8 +51,18 @@ function loggedBy(m: MirrorProcess, needle: string): Set<string> {
  * Spawned with workers=2 at log level info, once every worker listens: /healthz answers as soon
  * as the first one does, and until the second listens the first gets every connection.
  */
-async function spawnWorkers(env: Record<string, string>): Promise<MirrorProcess> {
-  const m = await spawnMirror({ REGMIRROR_WORKERS: "2", REGMIRROR_LOG_LEVEL: "info", ...env });
+/**
+ * A mirror with two workers. Connections are dealt out to them in turn (node's round robin,
+ * NODE_CLUSTER_SCHED_POLICY=rr), so that a test can put two clients on different workers by
+ * connecting one after the other. `accept: "workers"` keeps the default instead, where the
+ * workers accept for themselves and the kernel decides (cluster/primary.ts).
+ */
+async function spawnWorkers(
+  env: Record<string, string>,
+  accept: "in turn" | "workers" = "in turn",
+): Promise<MirrorProcess> {
+  const placement: Record<string, string> = accept === "in turn" ? { NODE_CLUSTER_SCHED_POLICY: "rr" } : {};
+  const m = await spawnMirror({ REGMIRROR_WORKERS: "2", REGMIRROR_LOG_LEVEL: "info", ...placement, ...env });
   const deadline = Date.now() + 20_000;
   while (!m.stdout().includes('"regmirror workers started"') && Date.now() < deadline) await sleep(50);
   return m;
@@ -82,14 +92,17 @@ describe("workers=2 against distribution 2.8 with token auth", { timeout: 180_00
   before(async () => {
     upstream = await startUpstream({ auth: "token" });
     cacheDir = await mkdtemp(join(tmpdir(), "regmirror-workers-"));
-    m = await spawnWorkers({
-      REGMIRROR_UPSTREAM: upstream.url,
-      REGMIRROR_UPSTREAM_PRIVATE_REDIRECTS: "true",
-      REGMIRROR_CACHE_DIR: cacheDir,
-      REGMIRROR_WORKERS: "2",
-      REGMIRROR_LOG_LEVEL: "info",
-      REGMIRROR_TAG_TTL: "2s",
-    });
+    m = await spawnWorkers(
+      {
+        REGMIRROR_UPSTREAM: upstream.url,
+        REGMIRROR_UPSTREAM_PRIVATE_REDIRECTS: "true",
+        REGMIRROR_CACHE_DIR: cacheDir,
+        REGMIRROR_WORKERS: "2",
+        REGMIRROR_LOG_LEVEL: "info",
+        REGMIRROR_TAG_TTL: "2s",
+      },
+      "workers",
+    );
   });
   after(async () => {
     m.kill("SIGTERM");
