@@ -9,7 +9,9 @@ import { releaseFreedMemory } from "./storage/native.ts";
 // ArrayBuffers only when their total has grown by ~64 MB since the last, so after a few 64 MiB
 // fills a worker kept ~50 MB of dead chunks for as long as it served from the cache — the peak of
 // the warm benchmark's process tree. One full collection, then malloc_trim (the freed backing
-// stores are malloc's), returns it. It costs a pause of a few milliseconds, once per burst.
+// stores are malloc's), returns it. The collection is atomic: it stopped the process for 30–70
+// ms on the 2-core benchmark machine, once per burst of fills. Asked as memory pressure (V8
+// then starts it incrementally) it paused as long, since it compacts the whole heap.
 
 /** V8's gc(), taken without exposing it to the rest of the program. */
 const collect: () => void = (() => {
