@@ -3,8 +3,8 @@
 // Given `max`, lru-cache allocates its whole index at construction: two arrays and two typed
 // arrays of `max` slots and a free-slot stack. The caches that guard against floods (tag records,
 // pull counts, login failures, tokens) have bounds of 10,000–100,000 and hold a few dozen entries
-// in practice, so those indexes were ~7 MB of every process, workers and primary alike, before
-// the first entry. Counted as a size of one per entry, the same bound is kept and the index grows
+// in practice, so those indexes were ~7 MB of every serving process (each worker) before the
+// first entry. Counted as a size of one per entry, the same bound is kept and the index grows
 // with use.
 
 const ONE = () => 1;
