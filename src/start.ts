@@ -43,7 +43,7 @@ import { openHosted } from "./hosted/wiring.ts";
 // together with plain constructor arguments. main.ts loads it only in a process that serves
 // (a single process, or a worker): a cluster's primary never needs express, undici and the rest.
 
-/** How long fills must have stopped before their freed memory is given back (one malloc_trim). */
+/** How long fills must have stopped before their memory is given back (memory.ts). */
 const TRIM_AFTER_FILLS_MS = 500;
 
 export interface Running {
@@ -156,8 +156,8 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
         });
       });
     };
-  // Once fills stop for a moment, the memory their buffers took goes back to the system: glibc
-  // would keep it, up to ~70 MB in a worker after the benchmark's four 64 MiB fills.
+  // Once fills and their readers stop for a moment, the memory their chunks took goes back to
+  // the system: V8 and glibc would keep it, 40–60 MB a worker after four 64 MiB fills.
   let trimTimer: NodeJS.Timeout | undefined;
   const fillsIdle = () => {
     clearTimeout(trimTimer);
