@@ -61,11 +61,7 @@ export interface BlobServiceDeps {
   origin?: FillOrigin;
   /** Told when a fill starts or ends here (the cluster's record of who fills what). */
   fillsChanged?: () => void;
-  /**
-   * Told when no fill runs here and no client here follows one (start.ts gives freed memory back
-   * then). Followers count: a worker that only followed other workers' fills read them through
-   * buffers of its own.
-   */
+  /** Told when no fill runs here and no client here follows one: start.ts gives memory back. */
   fillsIdle?: () => void;
 }
 
@@ -140,7 +136,9 @@ export class BlobService {
    * would) and returned; a large or absent one, or any with blobMemory off, is undefined.
    */
   async loadSmall(upstreamName: string, d: Digest): Promise<Buffer | undefined> {
-    if (!this.memory) return undefined;
+    // A blob being filled here is not in the cache yet: get() follows the fill, and looking for
+    // the file first would be one more open for every latecomer of a burst.
+    if (!this.memory || this.running.has(d.hex) || this.followers.has(d.hex)) return undefined;
     const reader = await this.deps.store.open(d);
     if (!reader) return undefined;
     if (reader.size > SMALL_BLOB) {

@@ -97,7 +97,11 @@ describe("BlobService", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function service(metrics = new Metrics({ processMetrics: false }), fillsIdle?: () => void) {
+  function service(
+    metrics = new Metrics({ processMetrics: false }),
+    fillsIdle?: () => void,
+    memoryBytes = 0,
+  ) {
     // Counts the clients that reached the fill's flight (run: started or joined it).
     const fills = new InProcessCoordinator().flights<FillTicket>("blob-fills");
     const reached = { n: 0 };
@@ -114,7 +118,7 @@ describe("BlobService", () => {
       log: quiet,
       fillTimeoutMs: 60_000,
       abandonedFillTimeoutMs: 60_000,
-      memoryBytes: 0,
+      memoryBytes,
       sendfile: false,
       sendfileThreads: 1,
       stallTimeoutMs: 60_000,
@@ -217,6 +221,36 @@ describe("BlobService", () => {
     assert.ok(second.bytes().equals(c.bytes));
     while (idle === 0) await new Promise((r) => setTimeout(r, 5));
     assert.equal(idle, 1);
+    await blobs.close();
+    await evictor.close();
+  });
+
+  it("loadSmall looks for no file while the blob is being filled here, and reads it in once published", async () => {
+    const { blobs, evictor } = service(undefined, undefined, 1024 * 1024);
+    const c = cold(100_000);
+    const opens = { n: 0 };
+    const open = store.open.bind(store);
+    store.open = (d) => {
+      opens.n++;
+      return open(d);
+    };
+    try {
+      const answer = blobs.get(c.client, "library/x", c.d, "GET");
+      await c.upstream.requested(1);
+      c.upstream.answer();
+      const following = await answer;
+      const before = opens.n;
+      assert.equal(await blobs.loadSmall("fake", c.d), undefined);
+      assert.equal(opens.n, before, "no open while the fill runs");
+      const s = sink();
+      following.send(s.out, 0, c.bytes.length - 1);
+      c.upstream.bodies[0]!.end(c.bytes);
+      await finished(s.out);
+      (await untilHit(blobs, c.client, c.d)).release();
+      assert.ok((await blobs.loadSmall("fake", c.d))?.equals(c.bytes));
+    } finally {
+      store.open = open;
+    }
     await blobs.close();
     await evictor.close();
   });
