@@ -31,8 +31,14 @@ export interface FillTicket {
 
 /** How often a follower that has caught up looks for new bytes: well under the 50 ms target. */
 const POLL_MS = 2;
-/** Followers mostly read what landed long ago: big reads, few syscalls and chunks. */
+/**
+ * Followers mostly read what landed long ago: big reads, few syscalls and chunks. But a burst of
+ * clients joins at once, and a worker's clients take turns: were each one's first read a whole
+ * READ_CHUNK, the last would get its first byte only after every other one's megabyte had been
+ * read and copied to its socket. So each client's reads start at FIRST_CHUNK and double.
+ */
 const READ_CHUNK = 1024 * 1024;
+const FIRST_CHUNK = 64 * 1024;
 
 /** The file a follower reads: the owner's temp file, or the published blob once it is committed. */
 interface FollowedFile extends FillFile {
@@ -195,6 +201,7 @@ export class FillFollower extends ElsewhereFill {
     let pos = start;
     const file = await (this.file ??= this.openFile());
     let final: number | undefined;
+    let most = FIRST_CHUNK;
     while (pos < stop) {
       if (this.state === "failed") throw this.error ?? new FillFollowerError();
       // Once "done" is seen, a size read after it is the blob's whole size.
@@ -202,7 +209,8 @@ export class FillFollower extends ElsewhereFill {
       const size = final ?? this.known;
       const avail = Math.min(final !== undefined ? size : Math.max(0, size - 1), stop);
       if (pos < avail) {
-        const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK, avail - pos));
+        const chunk = Buffer.allocUnsafe(Math.min(most, avail - pos));
+        most = Math.min(most * 2, READ_CHUNK);
         const { bytesRead } = await file.read(chunk, 0, chunk.length, pos);
         if (bytesRead === 0) throw new Error("cache file shorter than its size");
         pos += bytesRead;

@@ -80,6 +80,31 @@ describe("FillFollower", () => {
     );
   });
 
+  it("starts each reader with small reads, so a burst of clients all get a first byte soon", async () => {
+    const temp = join(dir, "s.tmp");
+    const final = join(dir, "s");
+    const body = randomBytes(3 * 1024 * 1024);
+    await writeFile(temp, body);
+    await rename(temp, final);
+    const { ended, end } = ending();
+    end("done");
+    const f = new FillFollower({ temp, size: body.length }, ended, published(final), noFallback);
+    const sizes: number[] = [];
+    const leave = f.join();
+    for await (const c of f.stream(0, undefined)) sizes.push((c as Buffer).length);
+    leave();
+    assert.equal(
+      sizes[0],
+      64 * 1024,
+      "a megabyte read and copied for each client first would hold the last one back",
+    );
+    assert.equal(Math.max(...sizes), 1024 * 1024, "then reads grow to a megabyte");
+    assert.equal(
+      sizes.reduce((a, b) => a + b),
+      body.length,
+    );
+  });
+
   it("opens the published blob when the owner committed before the follower opened", async () => {
     const final = join(dir, "b");
     const body = randomBytes(5000);
