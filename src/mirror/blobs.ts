@@ -50,8 +50,8 @@ export interface BlobServiceDeps {
    */
   fills: Flights<FillTicket>;
   /**
-   * Clients in other workers following a fill of this one (and ours following theirs): they keep
-   * it from counting as abandoned. Absent in a single process, where every reader is local.
+   * Other workers following a fill of this one (and ours following theirs): they keep it from
+   * counting as abandoned. Absent in a single process, where every reader is local.
    */
   followChanges?: Events<FollowerChange>;
   /**
@@ -65,7 +65,7 @@ export interface BlobServiceDeps {
   fillsIdle?: () => void;
 }
 
-/** A client in some worker started (+1) or stopped (-1) following the fill of `hex`. */
+/** Some worker's first client started (+1), or its last stopped (-1), following the fill of `hex`. */
 export interface FollowerChange {
   hex: string;
   delta: 1 | -1;

@@ -69,6 +69,8 @@ export abstract class ElsewhereFill implements Followable {
   readonly size: number | undefined;
   protected readonly ended: Promise<void>;
   protected readonly events = new EventEmitter();
+  /** Clients here that joined while the owner ran the fill and have not left. */
+  private counted = 0;
 
   constructor(
     readonly ticket: FillTicket,
@@ -76,7 +78,7 @@ export abstract class ElsewhereFill implements Followable {
     /** Opens the published blob: where the bytes are once the owner has committed them. */
     protected readonly openPublished: () => Promise<PublishedFile | undefined>,
     protected readonly fallback: Fallback,
-    /** Tells the owner a client here started (+1) or stopped (-1) following: see BlobFill.followedElsewhere. */
+    /** Tells the owner this worker's first client started (+1) or its last stopped (-1) following: see BlobFill.followedElsewhere. */
     private readonly following: (delta: 1 | -1) => void = () => undefined,
   ) {
     this.events.setMaxListeners(0);
@@ -97,12 +99,14 @@ export abstract class ElsewhereFill implements Followable {
   join(): () => void {
     // Only while the owner still runs the fill: after it, there is nothing to keep alive.
     const counted = this.state === "running";
-    if (counted) this.following(1);
+    // The owner needs to know only whether anyone here follows: a burst of 32 clients is then
+    // two messages through the primary, not 64 (each one serialized, broadcast and answered).
+    if (counted && this.counted++ === 0) this.following(1);
     let left = false;
     return () => {
       if (left) return;
       left = true;
-      if (counted) this.following(-1);
+      if (counted && --this.counted === 0) this.following(-1);
       this.left();
     };
   }

@@ -109,7 +109,7 @@ export class BlobFill implements Followable {
   private file: FillFile | undefined;
   /** Who still needs `file`: the pump until it settles, and every reader that joined. */
   private holders = 1;
-  /** Clients in other workers following this fill (followedElsewhere). */
+  /** Other workers (or replicas) whose clients follow this fill (followedElsewhere). */
   private remoteReaders = 0;
 
   constructor(private readonly opts: BlobFillOptions) {
@@ -136,8 +136,9 @@ export class BlobFill implements Followable {
   }
 
   /**
-   * A client in another worker started (+1) or stopped (-1) following this fill through its
-   * file: it counts for the abandoned limit as a reader here does, but holds no descriptor here.
+   * Another worker's (or replica's) first client started (+1), or its last stopped (-1),
+   * following this fill: it counts for the abandoned limit as a reader here does, but holds no
+   * descriptor here.
    */
   followedElsewhere(delta: 1 | -1): void {
     if (delta > 0) {

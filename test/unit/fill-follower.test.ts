@@ -105,6 +105,29 @@ describe("FillFollower", () => {
     );
   });
 
+  it("tells the owner once that this worker follows and once that it stopped, however many clients", async () => {
+    const temp = join(dir, "t.tmp");
+    await writeFile(temp, Buffer.alloc(10));
+    const { ended, end } = ending();
+    const told: number[] = [];
+    const f = new FillFollower({ temp, size: 100 }, ended, published(join(dir, "t")), noFallback, (d) =>
+      told.push(d),
+    );
+    const leaves = [f.join(), f.join(), f.join()];
+    leaves[0]!();
+    leaves[0]!(); // a second call does nothing
+    leaves[1]!();
+    assert.deepEqual(told, [1], "one message through the primary for the burst, not one a client");
+    leaves[2]!();
+    assert.deepEqual(told, [1, -1]);
+    f.join()();
+    assert.deepEqual(told, [1, -1, 1, -1]);
+    end("failed");
+    await sleep(1);
+    f.join()();
+    assert.deepEqual(told, [1, -1, 1, -1], "after the fill, nobody keeps it alive");
+  });
+
   it("opens the published blob when the owner committed before the follower opened", async () => {
     const final = join(dir, "b");
     const body = randomBytes(5000);
