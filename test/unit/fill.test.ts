@@ -92,6 +92,27 @@ describe("BlobFill", () => {
     leave();
   });
 
+  it("takes at most 256 KiB from the upstream in one turn of the event loop, and all of it in the end", async () => {
+    // Node accepts one connection a turn: a turn spent copying megabytes to every follower
+    // left new clients of a burst waiting in the accept queue.
+    const bytes = randomBytes(4 * 1024 * 1024);
+    const body = new PassThrough({ highWaterMark: bytes.length });
+    for (let at = 0; at < bytes.length; at += 64 * 1024) body.write(bytes.subarray(at, at + 64 * 1024));
+    body.end();
+    const file = new MemFile();
+    const fill = newFill(file, bytes.length);
+    const leave = fill.join();
+    const pumped = fill.pump(body);
+    let seen = 0;
+    body.on("data", (c: Buffer) => (seen += c.length));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(seen > 0, "the fill started");
+    assert.ok(seen <= 256 * 1024, `${seen} bytes taken in the first turn`);
+    assert.deepEqual(await readAll(fill), bytes);
+    await pumped;
+    leave();
+  });
+
   it("keeps its shared file open until the fill is done and its last reader has left", async () => {
     const bytes = randomBytes(9 * 1024 * 1024); // more than the in-memory tail
     const file = new MemFile();
