@@ -40,7 +40,7 @@ test("serves whole files and ranges over a keep-alive socket, and hangs up clean
     const server = createServer((req, res) => {
       const [start, end] = (req.url ?? "/0-0").slice(1).split("-").map(Number) as [number, number];
       res.writeHead(200, { "content-length": end - start + 1 });
-      sendFile(openSync(path, "r"), start, end, res);
+      sendFile(openSync(path, "r"), start, end, res, { userSpaceFirst: 0 });
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const port = (server.address() as { port: number }).port;
@@ -97,7 +97,7 @@ test("two pipelined responses on one connection, read late, arrive whole and in 
   await withFile(bytes, async (path) => {
     const server = createServer((_req, res) => {
       res.writeHead(200, { "content-length": bytes.length });
-      sendFile(openSync(path, "r"), 0, bytes.length - 1, res);
+      sendFile(openSync(path, "r"), 0, bytes.length - 1, res, { userSpaceFirst: 0 });
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const port = (server.address() as { port: number }).port;
@@ -180,7 +180,7 @@ test("sendfile threads are bounded: readers beyond cache.sendfileThreads take th
   const bytes = randomBytes(24 * 1024 * 1024); // more than the socket buffers hold: transfers wait
   await withFile(bytes, async (path) => {
     await readFile(path); // libuv's pool starts its threads now, not during the count
-    const server = await fileServer(path, bytes.length, { maxKernelTransfers: 1 });
+    const server = await fileServer(path, bytes.length, { maxKernelTransfers: 1, userSpaceFirst: 0 });
     try {
       const before = await threads();
       const clients = [1, 2, 3, 4].map(() => pausedClient(server.port));
@@ -195,11 +195,35 @@ test("sendfile threads are bounded: readers beyond cache.sendfileThreads take th
   });
 });
 
+test("a lone transfer goes through user space, the next at the same time through sendfile", async () => {
+  const bytes = randomBytes(24 * 1024 * 1024); // more than the socket buffers hold: transfers wait
+  await withFile(bytes, async (path) => {
+    await readFile(path); // libuv's pool starts its threads now, not during the count
+    const server = await fileServer(path, bytes.length, {});
+    try {
+      const before = await threads();
+      const first = pausedClient(server.port);
+      await new Promise((r) => setTimeout(r, 300)); // under way and blocked
+      const alone = await threads();
+      const second = pausedClient(server.port);
+      await new Promise((r) => setTimeout(r, 300));
+      const both = await threads();
+      first.resume();
+      second.resume();
+      for (const c of [first, second]) assert.equal(sha(await c.body), sha(bytes));
+      assert.equal(alone, before, "a lone stream was faster and cheaper through user space");
+      assert.equal(both, before + 1, "the second took a sendfile thread");
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 for (const kernel of [true, false]) {
   test(`a reader that stops reading is cut after the stall timeout, and its file closed (sendfile ${kernel})`, async () => {
     const bytes = randomBytes(32 * 1024 * 1024);
     await withFile(bytes, async (path) => {
-      const server = await fileServer(path, bytes.length, { kernel, stallMs: 500 });
+      const server = await fileServer(path, bytes.length, { kernel, stallMs: 500, userSpaceFirst: 0 });
       try {
         const fdsBefore = await openFds();
         const client = pausedClient(server.port);
@@ -274,7 +298,7 @@ const path = process.argv[2];
 writeFileSync(path, bytes);
 const server = createServer((_req, res) => {
   res.writeHead(200, { "content-length": bytes.length });
-  sendFile(openSync(path, "r"), 0, bytes.length - 1, res, { kernel: true });
+  sendFile(openSync(path, "r"), 0, bytes.length - 1, res, { kernel: true, userSpaceFirst: 0 });
 });
 server.listen(0, "127.0.0.1", () => {
   get({ host: "127.0.0.1", port: server.address().port, path: "/" }, (res) => {
@@ -323,7 +347,7 @@ test("a sendfile response is ended before its client can have the whole body (ke
     const server = createServer((_req, res) => {
       last = res;
       res.writeHead(200, { "content-length": bytes.length });
-      sendFile(openSync(path, "r"), 0, bytes.length - 1, res);
+      sendFile(openSync(path, "r"), 0, bytes.length - 1, res, { userSpaceFirst: 0 });
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const port = (server.address() as { port: number }).port;
