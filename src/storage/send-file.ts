@@ -240,11 +240,29 @@ function sendWithKernel(
   whenFlushed();
 }
 
+/**
+ * Whole CHUNK buffers of finished transfers, for the next ones: a lone stream goes this way
+ * (sendFile), and at 2 GB/s fresh buffers were 32 a second of garbage, which V8 frees only
+ * after tens of megabytes. A buffer comes back only once nothing can still be writing it.
+ */
+const spare: Buffer[] = [];
+const MAX_SPARE = 4;
+
+function chunkBuffer(size: number): Buffer {
+  return size === CHUNK ? (spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK)) : Buffer.allocUnsafeSlow(size);
+}
+
+function giveBack(bufs: Buffer[]): void {
+  for (const b of bufs) if (b.length === CHUNK && spare.length < MAX_SPARE) spare.push(b);
+}
+
 function sendWithBuffers(fd: number, start: number, end: number, out: Writable, stallMs: number): void {
   let pos = start;
   const stop = end + 1;
-  const free: Buffer[] = [Buffer.allocUnsafeSlow(Math.min(CHUNK, stop - start))];
-  if (stop - start > CHUNK) free.push(Buffer.allocUnsafeSlow(CHUNK));
+  const free: Buffer[] = [chunkBuffer(Math.min(CHUNK, stop - start))];
+  if (stop - start > CHUNK) free.push(chunkBuffer(CHUNK));
+  // The buffer of the last chunk, handed to end(): free again once the response has finished.
+  let last: Buffer | undefined;
   let reading = false;
   let done = false;
   // Refreshed by every write that reaches the socket (and every read): it fires only when the
@@ -260,7 +278,14 @@ function sendWithBuffers(fd: number, start: number, end: number, out: Writable, 
   };
   // Ended, or the client hung up (even before we started): stop reading. A destroyed response
   // calls neither end()'s callback nor 'close' again, so only finished() sees every outcome.
-  finished(out, { readable: false }, () => finish());
+  finished(out, { readable: false }, (err) => {
+    finish();
+    // `free` holds only buffers whose write has called back (a read in flight took its own out
+    // of `free`, and drops it when it sees `done`). The last one is free only if the response
+    // finished: cut short, the socket may not be done with it.
+    giveBack(free.splice(0));
+    if (!err && out.writableFinished && last) giveBack([last]);
+  });
   if (out.destroyed) return finish();
 
   const next = (): void => {
@@ -279,6 +304,7 @@ function sendWithBuffers(fd: number, start: number, end: number, out: Writable, 
       const chunk = got === buf.length ? buf : buf.subarray(0, got);
       if (pos >= stop) {
         // finished() above closes the file once the last bytes are out; the stall timer runs on.
+        last = buf;
         out.end(chunk);
         return;
       }

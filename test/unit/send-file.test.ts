@@ -90,6 +90,34 @@ test("the buffer path (TLS, or no addon) sends the same bytes", async () => {
   });
 });
 
+test("the buffer path reuses a finished transfer's buffers, and each transfer's bytes stay its own", async () => {
+  const a = randomBytes(3 * 512 * 1024);
+  const b = randomBytes(3 * 512 * 1024);
+  const seen = new Set<ArrayBufferLike>();
+  const send = (bytes: Buffer) =>
+    withFile(bytes, async (path) => {
+      const out = new PassThrough();
+      const chunks: Buffer[] = [];
+      const backing: ArrayBufferLike[] = [];
+      out.on("data", (c: Buffer) => {
+        chunks.push(Buffer.from(c)); // a copy: the buffer goes back to the path once written
+        backing.push(c.buffer);
+      });
+      const ended = new Promise((r) => out.on("end", r));
+      sendFile(openSync(path, "r"), 0, bytes.length - 1, out);
+      await ended;
+      await new Promise((r) => setImmediate(r));
+      assert.equal(sha(Buffer.concat(chunks)), sha(bytes));
+      return backing;
+    });
+  for (const ab of await send(a)) seen.add(ab);
+  const again = await send(b);
+  assert.ok(
+    again.some((ab) => seen.has(ab)),
+    "fresh buffers for every transfer were garbage V8 frees only after tens of megabytes",
+  );
+});
+
 test("two pipelined responses on one connection, read late, arrive whole and in order", async () => {
   // The client asks twice on one connection and reads nothing at first: the first blob fills the
   // kernel's socket buffer while the second request waits behind it.
