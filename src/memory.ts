@@ -27,3 +27,24 @@ export function releaseAfterFills(): void {
   collect();
   releaseFreedMemory();
 }
+
+/**
+ * What BlobService calls when its fills have stopped (`fillsIdle`): releaseAfterFills once they
+ * have stayed stopped for `afterMs`. A fill that starts meanwhile puts it off until fills stop
+ * again — its first bytes, and the connections Node accepts one a turn, must not wait for the
+ * collection. `stop` drops a release still to come (the mirror is closing).
+ */
+export function releaseWhenIdle(
+  idle: () => boolean,
+  afterMs: number,
+  release: () => void = releaseAfterFills,
+): { fillsIdle: () => void; stop: () => void } {
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    fillsIdle: () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => idle() && release(), afterMs).unref();
+    },
+    stop: () => clearTimeout(timer),
+  };
+}

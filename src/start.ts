@@ -19,7 +19,7 @@ import { Evictor, type BlobIndex } from "./mirror/eviction.ts";
 import { BLOB_ACTIVITY, BLOB_REMOVED, EvictionRelay, type BlobActivity } from "./mirror/eviction-relay.ts";
 
 import { watchGeneration } from "./storage/generation.ts";
-import { releaseAfterFills } from "./memory.ts";
+import { releaseWhenIdle } from "./memory.ts";
 import { primaryChannel } from "./cluster/channel.ts";
 import { workerMetrics } from "./cluster/metrics.ts";
 import { Mirror, type UpstreamEntry } from "./mirror/mirror.ts";
@@ -158,11 +158,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     };
   // Once fills and their readers stop for a moment, the memory their chunks took goes back to
   // the system: V8 and glibc would keep it, 40–60 MB a worker after four 64 MiB fills.
-  let trimTimer: NodeJS.Timeout | undefined;
-  const fillsIdle = () => {
-    clearTimeout(trimTimer);
-    trimTimer = setTimeout(releaseAfterFills, TRIM_AFTER_FILLS_MS).unref();
-  };
+  const trim = releaseWhenIdle(() => blobs.idle(), TRIM_AFTER_FILLS_MS);
   const blobs = new BlobService({
     store: blobStore,
     evictor: index,
@@ -178,7 +174,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     fills: coordinator.flights<FillTicket>("blob-fills"),
     ...(shared ? { followChanges: coordinator.events<FollowerChange>("blob-fill-followers") } : {}),
     ...(replica ? { origin: replica.origin, fillsChanged: () => registry?.changed() } : {}),
-    fillsIdle,
+    fillsIdle: trim.fillsIdle,
   });
   const upstreams = new Map<string, UpstreamEntry>();
   for (const u of [config.upstream, ...config.upstreams]) {
@@ -351,7 +347,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
     async close() {
       await listeners.close(config.shutdownTimeout);
       history.stop();
-      clearTimeout(trimTimer);
+      trim.stop();
       hosted?.close();
       stopWatching();
       stopHearing();

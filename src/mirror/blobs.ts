@@ -189,8 +189,13 @@ export class BlobService {
     return answer;
   }
 
+  /** No fill runs here and no client here follows one. */
+  idle(): boolean {
+    return this.pumps.size === 0 && this.fillReaders === 0;
+  }
+
   private maybeIdle(): void {
-    if (this.pumps.size === 0 && this.fillReaders === 0) this.deps.fillsIdle?.();
+    if (this.idle()) this.deps.fillsIdle?.();
   }
 
   private follower(

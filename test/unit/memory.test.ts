@@ -2,7 +2,7 @@
 // at once, not whenever V8 next decides to collect (it waits for ~64 MB more of ArrayBuffers).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { releaseAfterFills } from "../../src/memory.ts";
+import { releaseAfterFills, releaseWhenIdle } from "../../src/memory.ts";
 
 const MiB = 1024 * 1024;
 
@@ -21,5 +21,32 @@ describe("releaseAfterFills", () => {
     releaseAfterFills();
     assert.equal(held.length, 0);
     assert.ok(process.memoryUsage().arrayBuffers - base < 5 * MiB);
+  });
+});
+
+describe("releaseWhenIdle", () => {
+  it("releases once fills have stayed stopped, and not while a fill that started meanwhile runs", async () => {
+    let busy = false;
+    let released = 0;
+    const trim = releaseWhenIdle(
+      () => !busy,
+      20,
+      () => released++,
+    );
+    trim.fillsIdle();
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal(released, 1);
+    trim.fillsIdle();
+    busy = true; // the next burst's fill started: its first bytes must not wait for a collection
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal(released, 1);
+    busy = false;
+    trim.fillsIdle(); // ... and ended
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal(released, 2);
+    trim.fillsIdle();
+    trim.stop();
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal(released, 2, "nothing after stop");
   });
 });
