@@ -70,7 +70,7 @@ export abstract class ElsewhereFill implements Followable {
   protected readonly ended: Promise<void>;
   protected readonly events = new EventEmitter();
   /** Clients here that joined while the owner ran the fill and have not left. */
-  private counted = 0;
+  private followingHere = 0;
 
   constructor(
     readonly ticket: FillTicket,
@@ -78,7 +78,10 @@ export abstract class ElsewhereFill implements Followable {
     /** Opens the published blob: where the bytes are once the owner has committed them. */
     protected readonly openPublished: () => Promise<PublishedFile | undefined>,
     protected readonly fallback: Fallback,
-    /** Tells the owner this worker's first client started (+1) or its last stopped (-1) following: see BlobFill.followedElsewhere. */
+    /**
+     * Tells the owner this worker's first client started (+1), or its last stopped (-1),
+     * following: see BlobFill.followedElsewhere.
+     */
     private readonly following: (delta: 1 | -1) => void = () => undefined,
   ) {
     this.events.setMaxListeners(0);
@@ -101,12 +104,12 @@ export abstract class ElsewhereFill implements Followable {
     const counted = this.state === "running";
     // The owner needs to know only whether anyone here follows: a burst of 32 clients is then
     // two messages through the primary, not 64 (each one serialized, broadcast and answered).
-    if (counted && this.counted++ === 0) this.following(1);
+    if (counted && this.followingHere++ === 0) this.following(1);
     let left = false;
     return () => {
       if (left) return;
       left = true;
-      if (counted && --this.counted === 0) this.following(-1);
+      if (counted && --this.followingHere === 0) this.following(-1);
       this.left();
     };
   }
