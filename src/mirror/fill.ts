@@ -234,7 +234,6 @@ export class BlobFill implements Followable {
         writing = true;
         while (queue.length > 0 && !failed) {
           const batch = queue.splice(0);
-          resume();
           try {
             await writer.writev(batch);
           } catch (err) {

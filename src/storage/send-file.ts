@@ -86,8 +86,6 @@ export function sendFile(
     userTransfers >= o.userSpaceFirst
   )
     return sendWithKernel(sendfileAddon, sock, fd, start, end, out as ServerResponse, o.stallMs);
-  userTransfers++;
-  finished(out, { readable: false }, () => userTransfers--);
   sendWithBuffers(fd, start, end, out, o.stallMs);
 }
 
@@ -265,6 +263,7 @@ function sendWithBuffers(fd: number, start: number, end: number, out: Writable, 
   let last: Buffer | undefined;
   let reading = false;
   let done = false;
+  userTransfers++;
   // Refreshed by every write that reaches the socket (and every read): it fires only when the
   // client has taken nothing for stallMs, with both buffers still waiting for it.
   const stall = setTimeout(() => finish(new StallError(stallMs)), stallMs);
@@ -279,6 +278,7 @@ function sendWithBuffers(fd: number, start: number, end: number, out: Writable, 
   // Ended, or the client hung up (even before we started): stop reading. A destroyed response
   // calls neither end()'s callback nor 'close' again, so only finished() sees every outcome.
   finished(out, { readable: false }, (err) => {
+    userTransfers--;
     finish();
     // `free` holds only buffers whose write has called back (a read in flight took its own out
     // of `free`, and drops it when it sees `done`). The last one is free only if the response
