@@ -1,15 +1,13 @@
 import { setFlagsFromString } from "node:v8";
 import { ConfigError } from "./config/errors.ts";
 import type { Config } from "./config/schema.ts";
+import type { StartOptions } from "./start.ts";
 
 // A process that serves: a single process (main.ts) or one of a cluster's workers (worker.ts).
 // It starts the mirror, and stays up until SIGTERM or SIGINT, reloading TLS on SIGHUP.
 
-export interface ServeOptions {
-  /** In a cluster worker: how many workers share the mirror, and the secret they share. */
-  workers?: number;
-  tokenKey?: Buffer;
-}
+/** In a cluster worker: how many workers share the mirror, and the secret they share. */
+export type ServeOptions = Pick<StartOptions, "workers" | "tokenKey">;
 
 /** Resolves once the mirror listens; exits with 2 on a configuration it cannot use. */
 export async function serveProcess(config: Config, opts: ServeOptions = {}): Promise<void> {

@@ -40,7 +40,7 @@ import { EvictionLeader } from "./cluster/eviction-leader.ts";
 import { openHosted } from "./hosted/wiring.ts";
 
 // The composition root: the one place that builds every part of a serving mirror and wires them
-// together with plain constructor arguments. main.ts loads it only in a process that serves
+// together with plain constructor arguments. serve.ts loads it only in a process that serves
 // (a single process, or a worker): a cluster's primary never needs express, undici and the rest.
 
 /** How long fills must have stopped before their memory is given back (memory.ts). */

@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from "node:fs";
 import yaml from "js-yaml";
 import { z } from "zod";
 import { ConfigSchema, type Config } from "./schema.ts";
-import { ConfigError, validateConfig, type Sources } from "./validate.ts";
+import { ConfigError } from "./errors.ts";
+import { validateConfig, type Sources } from "./validate.ts";
 import { credentialsFromDockerConfig, interpolate } from "./credentials.ts";
 import { redactText } from "./redact.ts";
 

@@ -6,8 +6,6 @@ import { HIDDEN, isSecretPath, redact } from "./redact.ts";
 // Pure validation: raw values in (from YAML and the environment), a typed Config out, or a
 // ConfigError whose lines each name the bad key, the value, and where it came from.
 
-export { ConfigError };
-
 /** Where a key's value came from, for messages: "mirror.yml" or "REGMIRROR_TAG_TTL". */
 export type Sources = Map<string, string>;
 

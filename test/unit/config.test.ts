@@ -6,7 +6,8 @@ import { join } from "node:path";
 import yaml from "js-yaml";
 import { readFileSync } from "node:fs";
 import { loadConfig, envName, keyPaths } from "../../src/config/load.ts";
-import { ConfigError, validateConfig } from "../../src/config/validate.ts";
+import { ConfigError } from "../../src/config/errors.ts";
+import { validateConfig } from "../../src/config/validate.ts";
 import { parseDuration, parseSize } from "../../src/config/units.ts";
 import { redact } from "../../src/config/redact.ts";
 
