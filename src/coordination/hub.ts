@@ -161,7 +161,10 @@ export class CoordinationHub {
     }
     this.endFlight(flight);
     if (msg.op === "fail") this.tellJoiners(flight, msg);
-    else this.tellJoiners(flight, { op: "ended", flight: flight.id, outcome: msg.outcome satisfies Ended });
+    else {
+      const { outcome, value } = msg;
+      this.tellJoiners(flight, { op: "ended", flight: flight.id, outcome: outcome satisfies Ended, value });
+    }
   }
 
   private endFlight(flight: HubFlight): void {

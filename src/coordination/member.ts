@@ -12,8 +12,8 @@ import {
   unwrap,
   wrap,
   type Channel,
-  type Ended,
   type Notice,
+  type Report,
   type Request,
   type Response,
   type ToMember,
@@ -152,27 +152,30 @@ export class WorkerCoordinator implements Coordinator {
     };
     (async () => fn(run))().then((value) => {
       settled = true;
+      // Unheld, the flight ends before any caller sees the value: one that asks again then
+      // starts afresh, as in-process. Joiners get the value and the end in one notice, so theirs
+      // is over as soon as they have the value too.
+      const unheld = holds.length === 0;
+      if (unheld) drop();
       try {
-        this.channel.send(wrap({ op: "value", flight, value }));
+        const report: Report = unheld
+          ? { op: "end", flight, outcome: "done", value: { v: value } }
+          : { op: "value", flight, value };
+        this.channel.send(wrap(report));
       } catch (err) {
         // A value that cannot cross (not structured-clonable) is a bug of the caller's: fail
         // it everywhere rather than only in the other workers.
         return fail(err);
       }
-      const finish = (outcome: Ended) => {
+      if (unheld) entry.end("done");
+      entry.resolve(value);
+      if (unheld) return;
+      void Promise.allSettled(holds).then((results) => {
+        const outcome = results.some((r) => r.status === "rejected") ? "failed" : "done";
         drop();
         this.tell({ op: "end", flight, outcome });
         entry.end(outcome);
-      };
-      // Unheld, the flight ends before any caller sees the value: one that asks again then
-      // starts afresh, as in-process.
-      if (holds.length === 0) finish("done");
-      entry.resolve(value);
-      if (holds.length > 0) {
-        void Promise.allSettled(holds).then((results) =>
-          finish(results.some((r) => r.status === "rejected") ? "failed" : "done"),
-        );
-      }
+      });
     }, fail);
   }
 
@@ -206,6 +209,7 @@ export class WorkerCoordinator implements Coordinator {
       entry.reject(fromWire(notice.error));
       entry.end("failed");
     } else {
+      if (notice.value) entry.resolve(notice.value.v);
       entry.end(notice.outcome);
     }
   }

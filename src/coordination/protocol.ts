@@ -37,7 +37,8 @@ export type Request =
 export type Report =
   | { op: "value"; flight: number; value: unknown }
   | { op: "fail"; flight: number; error: WireError }
-  | { op: "end"; flight: number; outcome: Ended };
+  // An unheld flight's value comes with its end, so a joiner's flight is over when it has it.
+  | { op: "end"; flight: number; outcome: Ended; value?: { v: unknown } };
 
 /** The hub's answers; what each carries depends on the request. */
 export interface Response {
@@ -58,7 +59,7 @@ export interface Response {
 export type Notice =
   | { op: "value"; flight: number; value: unknown }
   | { op: "fail"; flight: number; error: WireError }
-  | { op: "ended"; flight: number; outcome: Ended }
+  | { op: "ended"; flight: number; outcome: Ended; value?: { v: unknown } }
   | { op: "event"; name: string; event: unknown };
 
 export type ToHub = Request | Report;

@@ -4,7 +4,8 @@
 //   K (string)           the claim: the owner's token ("memberId/nonce#n"), PX leaseTtlMs, renewed
 //                        by the owner every third of that until the flight ends;
 //   prefix + "value:…"   the value, v8-serialized, once the owner has it (for late joiners);
-//   channel K            the owner's notices: value, fail (with the error), end (with the outcome).
+//   channel K            the owner's notices: value, fail (with the error), end (with the outcome,
+//                        and the value when nothing held the flight).
 // Every member is subscribed to all flight channels (one pattern, made when the connection is
 // ready), so a member never has to subscribe before asking; notices carry the owner's token, and
 // the owner publishes them in the same script that changes the keys, so what a joiner reads and
@@ -20,7 +21,8 @@ import { fromWire, MemberGoneError, toWire, type Ended, type WireError } from ".
 type Notice =
   | { t: string; op: "value"; v: Buffer }
   | { t: string; op: "fail"; error: WireError }
-  | { t: string; op: "end"; outcome: Ended };
+  // v: an unheld flight's value, which comes with its end.
+  | { t: string; op: "end"; outcome: Ended; v?: Buffer };
 
 // enter(claim, value; token, ttl, claim?): "1" → claimed; [] → no flight; [owner, value?] → follow.
 const ENTER = `
@@ -231,19 +233,20 @@ export class RedisFlights {
         // everywhere, here too, whether Redis is up or not.
         return fail(err);
       }
+      // Unheld, the flight ends before any caller sees the value: one that asks again then starts
+      // afresh. Joiners hear the value and the end in one notice, so theirs is over with it too.
+      if (holds.length === 0) {
+        stop((t) => ({ t, op: "end", outcome: "done", v: bytes }));
+        entry.end("done");
+        return entry.resolve(value);
+      }
       tell("flightValue", (t) => [ttl, bytes, serialize({ t, op: "value", v: bytes } satisfies Notice)]);
-      const finish = (outcome: Ended) => {
+      entry.resolve(value);
+      void Promise.allSettled(holds).then((results) => {
+        const outcome = results.some((r) => r.status === "rejected") ? "failed" : "done";
         stop((t) => ({ t, op: "end", outcome }));
         entry.end(outcome);
-      };
-      // Unheld, the flight ends before any caller sees the value: one that asks again then starts afresh.
-      if (holds.length === 0) finish("done");
-      entry.resolve(value);
-      if (holds.length > 0) {
-        void Promise.allSettled(holds).then((results) =>
-          finish(results.some((r) => r.status === "rejected") ? "failed" : "done"),
-        );
-      }
+      });
     }, fail);
   }
 
@@ -287,6 +290,7 @@ export class RedisFlights {
     const hear = (notice: Notice) => {
       if (done || notice.t !== token) return;
       if (notice.op === "value") return take(notice.v);
+      if (notice.op === "end" && notice.v) take(notice.v);
       close();
       if (notice.op === "fail") {
         entry.reject(fromWire(notice.error));
