@@ -8,6 +8,7 @@ import { openCache, type Cache } from "./storage/cache.ts";
 import { BlobStore } from "./storage/blob-store.ts";
 import { ManifestStore } from "./storage/manifest-store.ts";
 import { UpstreamClient } from "./upstream/client.ts";
+import type { Challenge } from "./upstream/challenge.ts";
 import { BlobService, type FollowerChange } from "./mirror/blobs.ts";
 import type { FillTicket } from "./mirror/fill-follower.ts";
 import { ManifestService, type ManifestAnswer } from "./mirror/manifests.ts";
@@ -187,6 +188,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       privateRedirects: u.privateRedirects,
       metrics,
       tokenFlights: coordinator.flights<string>(`tokens/${u.name}`),
+      challenges: coordinator.events<Challenge>(`challenges/${u.name}`),
     });
     const manifests = new ManifestService({
       store: manifestStore,

@@ -4,7 +4,7 @@ import { Agent, request, type Dispatcher } from "undici";
 import pLimit from "p-limit";
 import { RegistryError } from "../oci/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import type { Flights } from "../coordination/coordinator.ts";
+import type { Events, Flights } from "../coordination/coordinator.ts";
 import { parseChallenges, type Challenge } from "./challenge.ts";
 import { Breaker, errorOutcome, isOutage, type BreakerOptions } from "./breaker.ts";
 import { TokenCache, basic, tokenKey, type Credentials } from "./auth.ts";
@@ -35,6 +35,12 @@ export interface UpstreamOptions {
   metrics: Metrics;
   /** Merges concurrent negotiations of one token (by tokenKey); its keys are this upstream's alone. */
   tokenFlights: Flights<string>;
+  /**
+   * The challenges this upstream sent, told to every worker: one that has never asked the
+   * upstream then sends its first request with a token, not a bare one that earns a 401 (and
+   * the upstream sees two requests where one process would have sent one).
+   */
+  challenges?: Events<Challenge>;
 }
 
 export interface UpstreamRequest {
@@ -76,6 +82,7 @@ export class UpstreamClient {
   private challenge: Challenge | undefined;
   /** Anonymous tokens for redirect targets that challenge, per origin. */
   private readonly foreignTokens = new Map<string, TokenCache>();
+  private readonly unsubscribe: () => void;
 
   constructor(private readonly opts: UpstreamOptions) {
     this.url = opts.url;
@@ -94,9 +101,11 @@ export class UpstreamClient {
       onChange: (open) => opts.metrics.upstreamUp.set({ upstream: opts.name }, open ? 0 : 1),
     });
     this.tokens = new TokenCache(opts.url, opts.credentials, this.agent, opts.timeoutMs);
+    this.unsubscribe = opts.challenges?.subscribe((c) => (this.challenge = c)) ?? (() => undefined);
   }
 
   async close(): Promise<void> {
+    this.unsubscribe();
     await Promise.all([this.agent.close(), this.redirectAgent.close()]);
   }
 
@@ -153,9 +162,9 @@ export class UpstreamClient {
       const basicChallenge = fresh.find((c) => c.scheme === "basic");
       if (bearer) {
         if (this.challenge && auth) this.tokens.drop(this.challenge, scope);
-        this.challenge = bearer;
+        this.learn(bearer);
       } else if (basicChallenge && this.opts.credentials) {
-        this.challenge = basicChallenge;
+        this.learn(basicChallenge);
       } else {
         return unauthorized(req);
       }
@@ -225,6 +234,13 @@ export class UpstreamClient {
     const scope = bearer.params.scope ?? `repository:${req.repo}:pull`;
     const token = tokens.cached(bearer, scope) ?? (await tokens.fetch(bearer, scope));
     return this.send(req, url, `Bearer ${token}`, this.redirectAgent);
+  }
+
+  /** A challenge from the upstream: used here at once, and told to the other workers. */
+  private learn(c: Challenge): void {
+    this.challenge = c;
+    // Not told: each of the others learns it from its own first 401 instead.
+    this.opts.challenges?.publish(c).catch(() => undefined);
   }
 
   private async authorization(scope: string, force: boolean): Promise<string | undefined> {
