@@ -8,6 +8,7 @@ import { openCache, type Cache } from "./storage/cache.ts";
 import { BlobStore } from "./storage/blob-store.ts";
 import { ManifestStore } from "./storage/manifest-store.ts";
 import { UpstreamClient } from "./upstream/client.ts";
+import type { Token } from "./upstream/auth.ts";
 import type { Challenge } from "./upstream/challenge.ts";
 import { BlobService, type FollowerChange } from "./mirror/blobs.ts";
 import type { FillTicket } from "./mirror/fill-follower.ts";
@@ -187,7 +188,7 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       timeoutMs: u.timeout,
       privateRedirects: u.privateRedirects,
       metrics,
-      tokenFlights: coordinator.flights<string>(`tokens/${u.name}`),
+      tokenFlights: coordinator.flights<Token>(`tokens/${u.name}`),
       challenges: coordinator.events<Challenge>(`challenges/${u.name}`),
     });
     const manifests = new ManifestService({

@@ -28,6 +28,12 @@ export function tokenKey(c: Challenge, scope: string): string {
   return `${c.params.realm ?? ""}|${c.params.service ?? ""}|${scope}`;
 }
 
+/** A token and how long to keep it: plain data, so it crosses to other workers in a flight. */
+export interface Token {
+  token: string;
+  ttlMs: number;
+}
+
 export class TokenCache {
   private readonly tokens = new LRUCache<string, string>({ ...atMost(10_000), ttlAutopurge: false });
 
@@ -42,12 +48,17 @@ export class TokenCache {
     return this.tokens.get(tokenKey(c, scope));
   }
 
+  /** Keeps a token while it is good: one fetched here, or by another worker (the token flight). */
+  remember(c: Challenge, scope: string, token: Token): void {
+    this.tokens.set(tokenKey(c, scope), token.token, { ttl: token.ttlMs });
+  }
+
   drop(c: Challenge, scope: string): void {
     this.tokens.delete(tokenKey(c, scope));
   }
 
   /** Fetches a token for `scope` from the challenge's realm (coalescing is the caller's). */
-  async fetch(c: Challenge, scope: string): Promise<string> {
+  async fetch(c: Challenge, scope: string): Promise<Token> {
     const realm = c.params.realm;
     if (!realm || !isTrustedRealm(realm, this.upstreamUrl)) {
       throw new RegistryError("UPSTREAM_ERROR", "upstream named an untrusted token realm", {
@@ -100,9 +111,9 @@ export class TokenCache {
     if (!token) throw new RegistryError("UPSTREAM_ERROR", "upstream token service answered no token");
     const expiresS =
       typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : DEFAULT_EXPIRES_S;
-    const ttl = Math.max(expiresS * 1000 - EARLY_MS, 1000);
-    this.tokens.set(tokenKey(c, scope), token, { ttl });
-    return token;
+    const fetched = { token, ttlMs: Math.max(expiresS * 1000 - EARLY_MS, 1000) };
+    this.remember(c, scope, fetched);
+    return fetched;
   }
 }
 

@@ -7,7 +7,7 @@ import type { Metrics } from "../metrics/metrics.ts";
 import type { Events, Flights } from "../coordination/coordinator.ts";
 import { parseChallenges, type Challenge } from "./challenge.ts";
 import { Breaker, errorOutcome, isOutage, type BreakerOptions } from "./breaker.ts";
-import { TokenCache, basic, tokenKey, type Credentials } from "./auth.ts";
+import { TokenCache, basic, tokenKey, type Credentials, type Token } from "./auth.ts";
 import {
   RedirectRefusedError,
   checkedLookup,
@@ -34,7 +34,7 @@ export interface UpstreamOptions {
   breaker?: Pick<BreakerOptions, "threshold" | "coolDownMs" | "now">;
   metrics: Metrics;
   /** Merges concurrent negotiations of one token (by tokenKey); its keys are this upstream's alone. */
-  tokenFlights: Flights<string>;
+  tokenFlights: Flights<Token>;
   /**
    * The challenges this upstream sent, told to every worker: one that has never asked the
    * upstream then sends its first request with a token, not a bare one that earns a 401 (and
@@ -232,7 +232,7 @@ export class UpstreamClient {
       this.foreignTokens.set(url.origin, tokens);
     }
     const scope = bearer.params.scope ?? `repository:${req.repo}:pull`;
-    const token = tokens.cached(bearer, scope) ?? (await tokens.fetch(bearer, scope));
+    const token = tokens.cached(bearer, scope) ?? (await tokens.fetch(bearer, scope)).token;
     return this.send(req, url, `Bearer ${token}`, this.redirectAgent);
   }
 
@@ -249,9 +249,12 @@ export class UpstreamClient {
     if (c.scheme === "basic") return this.opts.credentials ? basic(this.opts.credentials) : undefined;
     const cached = this.tokens.cached(c, scope);
     if (cached && !force) return `Bearer ${cached}`;
-    // Many requests for one repository start together: negotiate its token once.
-    const { promise } = this.opts.tokenFlights.run(tokenKey(c, scope), () => this.tokens.fetch(c, scope));
-    return `Bearer ${await promise}`;
+    // Many requests for one repository start together, in every worker: negotiate its token
+    // once. Each worker keeps it, so its next request to that repository needs no token again.
+    const flight = this.opts.tokenFlights.run(tokenKey(c, scope), () => this.tokens.fetch(c, scope));
+    const token = await flight.promise;
+    if (flight.joined) this.tokens.remember(c, scope, token);
+    return `Bearer ${token.token}`;
   }
 
   private async send(

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { InProcessCoordinator } from "../../src/coordination/in-process.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
+import type { Token } from "../../src/upstream/auth.ts";
 import type { Challenge } from "../../src/upstream/challenge.ts";
 import { UpstreamClient } from "../../src/upstream/client.ts";
 import { pushImage } from "../fixtures/images.ts";
@@ -31,24 +32,26 @@ describe("upstream token negotiation across workers", () => {
           timeoutMs: 10_000,
           privateRedirects: true,
           metrics: new Metrics(),
-          tokenFlights: coordinator.flights<string>("tokens/default"),
+          tokenFlights: coordinator.flights<Token>("tokens/default"),
           ...(share ? { challenges: coordinator.events<Challenge>("challenges/default") } : {}),
         }),
     );
   }
 
+  async function head(client: UpstreamClient): Promise<void> {
+    const res = await client.fetch({
+      method: "HEAD",
+      repo: "shared/challenge",
+      path: "/v2/shared/challenge/manifests/v1",
+      headers: { accept: "application/vnd.docker.distribution.manifest.v2+json" },
+    });
+    res.body.resume();
+    assert.equal(res.status, 200);
+  }
+
   async function headFromEach(clients: UpstreamClient[]): Promise<number[]> {
     await upstream.resetRequests();
-    for (const client of clients) {
-      const res = await client.fetch({
-        method: "HEAD",
-        repo: "shared/challenge",
-        path: "/v2/shared/challenge/manifests/v1",
-        headers: { accept: "application/vnd.docker.distribution.manifest.v2+json" },
-      });
-      res.body.resume();
-      assert.equal(res.status, 200);
-    }
+    for (const client of clients) await head(client);
     await Promise.all(clients.map((c) => c.close()));
     return (await upstream.requests()).filter((r) => r.method === "HEAD").map((r) => r.status);
   }
@@ -61,5 +64,17 @@ describe("upstream token negotiation across workers", () => {
 
   it("(without sharing the challenge, each worker's first request earns a 401)", async () => {
     assert.deepEqual(await headFromEach(twoWorkers(false)), [401, 200, 401, 200]);
+  });
+
+  it("one token for both workers: the one that joined the other's negotiation keeps the token too", async () => {
+    const clients = twoWorkers(true);
+    const tokensBefore = upstream.token!.requests.length;
+    // Together: both earn the challenge, and one negotiates the token for the two.
+    await Promise.all(clients.map((c) => head(c)));
+    assert.equal(upstream.token!.requests.length - tokensBefore, 1);
+    // Then each again: both have the token.
+    for (const client of clients) await head(client);
+    assert.equal(upstream.token!.requests.length - tokensBefore, 1);
+    await Promise.all(clients.map((c) => c.close()));
   });
 });
