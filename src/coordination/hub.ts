@@ -161,10 +161,7 @@ export class CoordinationHub {
     }
     this.endFlight(flight);
     if (msg.op === "fail") this.tellJoiners(flight, msg);
-    else {
-      const { outcome, value } = msg;
-      this.tellJoiners(flight, { op: "ended", flight: flight.id, outcome: outcome satisfies Ended, value });
-    }
+    else this.tellJoiners(flight, { op: "ended", flight: flight.id, outcome: msg.outcome satisfies Ended });
   }
 
   private endFlight(flight: HubFlight): void {

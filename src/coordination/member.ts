@@ -12,8 +12,8 @@ import {
   unwrap,
   wrap,
   type Channel,
+  type Ended,
   type Notice,
-  type Report,
   type Request,
   type Response,
   type ToMember,
@@ -152,30 +152,28 @@ export class WorkerCoordinator implements Coordinator {
     };
     (async () => fn(run))().then((value) => {
       settled = true;
-      // Unheld, the flight ends before any caller sees the value: one that asks again then
-      // starts afresh, as in-process. Joiners get the value and the end in one notice, so theirs
-      // is over as soon as they have the value too.
-      const unheld = holds.length === 0;
-      if (unheld) drop();
+      const last = holds.length === 0;
       try {
-        const report: Report = unheld
-          ? { op: "end", flight, outcome: "done", value: { v: value } }
-          : { op: "value", flight, value };
-        this.channel.send(wrap(report));
+        this.channel.send(wrap({ op: "value", flight, value, last }));
       } catch (err) {
         // A value that cannot cross (not structured-clonable) is a bug of the caller's: fail
         // it everywhere rather than only in the other workers.
         return fail(err);
       }
-      if (unheld) entry.end("done");
-      entry.resolve(value);
-      if (unheld) return;
-      void Promise.allSettled(holds).then((results) => {
-        const outcome = results.some((r) => r.status === "rejected") ? "failed" : "done";
+      const finish = (outcome: Ended) => {
         drop();
         this.tell({ op: "end", flight, outcome });
         entry.end(outcome);
-      });
+      };
+      // Unheld, the flight ends before any caller sees the value: one that asks again then
+      // starts afresh, as in-process.
+      if (last) finish("done");
+      entry.resolve(value);
+      if (!last) {
+        void Promise.allSettled(holds).then((results) =>
+          finish(results.some((r) => r.status === "rejected") ? "failed" : "done"),
+        );
+      }
     }, fail);
   }
 
@@ -202,14 +200,20 @@ export class WorkerCoordinator implements Coordinator {
     const followed = this.following.get(notice.flight);
     if (!followed) return;
     const { entry, drop } = followed;
-    if (notice.op === "value") return entry.resolve(notice.value);
+    if (notice.op === "value") {
+      entry.resolve(notice.value);
+      // Unheld: over here with its value, so a caller that asks again at once starts afresh
+      // rather than joining a flight whose end is still on its way. The end then finds nothing.
+      if (!notice.last) return;
+    }
     this.following.delete(notice.flight);
     drop();
-    if (notice.op === "fail") {
+    if (notice.op === "value") {
+      entry.end("done");
+    } else if (notice.op === "fail") {
       entry.reject(fromWire(notice.error));
       entry.end("failed");
     } else {
-      if (notice.value) entry.resolve(notice.value.v);
       entry.end(notice.outcome);
     }
   }

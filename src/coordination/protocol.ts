@@ -33,12 +33,15 @@ export type Request =
   | { op: "close"; id: number }
   | { op: "publish"; id: number; name: string; event: unknown };
 
-/** Member → hub, unanswered: what the owner of a flight tells. */
+/**
+ * Member → hub, unanswered: what the owner of a flight tells. `last`: nothing holds the flight,
+ * so its end follows at once; a joiner takes the flight as over with the value (the hub passes
+ * the flag on untouched, so a hub or member without it still works by the end that follows).
+ */
 export type Report =
-  | { op: "value"; flight: number; value: unknown }
+  | { op: "value"; flight: number; value: unknown; last?: boolean }
   | { op: "fail"; flight: number; error: WireError }
-  // An unheld flight's value comes with its end, so a joiner's flight is over when it has it.
-  | { op: "end"; flight: number; outcome: Ended; value?: { v: unknown } };
+  | { op: "end"; flight: number; outcome: Ended };
 
 /** The hub's answers; what each carries depends on the request. */
 export interface Response {
@@ -57,9 +60,9 @@ export interface Response {
 
 /** Hub → member, unasked: a flight this member joined, and events. */
 export type Notice =
-  | { op: "value"; flight: number; value: unknown }
+  | { op: "value"; flight: number; value: unknown; last?: boolean }
   | { op: "fail"; flight: number; error: WireError }
-  | { op: "ended"; flight: number; outcome: Ended; value?: { v: unknown } }
+  | { op: "ended"; flight: number; outcome: Ended }
   | { op: "event"; name: string; event: unknown };
 
 export type ToHub = Request | Report;

@@ -4,8 +4,7 @@
 //   K (string)           the claim: the owner's token ("memberId/nonce#n"), PX leaseTtlMs, renewed
 //                        by the owner every third of that until the flight ends;
 //   prefix + "value:…"   the value, v8-serialized, once the owner has it (for late joiners);
-//   channel K            the owner's notices: value, fail (with the error), end (with the outcome,
-//                        and the value when nothing held the flight).
+//   channel K            the owner's notices: value, fail (with the error), end (with the outcome).
 // Every member is subscribed to all flight channels (one pattern, made when the connection is
 // ready), so a member never has to subscribe before asking; notices carry the owner's token, and
 // the owner publishes them in the same script that changes the keys, so what a joiner reads and
@@ -19,10 +18,10 @@ import { fromWire, MemberGoneError, toWire, type Ended, type WireError } from ".
 
 /** What an owner publishes on its flight's channel. */
 type Notice =
-  | { t: string; op: "value"; v: Buffer }
+  // last: nothing holds the flight, its end follows at once (see member.ts on the workers' pipe).
+  | { t: string; op: "value"; v: Buffer; last?: boolean }
   | { t: string; op: "fail"; error: WireError }
-  // v: an unheld flight's value, which comes with its end.
-  | { t: string; op: "end"; outcome: Ended; v?: Buffer };
+  | { t: string; op: "end"; outcome: Ended };
 
 // enter(claim, value; token, ttl, claim?): "1" → claimed; [] → no flight; [owner, value?] → follow.
 const ENTER = `
@@ -233,20 +232,24 @@ export class RedisFlights {
         // everywhere, here too, whether Redis is up or not.
         return fail(err);
       }
-      // Unheld, the flight ends before any caller sees the value: one that asks again then starts
-      // afresh. Joiners hear the value and the end in one notice, so theirs is over with it too.
-      if (holds.length === 0) {
-        stop((t) => ({ t, op: "end", outcome: "done", v: bytes }));
-        entry.end("done");
-        return entry.resolve(value);
-      }
-      tell("flightValue", (t) => [ttl, bytes, serialize({ t, op: "value", v: bytes } satisfies Notice)]);
-      entry.resolve(value);
-      void Promise.allSettled(holds).then((results) => {
-        const outcome = results.some((r) => r.status === "rejected") ? "failed" : "done";
+      const last = holds.length === 0;
+      tell("flightValue", (t) => [
+        ttl,
+        bytes,
+        serialize({ t, op: "value", v: bytes, last } satisfies Notice),
+      ]);
+      const finish = (outcome: Ended) => {
         stop((t) => ({ t, op: "end", outcome }));
         entry.end(outcome);
-      });
+      };
+      // Unheld, the flight ends before any caller sees the value: one that asks again then starts afresh.
+      if (last) finish("done");
+      entry.resolve(value);
+      if (!last) {
+        void Promise.allSettled(holds).then((results) =>
+          finish(results.some((r) => r.status === "rejected") ? "failed" : "done"),
+        );
+      }
     }, fail);
   }
 
@@ -289,10 +292,16 @@ export class RedisFlights {
     };
     const hear = (notice: Notice) => {
       if (done || notice.t !== token) return;
-      if (notice.op === "value") return take(notice.v);
-      if (notice.op === "end" && notice.v) take(notice.v);
+      if (notice.op === "value") {
+        take(notice.v);
+        // Unheld: over here with its value, so a caller that asks again at once starts afresh
+        // rather than joining a flight whose end is still on its way. The end then finds us done.
+        if (!notice.last) return;
+      }
       close();
-      if (notice.op === "fail") {
+      if (notice.op === "value") {
+        entry.end("done");
+      } else if (notice.op === "fail") {
         entry.reject(fromWire(notice.error));
         entry.end("failed");
       } else {

@@ -159,9 +159,8 @@ describe("workers coordination: the pipe", () => {
     gate.resolve();
     for (const c of calls) assert.equal(await c.promise, "v");
     assert.equal(calls.filter((c) => !c.joined).length, 1);
-    // The owner then reports the end with the value (nothing held it); nobody joined from
-    // elsewhere, so no notices.
-    assert.deepEqual(p.sent, { toHub: 2, toWorker: 1 });
+    // The owner then reports the value and the end; nobody joined from elsewhere, so no notices.
+    assert.deepEqual(p.sent, { toHub: 3, toWorker: 1 });
     hub.close();
   });
 
