@@ -188,7 +188,9 @@ export async function startMirror(config: Config, opts: StartOptions = {}): Prom
       timeoutMs: u.timeout,
       privateRedirects: u.privateRedirects,
       metrics,
-      tokenFlights: coordinator.flights<Token>(`tokens/${u.name}`),
+      // Not "tokens/", where the value was a bare string: replicas of two versions (a rolling
+      // update) must not join each other's negotiations.
+      tokenFlights: coordinator.flights<Token>(`token-grants/${u.name}`),
       challenges: coordinator.events<Challenge>(`challenges/${u.name}`),
     });
     const manifests = new ManifestService({
